@@ -1,0 +1,3 @@
+from fpwatch.cli import main
+
+main()

@@ -1,0 +1,68 @@
+"""Canaries: the fixed, seeded requests a check sends, and the built-in `default` set.
+
+The built-in set follows DESIGN section 6: short prompts answered in one to a few tokens, at
+temperature 0 with a fixed seed and logprobs where the provider gives them, so that a check of the
+whole set costs well under 100 output tokens while its first-token distribution is sensitive to a
+change of the model behind the API.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+Logprobs = Literal["auto"] | bool
+
+
+@dataclass(frozen=True)
+class Message:
+    role: str
+    content: str
+
+
+@dataclass(frozen=True)
+class Canary:
+    """One fixed request. `temperature=None` means "send no temperature" (reasoning models)."""
+
+    name: str
+    messages: tuple[Message, ...]
+    seed: int | None = 1
+    temperature: float | None = 0.0
+    max_tokens: int = 16
+    samples: int = 3
+    logprobs: Logprobs = "auto"
+    top_logprobs: int | None = None
+    expect: str | None = None
+    builtin: bool = field(default=False, compare=False)
+
+    @property
+    def prompt(self) -> str:
+        """The last user message: what a person reads as "the question"."""
+        for message in reversed(self.messages):
+            if message.role == "user":
+                return message.content
+        return self.messages[-1].content if self.messages else ""
+
+
+def _builtin(name: str, prompt: str, max_tokens: int) -> Canary:
+    return Canary(
+        name=f"default/{name}",
+        messages=(Message("user", prompt),),
+        seed=1,
+        temperature=0.0,
+        max_tokens=max_tokens,
+        samples=4,
+        logprobs="auto",
+        builtin=True,
+    )
+
+
+# Four prompts x 4 samples x at most 4 tokens: at most 64 output tokens per check.
+BUILTIN_SET: tuple[Canary, ...] = (
+    _builtin("x", "x", 4),  # a near-empty prompt: the answer is pure model prior
+    _builtin("one-plus-one", "Reply in one token. 1+1=", 2),
+    _builtin("coin", "Heads or tails? Answer with one word only.", 2),  # a nearly tied first token
+    _builtin("color", "Name one color. Answer with one word only.", 2),  # border input: many close tokens
+)
+
+BUILTIN_SET_NAME = "default"

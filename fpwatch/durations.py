@@ -1,0 +1,40 @@
+"""Durations as people write them in config files and on the command line: "90s", "15m", "1h30m", "7d"."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
+
+
+def parse_duration(text: str) -> timedelta:
+    """Parse "90s", "15m", "24h", "7d", "1h30m" or "0"; ValueError says what a valid one looks like."""
+    s = text.strip().lower()
+    if s == "0":
+        return timedelta(0)
+    pos, total = 0, 0.0
+    for match in _PART.finditer(s):
+        if match.start() != pos:
+            break
+        total += float(match.group(1)) * _UNITS[match.group(2)]
+        pos = match.end()
+    if pos != len(s) or not s:
+        raise ValueError(f'"{text}" is not a duration; write it like "90s", "15m", "24h" or "7d"')
+    return timedelta(seconds=total)
+
+
+def format_duration(value: timedelta) -> str:
+    """The shortest exact spelling of a duration, the inverse of parse_duration."""
+    seconds = value.total_seconds()
+    if seconds == 0:
+        return "0"
+    if seconds != int(seconds):
+        return f"{round(seconds * 1000)}ms"
+    out, rest = [], int(seconds)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if rest >= size:
+            out.append(f"{rest // size}{unit}")
+            rest %= size
+    return "".join(out)

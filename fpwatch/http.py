@@ -1,0 +1,198 @@
+"""HTTP to providers: one client per provider, retries that honour the server, a whole-request deadline.
+
+The only module that imports httpx, so a move to the maintained fork (httpx2) is a one-line change.
+Retries follow the official OpenAI SDK's rules (research/library-practice.md section 4.2): retry
+408/409/429/5xx/529 and connection errors with exponential backoff and jitter, prefer
+`retry-after-ms`, then `Retry-After` (seconds or an HTTP date), obey `x-should-retry`, and never wait
+past the request's deadline. Every attempt is recorded: retries hide exactly the degradation a
+monitor exists to see.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import random
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from fpwatch import __version__
+
+RETRYABLE = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 529})
+MAX_SERVER_DELAY = 60.0  # a server asking for longer is reported, not waited for
+MAX_ATTEMPTS = 4
+MAX_BODY = 4 * 1024 * 1024  # canary answers are tiny; anything bigger is a misbehaving server
+
+
+class TransportFailure(Exception):
+    """No usable HTTP response: timeout, refused connection, oversized body. Message is for people."""
+
+    def __init__(self, kind: str, message: str, attempts: list[Attempt]) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.attempts = attempts
+
+
+@dataclass(frozen=True)
+class Attempt:
+    status: int | None
+    error: str | None
+    waited: float  # seconds slept before this attempt
+    retry_after: float | None
+    request_id: str | None
+
+
+@dataclass
+class Exchange:
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+    latency: float  # seconds, whole exchange including retries
+    attempts: list[Attempt] = field(default_factory=list)
+
+
+def new_client(max_connections: int) -> httpx.AsyncClient:
+    """A client for one provider. Limits go on the transport: with transport= the client ignores them."""
+    transport = httpx.AsyncHTTPTransport(
+        retries=0,  # our own loop retries, and records every attempt
+        limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+    )
+    return httpx.AsyncClient(
+        transport=transport,
+        headers={"user-agent": f"fpwatch/{__version__}"},
+        timeout=httpx.Timeout(60.0, connect=10.0),
+        follow_redirects=False,
+    )
+
+
+def server_delay(headers: Mapping[str, str], now: float | None = None) -> float | None:
+    """Seconds the server asked us to wait, from retry-after-ms or Retry-After; None if it did not say."""
+    for name, scale in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if value is None:
+            continue
+        try:
+            return max(0.0, float(value) / scale)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if value:
+        try:
+            when = email.utils.parsedate_to_datetime(value).timestamp()
+        except (TypeError, ValueError):
+            return None
+        return max(0.0, when - (time.time() if now is None else now))
+    return None
+
+
+def backoff(attempt: int, base: float = 0.5, cap: float = 8.0) -> float:
+    """Full-jitter exponential backoff for the attempt-th retry (0-based)."""
+    return random.uniform(0, min(cap, base * 2**attempt))
+
+
+def _request_id(headers: Mapping[str, str]) -> str | None:
+    return headers.get("x-request-id") or headers.get("request-id") or headers.get("apim-request-id")
+
+
+async def post_json(
+    client: httpx.AsyncClient,
+    url: str,
+    payload: Mapping[str, Any],
+    headers: Mapping[str, str],
+    *,
+    timeout: float,
+    params: Mapping[str, str] | None = None,
+    max_attempts: int = MAX_ATTEMPTS,
+    max_body: int = MAX_BODY,
+) -> Exchange:
+    """POST JSON with retries inside `timeout` seconds in all; return the final response.
+
+    A retryable status that is still failing at the end is returned (the caller explains it);
+    a failure with no response at all raises TransportFailure.
+    """
+    start = time.monotonic()
+    deadline = start + timeout
+    attempts: list[Attempt] = []
+    waited = 0.0
+    for number in range(max_attempts):
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
+        try:
+            status, response_headers, body = await _send_once(
+                client, url, payload, headers, params, remaining, max_body
+            )
+        except TransportFailure as failure:
+            attempts.append(Attempt(None, str(failure), waited, None, None))
+            if failure.kind == "too_large":
+                raise TransportFailure(failure.kind, str(failure), attempts) from None
+            delay = backoff(number)
+            if number + 1 >= max_attempts or time.monotonic() + delay >= deadline:
+                raise TransportFailure(failure.kind, str(failure), attempts) from None
+            await asyncio.sleep(delay)
+            waited = delay
+            continue
+        asked = server_delay(response_headers)
+        attempts.append(Attempt(status, None, waited, asked, _request_id(response_headers)))
+        should = response_headers.get("x-should-retry", "").lower()
+        retryable = should == "true" or (should != "false" and status in RETRYABLE)
+        delay = asked if asked is not None else backoff(number)
+        last = number + 1 >= max_attempts
+        if not retryable or last or (asked is not None and asked > MAX_SERVER_DELAY):
+            return Exchange(status, response_headers, body, time.monotonic() - start, attempts)
+        if time.monotonic() + delay >= deadline:
+            return Exchange(status, response_headers, body, time.monotonic() - start, attempts)
+        await asyncio.sleep(delay)
+        waited = delay
+    raise TransportFailure(
+        "timeout", f"no answer within the {timeout:g}s request timeout ({len(attempts)} attempts)", attempts
+    )
+
+
+async def _send_once(
+    client: httpx.AsyncClient,
+    url: str,
+    payload: Mapping[str, Any],
+    headers: Mapping[str, str],
+    params: Mapping[str, str] | None,
+    remaining: float,
+    max_body: int,
+) -> tuple[int, dict[str, str], bytes]:
+    # httpx timeouts are per operation; asyncio.timeout bounds a server that trickles bytes.
+    per_op = httpx.Timeout(remaining, connect=min(10.0, remaining))
+    try:
+        async with asyncio.timeout(remaining + 0.5):
+            request = client.build_request(
+                "POST", url, json=payload, headers=dict(headers), params=params, timeout=per_op
+            )
+            response = await client.send(request, stream=True)
+            try:
+                chunks: list[bytes] = []
+                size = 0
+                async for chunk in response.aiter_bytes():
+                    size += len(chunk)
+                    if size > max_body:
+                        raise TransportFailure(
+                            "too_large", f"response body over {max_body // 1024} KiB; refused to read more", []
+                        )
+                    chunks.append(chunk)
+                return response.status_code, {k.lower(): v for k, v in response.headers.items()}, b"".join(chunks)
+            finally:
+                await response.aclose()
+    except (TimeoutError, httpx.TimeoutException):
+        raise TransportFailure("timeout", f"no answer within {remaining:.1f}s (request timeout)", []) from None
+    except httpx.ConnectError as exc:
+        raise TransportFailure("connection", f"cannot connect: {_reason(exc)}", []) from None
+    except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
+        raise TransportFailure("connection", f"connection broken: {_reason(exc)}", []) from None
+    except httpx.HTTPError as exc:
+        raise TransportFailure("connection", f"HTTP error: {_reason(exc)}", []) from None
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc) or type(exc).__name__
+    return text.splitlines()[0][:200]

@@ -1,0 +1,86 @@
+"""Logging: structlog over one stdlib pipeline, so httpx, apscheduler and apprise lines look like ours.
+
+Console rendering on a TTY, JSON lines otherwise; tracebacks without frame locals (they would dump
+keys); every line passes the redactor before it is rendered (research/library-practice.md section 3).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any, TextIO
+
+import structlog
+from structlog.tracebacks import ExceptionDictTransformer
+from structlog.typing import EventDict, WrappedLogger
+
+from fpwatch.redact import Redactor
+
+_SECRET_KEYS = ("api_key", "authorization", "password", "token", "secret")
+
+
+class _Redact:
+    def __init__(self, redactor: Redactor) -> None:
+        self.redactor = redactor
+
+    def __call__(self, _: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+        for key in list(event_dict):
+            if key.startswith("_"):
+                continue
+            if any(word in key.lower() for word in _SECRET_KEYS):
+                event_dict[key] = "[REDACTED]"
+            else:
+                event_dict[key] = self.redactor.scrub(event_dict[key])
+        return event_dict
+
+
+def configure_logging(
+    level: str = "info", fmt: str = "auto", redactor: Redactor | None = None, stream: TextIO | None = None
+) -> None:
+    """Set up structlog and the root logger once; later calls replace the handler."""
+    stream = stream or sys.stderr
+    redact = _Redact(redactor or Redactor())
+    console = fmt == "console" or (fmt == "auto" and stream.isatty())
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_logger_name,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.ExtraAdder(),
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    structlog.configure(
+        processors=[
+            structlog.stdlib.filter_by_level,
+            *shared,
+            structlog.stdlib.PositionalArgumentsFormatter(),
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=False,
+    )
+    final: list[Any] = (
+        [redact, structlog.dev.ConsoleRenderer(colors=False)]
+        if console
+        else [
+            structlog.processors.ExceptionRenderer(ExceptionDictTransformer(show_locals=False)),
+            redact,
+            structlog.processors.JSONRenderer(),
+        ]
+    )
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=shared,
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *final],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    for noisy in ("httpx", "httpcore", "apscheduler.executors.default"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)  # httpx logs full URLs at INFO
+
+
+def get_logger(name: str = "fpwatch") -> Any:
+    return structlog.get_logger(name)

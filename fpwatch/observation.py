@@ -1,0 +1,74 @@
+"""An observation: one API response as recorded, the raw material of every conclusion fpwatch draws."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+FingerprintState = Literal["present", "null", "empty", "absent"]
+
+
+@dataclass(frozen=True)
+class FirstToken:
+    """The first generated token with its logprob and the provider's top alternatives."""
+
+    token: str
+    logprob: float
+    top: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Observation:
+    time: datetime  # UTC, when the request was sent
+    model: str  # the monitored model's name
+    canary: str
+    sample: int
+    seed: int | None
+    ok: bool
+    fingerprint: str | None = None  # the value when present and non-empty
+    fingerprint_state: FingerprintState | None = None  # None when the request failed
+    response_model: str | None = None
+    output: str | None = None
+    finish_reason: str | None = None
+    first_token: FirstToken | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    reasoning_tokens: int | None = None
+    latency_ms: float | None = None
+    request_id: str | None = None  # the x-request-id header
+    response_id: str | None = None  # the body's id
+    http_status: int | None = None
+    attempts: int = 1
+    error_kind: str | None = None
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["time"] = self.time.isoformat().replace("+00:00", "Z")
+        return out
+
+
+@dataclass(frozen=True)
+class Parsed:
+    """What an adapter reads out of a successful response body."""
+
+    fingerprint: str | None
+    fingerprint_state: FingerprintState
+    response_model: str | None
+    output: str
+    finish_reason: str | None = None
+    first_token: FirstToken | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    reasoning_tokens: int | None = None
+    response_id: str | None = None
+
+
+class ProbeError(Exception):
+    """A request that produced no usable answer, explained for a person: what happened and what to do."""
+
+    def __init__(self, kind: str, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.status = status

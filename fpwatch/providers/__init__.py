@@ -1,0 +1,147 @@
+"""Provider adapters behind a registry keyed by the `type` users write in TOML.
+
+An adapter maps a canary to its wire format and a response back to `Parsed` (or a `ProbeError`
+that says what to do). Adding a provider is one module and one line in `ADAPTERS`; `probe` and
+the retry loop are shared.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Protocol
+
+from fpwatch.canaries import Canary
+from fpwatch.config import ModelConfig, ProviderConfig
+from fpwatch.http import Exchange, TransportFailure, new_client, post_json
+from fpwatch.observation import Observation, Parsed, ProbeError
+from fpwatch.providers.openai import AzureAdapter, OpenAIAdapter, OpenAICompatibleAdapter, Request
+
+
+class Adapter(Protocol):
+    def __init__(self, provider: ProviderConfig) -> None: ...
+
+    def build_request(self, model: ModelConfig, canary: Canary) -> Request: ...
+
+    def parse(self, exchange: Exchange) -> Parsed: ...
+
+
+ADAPTERS: dict[str, type[Adapter]] = {
+    "openai": OpenAIAdapter,
+    "openai-compatible": OpenAICompatibleAdapter,
+    "azure": AzureAdapter,
+}
+
+
+class ProviderSession:
+    """One provider's HTTP client, concurrency limit and adapter, shared by every check."""
+
+    def __init__(self, provider: ProviderConfig) -> None:
+        self.provider = provider
+        self.adapter = ADAPTERS[provider.type](provider)
+        self.client = new_client(provider.max_concurrency)
+        self.limit = asyncio.Semaphore(provider.max_concurrency)
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+
+class Providers:
+    """Sessions by provider name, opened lazily, closed together."""
+
+    def __init__(self) -> None:
+        self._sessions: dict[str, ProviderSession] = {}
+
+    def session(self, provider: ProviderConfig) -> ProviderSession:
+        current = self._sessions.get(provider.name)
+        if current is None or current.provider != provider:
+            current = ProviderSession(provider)
+            self._sessions[provider.name] = current
+        return current
+
+    async def aclose(self) -> None:
+        sessions, self._sessions = list(self._sessions.values()), {}
+        for session in sessions:
+            await session.aclose()
+
+    async def __aenter__(self) -> Providers:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+
+async def probe(
+    session: ProviderSession,
+    model: ModelConfig,
+    canary: Canary,
+    sample: int,
+    *,
+    redact: Callable[[str], str],
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> Observation:
+    """Send one canary request and record what came back, success or failure, as an Observation."""
+    request = session.adapter.build_request(model, canary)
+    sent = clock()
+    started = time.monotonic()
+    base = {"time": sent, "model": model.name, "canary": canary.name, "sample": sample, "seed": canary.seed}
+    async with session.limit:
+        try:
+            exchange = await post_json(
+                session.client,
+                request.url,
+                request.payload,
+                request.headers,
+                params=request.params,
+                timeout=model.timeout.total_seconds(),
+            )
+        except TransportFailure as failure:
+            return Observation(
+                **base,
+                ok=False,
+                latency_ms=(time.monotonic() - started) * 1000,
+                attempts=max(1, len(failure.attempts)),
+                error_kind=failure.kind,
+                error=redact(f"{failure} ({_where(model)})"),
+            )
+    request_id = exchange.attempts[-1].request_id if exchange.attempts else None
+    try:
+        parsed = session.adapter.parse(exchange)
+    except ProbeError as error:
+        return Observation(
+            **base,
+            ok=False,
+            latency_ms=exchange.latency * 1000,
+            request_id=request_id,
+            http_status=exchange.status,
+            attempts=len(exchange.attempts),
+            error_kind=error.kind,
+            error=redact(str(error)),
+        )
+    return Observation(
+        **base,
+        ok=True,
+        fingerprint=parsed.fingerprint,
+        fingerprint_state=parsed.fingerprint_state,
+        response_model=parsed.response_model,
+        output=parsed.output,
+        finish_reason=parsed.finish_reason,
+        first_token=parsed.first_token,
+        input_tokens=parsed.input_tokens,
+        output_tokens=parsed.output_tokens,
+        reasoning_tokens=parsed.reasoning_tokens,
+        latency_ms=exchange.latency * 1000,
+        request_id=request_id,
+        response_id=parsed.response_id,
+        http_status=exchange.status,
+        attempts=len(exchange.attempts),
+    )
+
+
+def _where(model: ModelConfig) -> str:
+    return f"provider {model.provider.name} at {model.provider.base_url}"

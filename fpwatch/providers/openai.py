@@ -1,0 +1,316 @@
+"""The OpenAI Chat Completions wire format: OpenAI, Azure OpenAI and every OpenAI-compatible server.
+
+Version signals read here (research/provider-facts.md): `system_fingerprint` with null, empty and
+absent kept distinct; the resolved `model`; `x-request-id`; the first token's logprobs. Error bodies
+come in many shapes (OpenAI's envelope, Azure's string codes, OpenRouter's integer codes and raw
+upstream errors, xAI's plain strings, Gemini's JSON array); each becomes one readable message with
+the provider's own words and the hint that fixes it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from fpwatch.canaries import Canary
+from fpwatch.config import ModelConfig, ProviderConfig, Secret
+from fpwatch.http import Exchange, server_delay
+from fpwatch.observation import FingerprintState, FirstToken, Parsed, ProbeError
+
+DEFAULT_TOP_LOGPROBS = {"openai": 20, "azure": 5, "openai-compatible": 5}
+
+
+@dataclass(frozen=True)
+class Request:
+    url: str
+    headers: Mapping[str, str]
+    payload: Mapping[str, Any]
+    params: Mapping[str, str] | None = None
+
+
+class OpenAIAdapter:
+    """api.openai.com: Bearer auth, `max_completion_tokens`, logprobs by default."""
+
+    auto_logprobs = True
+    token_field = "max_completion_tokens"
+
+    def __init__(self, provider: ProviderConfig) -> None:
+        self.provider = provider
+
+    def url(self, model: ModelConfig) -> tuple[str, Mapping[str, str] | None]:
+        return f"{self.provider.base_url}/chat/completions", None
+
+    def auth_headers(self) -> dict[str, str]:
+        key = self.provider.api_key
+        return {"authorization": f"Bearer {key.reveal()}"} if key else {}
+
+    def build_request(self, model: ModelConfig, canary: Canary) -> Request:
+        payload: dict[str, Any] = {
+            "model": model.model,
+            "messages": [{"role": m.role, "content": m.content} for m in canary.messages],
+        }
+        if canary.seed is not None:
+            payload["seed"] = canary.seed
+        if canary.temperature is not None:
+            payload["temperature"] = canary.temperature
+        if not {"max_tokens", "max_completion_tokens"} & set(model.params):
+            payload[self.token_field] = canary.max_tokens
+        wants_logprobs = self.auto_logprobs if canary.logprobs == "auto" else canary.logprobs
+        if wants_logprobs:
+            payload["logprobs"] = True
+            top = canary.top_logprobs
+            payload["top_logprobs"] = DEFAULT_TOP_LOGPROBS[self.provider.type] if top is None else top
+        payload.update(model.params)
+        headers = {"content-type": "application/json", **self.auth_headers()}
+        for name, value in self.provider.headers.items():
+            headers[name] = value.reveal() if isinstance(value, Secret) else value
+        url, params = self.url(model)
+        return Request(url, headers, payload, params)
+
+    def parse(self, exchange: Exchange) -> Parsed:
+        return parse_chat_completion(exchange)
+
+
+class OpenAICompatibleAdapter(OpenAIAdapter):
+    """Any server speaking the format (xAI, Groq, vLLM, llama.cpp, Ollama, OpenRouter, ...).
+
+    `max_tokens` because many servers do not know `max_completion_tokens`; no logprobs unless a
+    canary asks, because some servers reject the field outright.
+    """
+
+    auto_logprobs = False
+    token_field = "max_tokens"
+
+
+class AzureAdapter(OpenAIAdapter):
+    """Azure OpenAI: `api-key` header; the classic deployment path with `api-version`, or the v1 path."""
+
+    token_field = "max_tokens"
+
+    def url(self, model: ModelConfig) -> tuple[str, Mapping[str, str] | None]:
+        base = self.provider.base_url
+        if self.provider.api_version and not base.endswith("/openai/v1"):
+            return (
+                f"{base}/openai/deployments/{model.model}/chat/completions",
+                {"api-version": self.provider.api_version},
+            )
+        root = base if base.endswith("/openai/v1") else f"{base}/openai/v1"
+        return f"{root}/chat/completions", None
+
+    def auth_headers(self) -> dict[str, str]:
+        key = self.provider.api_key
+        return {"api-key": key.reveal()} if key else {}
+
+
+# --- responses ------------------------------------------------------------------------------------------
+
+
+def parse_chat_completion(exchange: Exchange) -> Parsed:
+    """Read a chat.completion body into Parsed, or raise ProbeError explaining what went wrong."""
+    body = _decode(exchange)
+    if exchange.status >= 400 or _is_error_body(body):
+        raise error_from(exchange, body)
+    if not isinstance(body, dict):
+        raise ProbeError("malformed", f"unexpected response: a JSON {type(body).__name__}, not an object")
+    choices = body.get("choices")
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        raise ProbeError(
+            "malformed", f"unexpected response shape: no choices[0] (keys: {', '.join(sorted(body))[:200]})"
+        )
+    choice = choices[0]
+    message = choice.get("message") or choice.get("delta") or {}
+    if not isinstance(message, dict):
+        raise ProbeError("malformed", "unexpected response shape: choices[0].message is not an object")
+    content = message.get("content")
+    if content is None and isinstance(message.get("refusal"), str):
+        content = message["refusal"]  # a refusal is the model's answer to the canary; record its text
+    if isinstance(content, list):  # some servers return content parts
+        content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
+    fingerprint, state = _fingerprint(body)
+    usage = body.get("usage") if isinstance(body.get("usage"), dict) else {}
+    details = usage.get("completion_tokens_details") if isinstance(usage, dict) else None
+    return Parsed(
+        fingerprint=fingerprint,
+        fingerprint_state=state,
+        response_model=body.get("model") if isinstance(body.get("model"), str) else None,
+        output=content if isinstance(content, str) else "",
+        finish_reason=choice.get("finish_reason") if isinstance(choice.get("finish_reason"), str) else None,
+        first_token=_first_token(choice.get("logprobs")),
+        input_tokens=_int(usage.get("prompt_tokens")),
+        output_tokens=_int(usage.get("completion_tokens")),
+        reasoning_tokens=_int(details.get("reasoning_tokens")) if isinstance(details, dict) else None,
+        response_id=body.get("id") if isinstance(body.get("id"), str) else None,
+    )
+
+
+def _fingerprint(body: Mapping[str, Any]) -> tuple[str | None, FingerprintState]:
+    if "system_fingerprint" not in body:
+        return None, "absent"
+    value = body["system_fingerprint"]
+    if value is None:
+        return None, "null"
+    if not isinstance(value, str) or not value.strip():
+        return None, "empty"
+    return value.strip(), "present"
+
+
+def _first_token(logprobs: Any) -> FirstToken | None:
+    if not isinstance(logprobs, dict):
+        return None
+    content = logprobs.get("content")
+    if not isinstance(content, list) or not content or not isinstance(content[0], dict):
+        return None
+    first = content[0]
+    token, logprob = first.get("token"), first.get("logprob")
+    if not isinstance(token, str) or not isinstance(logprob, int | float):
+        return None
+    top: dict[str, float] = {}
+    for alt in first.get("top_logprobs") or []:
+        if isinstance(alt, dict) and isinstance(alt.get("token"), str) and isinstance(alt.get("logprob"), int | float):
+            top.setdefault(alt["token"], float(alt["logprob"]))
+    return FirstToken(token, float(logprob), top)
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _decode(exchange: Exchange) -> Any:
+    text = exchange.body.decode("utf-8", errors="replace")
+    content_type = exchange.headers.get("content-type", "")
+    stripped = text.lstrip()
+    if "html" in content_type or stripped[:15].lower().startswith(("<!doctype", "<html")):
+        title = re.search(r"<title[^>]*>(.*?)</title>", text, re.I | re.S)
+        what = f' titled "{" ".join(title.group(1).split())[:80]}"' if title else ""
+        raise ProbeError(
+            "malformed",
+            f"the server answered HTTP {exchange.status} with an HTML page{what} instead of JSON; "
+            "check the provider's base_url, or a proxy in between",
+            status=exchange.status,
+        )
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        excerpt = " ".join(stripped[:60].split())
+        raise ProbeError(
+            "malformed",
+            f"the server answered HTTP {exchange.status} with a body that is not valid JSON "
+            f"({len(exchange.body)} bytes, starting {excerpt!r}); the provider or a proxy is misbehaving",
+            status=exchange.status,
+        ) from None
+
+
+def _is_error_body(body: Any) -> bool:
+    if isinstance(body, list):
+        return bool(body) and isinstance(body[0], dict) and "error" in body[0]
+    if not isinstance(body, dict):
+        return False
+    if body.get("object") == "error" or body.get("type") == "error":
+        return True
+    return "error" in body and "choices" not in body  # OpenRouter and Azure filters answer 200 with an error
+
+
+@dataclass(frozen=True)
+class _Error:
+    message: str
+    type: str | None
+    code: str | None
+    param: str | None
+
+
+def _error_fields(body: Any) -> _Error:
+    """Normalise the error envelopes seen in the wild into one shape."""
+    if isinstance(body, list) and body:
+        body = body[0]
+    if not isinstance(body, dict):
+        return _Error("", None, None, None)
+    err = body.get("error")
+    if isinstance(err, str):  # xAI: {"code": "<grpc status text>", "error": "<message>"}
+        code = body.get("code")
+        return _Error(err, None, str(code) if code is not None else None, None)
+    if not isinstance(err, dict):  # Mistral: {"object": "error", "message": ..., "type": ..., "code": ...}
+        err = body
+    message = str(err.get("message") or "")
+    metadata = err.get("metadata")
+    if isinstance(metadata, dict):
+        raw = metadata.get("raw")
+        upstream = None
+        if isinstance(raw, str):
+            try:
+                upstream = _error_fields(json.loads(raw)).message or raw
+            except json.JSONDecodeError:
+                upstream = raw
+        elif isinstance(raw, dict):
+            upstream = _error_fields(raw).message
+        who = metadata.get("provider_name")
+        if upstream:
+            message = f"{message}: {upstream}" if message else upstream
+        if who:
+            message = f"{message} (upstream provider {who})"
+        if metadata.get("remedy_hint"):
+            message = f"{message}; {metadata['remedy_hint']}"
+    code = err.get("code")
+    type_ = err.get("type") or err.get("status")
+    param = err.get("param")
+    return _Error(
+        " ".join(message.split()),
+        str(type_) if type_ is not None else None,
+        str(code) if code is not None else None,
+        str(param) if param is not None else None,
+    )
+
+
+def error_from(exchange: Exchange, body: Any) -> ProbeError:
+    """A ProbeError carrying the provider's own message and the hint that fixes it."""
+    status = exchange.status
+    fields = _error_fields(body)
+    said = fields.message or "no error message"
+    tag = f"HTTP {status}"
+    if status == 200:
+        tag = "HTTP 200 with an error body"
+    words = " ".join(filter(None, [fields.type, fields.code, fields.param, said])).lower()
+    attempts = len(exchange.attempts)
+    retried = f" after {attempts} attempts" if attempts > 1 else ""
+
+    def err(kind: str, hint: str) -> ProbeError:
+        text = f"{said} ({tag}{retried})"
+        return ProbeError(kind, f"{text} — {hint}" if hint else text, status=status)
+
+    if "insufficient_quota" in words or status == 402:
+        return err("quota", "the account is out of quota or credits; fpwatch does not retry this: check billing")
+    if "content_filter" in words or "responsibleaipolicyviolation" in words:
+        return err("content_filter", "the provider's content filter blocked the canary; change its prompt")
+    if status in (401, 403) or "api_key" in words or "invalid api key" in words:
+        return err("auth", "check the provider's api_key (or api_key_file) and that the key is active")
+    if status == 404:
+        return err(
+            "not_found",
+            "check the model id (for Azure: the deployment name), and the provider's base_url and api_version",
+        )
+    if status == 429 or "rate_limit" in words or "overloaded" in words:
+        delay = server_delay(exchange.headers)
+        wait = f"; the server asked to wait {delay:.0f}s" if delay else ""
+        return err("rate_limited", f"rate limited{wait}: lower max_concurrency or raise the interval")
+    if status >= 500:
+        return err("server_error", "the provider failed; fpwatch retried within the timeout and will try next check")
+    if status in (400, 422) or status == 200:
+        return err("bad_request", _bad_request_hint(fields, words))
+    return err("http_error", "")
+
+
+def _bad_request_hint(fields: _Error, words: str) -> str:
+    param = (fields.param or "").lower()
+    if "temperature" in param or "temperature" in words:
+        return 'this model rejects temperature: set temperature = "default" on the canary'
+    if "logprobs" in param or "logprobs" in words:
+        return "this model rejects logprobs: set logprobs = false on the canary"
+    if "max_tokens" in param or "max_tokens" in words:
+        return "this model wants max_completion_tokens: set params = { max_completion_tokens = N } on the model"
+    if "seed" in param or "seed" in words:
+        return 'this model rejects seed: set seed = "none" on the canary'
+    if "role" in param or "system" in words:
+        return "this model rejects a message role: use a single user message (prompt = ...) in the canary"
+    return "the request was refused; check the model's params and the canary's settings"

@@ -1,0 +1,561 @@
+"""The state database: the only SQL in fpwatch (DESIGN section 9).
+
+SQLite in WAL mode with a busy timeout, so the daemon and a concurrent `fpwatch check` share one
+file. A check's read-modify-write (load the model's state, apply the pure tracker, append the
+observations, save the state and the events) runs in one `BEGIN IMMEDIATE` transaction: two
+processes checking the same model serialise instead of double-counting.
+
+Migrations are an ordered list of named functions, recorded in `migrations` as they run on open.
+
+Observations are append-only and hash-chained. Each row's hash is
+    sha256("fpwatch-obs-v1\\n" + previous hash + "\\n" + canonical JSON of the row)
+where the canonical JSON has sorted keys, no spaces, and the output replaced by its sha256
+(`output_sha256`), so raw outputs can be pruned after the retention period without breaking the
+chain. The first row's previous hash is 64 zeros. `fpwatch export` carries `prev_hash` and `hash`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from fpwatch.errors import StateError
+from fpwatch.observation import FirstToken, Observation
+from fpwatch.tracking import Event, ModelState, Signal, SignalSet
+
+GENESIS = "0" * 64
+HASH_TAG = "fpwatch-obs-v1"
+BUSY_TIMEOUT_MS = 30_000
+
+
+# --- migrations -------------------------------------------------------------------------------------------
+
+
+def _m001_initial(db: sqlite3.Connection) -> None:
+    db.executescript(
+        """
+        CREATE TABLE observations (
+            id INTEGER PRIMARY KEY,
+            check_id TEXT NOT NULL,
+            time TEXT NOT NULL,
+            model TEXT NOT NULL,
+            canary TEXT NOT NULL,
+            sample INTEGER NOT NULL,
+            seed INTEGER,
+            ok INTEGER NOT NULL,
+            fingerprint TEXT,
+            fingerprint_state TEXT,
+            response_model TEXT,
+            output TEXT,
+            output_sha256 TEXT,
+            finish_reason TEXT,
+            first_token TEXT,
+            input_tokens INTEGER,
+            output_tokens INTEGER,
+            reasoning_tokens INTEGER,
+            latency_ms REAL,
+            request_id TEXT,
+            response_id TEXT,
+            http_status INTEGER,
+            attempts INTEGER NOT NULL,
+            error_kind TEXT,
+            error TEXT,
+            prev_hash TEXT NOT NULL,
+            hash TEXT NOT NULL UNIQUE
+        );
+        CREATE INDEX observations_model_time ON observations (model, time);
+        CREATE INDEX observations_time ON observations (time);
+
+        CREATE TABLE checks (
+            id TEXT PRIMARY KEY,
+            model TEXT NOT NULL,
+            started TEXT NOT NULL,
+            finished TEXT NOT NULL,
+            ok INTEGER NOT NULL,
+            requests INTEGER NOT NULL,
+            failures INTEGER NOT NULL,
+            error TEXT
+        );
+        CREATE INDEX checks_model_started ON checks (model, started);
+
+        CREATE TABLE model_state (
+            model TEXT PRIMARY KEY,
+            checks INTEGER NOT NULL,
+            first_check TEXT,
+            last_check TEXT,
+            last_ok TEXT,
+            consecutive_failures INTEGER NOT NULL,
+            down INTEGER NOT NULL,
+            down_since TEXT,
+            last_error TEXT,
+            fingerprint_missing INTEGER NOT NULL,
+            expect_failing TEXT NOT NULL,
+            behaviour_fingerprint TEXT,
+            fingerprint_samples INTEGER NOT NULL,
+            response_model_samples INTEGER NOT NULL
+        );
+
+        CREATE TABLE signals (
+            model TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            value TEXT NOT NULL,
+            first_seen TEXT NOT NULL,
+            last_seen TEXT NOT NULL,
+            count INTEGER NOT NULL,
+            misses INTEGER NOT NULL,
+            retired_at TEXT,
+            PRIMARY KEY (model, kind, value)
+        );
+
+        CREATE TABLE events (
+            id INTEGER PRIMARY KEY,
+            time TEXT NOT NULL,
+            model TEXT NOT NULL,
+            type TEXT NOT NULL,
+            severity TEXT NOT NULL,
+            summary TEXT NOT NULL,
+            details TEXT NOT NULL,
+            check_id TEXT,
+            acked_at TEXT,
+            ack_comment TEXT
+        );
+        CREATE INDEX events_time ON events (time);
+        CREATE INDEX events_model_time ON events (model, time);
+        """
+    )
+
+
+MIGRATIONS: list[tuple[str, Callable[[sqlite3.Connection], None]]] = [
+    ("001_initial", _m001_initial),
+]
+
+
+# --- values -----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    id: int | None  # None for an event of a dry run, which is never stored
+    event: Event
+    check_id: str | None
+    acked_at: datetime | None = None
+    ack_comment: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        e = self.event
+        return {
+            "id": self.id,
+            "time": iso(e.time),
+            "model": e.model,
+            "type": e.type,
+            "severity": e.severity,
+            "summary": e.summary,
+            "details": e.details,
+            "check_id": self.check_id,
+            "acked_at": iso(self.acked_at) if self.acked_at else None,
+            "ack_comment": self.ack_comment,
+        }
+
+
+@dataclass(frozen=True)
+class CheckRecord:
+    id: str
+    model: str
+    started: datetime
+    finished: datetime
+    requests: int
+    failures: int
+    error: str | None
+
+
+def iso(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _dt(text: str | None) -> datetime | None:
+    if text is None:
+        return None
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def canonical(row: dict[str, Any]) -> str:
+    return json.dumps(row, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def chain_hash(prev: str, row: dict[str, Any]) -> str:
+    return hashlib.sha256(f"{HASH_TAG}\n{prev}\n{canonical(row)}".encode()).hexdigest()
+
+
+def hashed_fields(obs: Observation, check_id: str) -> dict[str, Any]:
+    """The fields of an observation the chain covers (the output by its digest)."""
+    row = obs.to_dict()
+    output = row.pop("output")
+    row["output_sha256"] = hashlib.sha256(output.encode()).hexdigest() if output is not None else None
+    row["check_id"] = check_id
+    return row
+
+
+# --- the store --------------------------------------------------------------------------------------------
+
+
+class Store:
+    """fpwatch's state in one SQLite file. Methods speak the domain's words; callers never see SQL."""
+
+    def __init__(self, db: sqlite3.Connection, path: Path | None) -> None:
+        self.db = db
+        self.path = path
+
+    @classmethod
+    def open(cls, path: Path | str, *, readonly: bool = False) -> Store:
+        """Open (creating and migrating) the database; readonly opens an existing file without writing."""
+        path = Path(path)
+        try:
+            if readonly:
+                db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
+            else:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                db = sqlite3.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
+            db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            if not readonly:
+                db.execute("PRAGMA journal_mode = WAL")
+                db.execute("PRAGMA synchronous = NORMAL")
+        except sqlite3.Error as exc:
+            raise StateError(f"cannot open the state database {path}: {exc}; check fpwatch.state") from None
+        store = cls(db, path)
+        if not readonly:
+            store.migrate()
+        return store
+
+    @classmethod
+    def memory(cls) -> Store:
+        db = sqlite3.connect(":memory:", isolation_level=None)
+        store = cls(db, None)
+        store.migrate()
+        return store
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE: take the write lock up front so read-modify-write cannot interleave."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    def migrate(self) -> list[str]:
+        """Run the migrations this database has not seen yet; return their names."""
+        try:
+            with self.transaction() as db:
+                db.execute("CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
+                done = {row[0] for row in db.execute("SELECT name FROM migrations")}
+                known = {name for name, _ in MIGRATIONS}
+                if done - known:
+                    raise StateError(
+                        f"the state database {self.path} was written by a newer fpwatch "
+                        f"(migrations {', '.join(sorted(done - known))}); upgrade fpwatch"
+                    )
+                ran = []
+                for name, step in MIGRATIONS:
+                    if name not in done:
+                        step(db)
+                        db.execute("INSERT INTO migrations VALUES (?, ?)", (name, iso(datetime.now(UTC))))
+                        ran.append(name)
+                return ran
+        except sqlite3.DatabaseError as exc:
+            raise StateError(f"{self.path} is not a usable fpwatch database: {exc}") from None
+
+    # -- checks
+
+    def record_check(
+        self,
+        check: CheckRecord,
+        observations: Sequence[Observation],
+        apply: Callable[[ModelState], tuple[ModelState, list[Event]]],
+    ) -> tuple[ModelState, list[StoredEvent]]:
+        """Atomically: load the model's state, apply the tracker, append observations, save state and events."""
+        with self.transaction() as db:
+            state = self._load_state(db, check.model)
+            new_state, events = apply(state)
+            self._append_observations(db, check.id, observations)
+            db.execute(
+                "INSERT INTO checks VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    check.id,
+                    check.model,
+                    iso(check.started),
+                    iso(check.finished),
+                    int(check.failures < check.requests),
+                    check.requests,
+                    check.failures,
+                    check.error,
+                ),
+            )
+            self._save_state(db, new_state)
+            stored = [self._insert_event(db, event, check.id) for event in events]
+        return new_state, stored
+
+    def _append_observations(self, db: sqlite3.Connection, check_id: str, observations: Sequence[Observation]) -> None:
+        row = db.execute("SELECT hash FROM observations ORDER BY id DESC LIMIT 1").fetchone()
+        prev = row[0] if row else GENESIS
+        for obs in observations:
+            fields = hashed_fields(obs, check_id)
+            digest = chain_hash(prev, fields)
+            db.execute(
+                """INSERT INTO observations (check_id, time, model, canary, sample, seed, ok, fingerprint,
+                   fingerprint_state, response_model, output, output_sha256, finish_reason, first_token,
+                   input_tokens, output_tokens, reasoning_tokens, latency_ms, request_id, response_id,
+                   http_status, attempts, error_kind, error, prev_hash, hash)
+                   VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)""",
+                (
+                    check_id,
+                    fields["time"],
+                    obs.model,
+                    obs.canary,
+                    obs.sample,
+                    obs.seed,
+                    int(obs.ok),
+                    obs.fingerprint,
+                    obs.fingerprint_state,
+                    obs.response_model,
+                    obs.output,
+                    fields["output_sha256"],
+                    obs.finish_reason,
+                    json.dumps(fields["first_token"]) if obs.first_token else None,
+                    obs.input_tokens,
+                    obs.output_tokens,
+                    obs.reasoning_tokens,
+                    obs.latency_ms,
+                    obs.request_id,
+                    obs.response_id,
+                    obs.http_status,
+                    obs.attempts,
+                    obs.error_kind,
+                    obs.error,
+                    prev,
+                    digest,
+                ),
+            )
+            prev = digest
+
+    # -- model state
+
+    def load_state(self, model: str) -> ModelState:
+        return self._load_state(self.db, model)
+
+    def _load_state(self, db: sqlite3.Connection, model: str) -> ModelState:
+        row = db.execute(
+            """SELECT checks, first_check, last_check, last_ok, consecutive_failures, down, down_since,
+                      last_error, fingerprint_missing, expect_failing, behaviour_fingerprint,
+                      fingerprint_samples, response_model_samples
+               FROM model_state WHERE model = ?""",
+            (model,),
+        ).fetchone()
+        if row is None:
+            return ModelState(model)
+        signals: dict[str, dict[str, Signal]] = {"fingerprint": {}, "response_model": {}}
+        for kind, value, first, last, count, misses, retired in db.execute(
+            "SELECT kind, value, first_seen, last_seen, count, misses, retired_at FROM signals WHERE model = ?",
+            (model,),
+        ):
+            signals[kind][value] = Signal(value, _dt(first), _dt(last), count, misses, _dt(retired))  # type: ignore[arg-type]
+        return ModelState(
+            model=model,
+            checks=row[0],
+            first_check=_dt(row[1]),
+            last_check=_dt(row[2]),
+            last_ok=_dt(row[3]),
+            consecutive_failures=row[4],
+            down=bool(row[5]),
+            down_since=_dt(row[6]),
+            last_error=row[7],
+            fingerprint_missing=bool(row[8]),
+            expect_failing=frozenset(json.loads(row[9])),
+            behaviour_fingerprint=row[10],
+            fingerprints=SignalSet("fingerprint", signals["fingerprint"], row[11]),
+            response_models=SignalSet("response_model", signals["response_model"], row[12]),
+        )
+
+    def _save_state(self, db: sqlite3.Connection, s: ModelState) -> None:
+        db.execute(
+            """INSERT OR REPLACE INTO model_state VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)""",
+            (
+                s.model,
+                s.checks,
+                _iso_or_none(s.first_check),
+                _iso_or_none(s.last_check),
+                _iso_or_none(s.last_ok),
+                s.consecutive_failures,
+                int(s.down),
+                _iso_or_none(s.down_since),
+                s.last_error,
+                int(s.fingerprint_missing),
+                json.dumps(sorted(s.expect_failing)),
+                s.behaviour_fingerprint,
+                s.fingerprints.samples,
+                s.response_models.samples,
+            ),
+        )
+        for signal_set in (s.fingerprints, s.response_models):
+            db.executemany(
+                "INSERT OR REPLACE INTO signals VALUES (?,?,?,?,?,?,?,?)",
+                [
+                    (
+                        s.model,
+                        signal_set.kind,
+                        sig.value,
+                        iso(sig.first_seen),
+                        iso(sig.last_seen),
+                        sig.count,
+                        sig.misses,
+                        _iso_or_none(sig.retired_at),
+                    )
+                    for sig in signal_set.signals.values()
+                ],
+            )
+
+    def known_models(self) -> list[str]:
+        return [row[0] for row in self.db.execute("SELECT model FROM model_state ORDER BY model")]
+
+    def last_check(self, model: str) -> CheckRecord | None:
+        row = self.db.execute(
+            "SELECT id, model, started, finished, requests, failures, error FROM checks "
+            "WHERE model = ? ORDER BY started DESC LIMIT 1",
+            (model,),
+        ).fetchone()
+        if row is None:
+            return None
+        return CheckRecord(row[0], row[1], _dt(row[2]), _dt(row[3]), row[4], row[5], row[6])  # type: ignore[arg-type]
+
+    # -- events
+
+    def _insert_event(self, db: sqlite3.Connection, event: Event, check_id: str | None) -> StoredEvent:
+        cursor = db.execute(
+            "INSERT INTO events (time, model, type, severity, summary, details, check_id) VALUES (?,?,?,?,?,?,?)",
+            (
+                iso(event.time),
+                event.model,
+                event.type,
+                event.severity,
+                event.summary,
+                json.dumps(event.details, sort_keys=True),
+                check_id,
+            ),
+        )
+        assert cursor.lastrowid is not None
+        return StoredEvent(cursor.lastrowid, event, check_id)
+
+    def events(
+        self,
+        *,
+        since: datetime | None = None,
+        model: str | None = None,
+        severities: Sequence[str] | None = None,
+        types: Sequence[str] | None = None,
+        limit: int | None = None,
+    ) -> list[StoredEvent]:
+        """Events oldest first (the newest `limit` of them when limited)."""
+        where, args = ["1=1"], []
+        if since is not None:
+            where.append("time >= ?")
+            args.append(iso(since))
+        if model is not None:
+            where.append("model = ?")
+            args.append(model)
+        if severities:
+            where.append(f"severity IN ({','.join('?' * len(severities))})")
+            args.extend(severities)
+        if types:
+            where.append(f"type IN ({','.join('?' * len(types))})")
+            args.extend(types)
+        sql = f"SELECT * FROM events WHERE {' AND '.join(where)} ORDER BY id DESC"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        return [self._event(row) for row in reversed(self.db.execute(sql, args).fetchall())]
+
+    def event(self, event_id: int) -> StoredEvent | None:
+        row = self.db.execute("SELECT * FROM events WHERE id = ?", (event_id,)).fetchone()
+        return self._event(row) if row else None
+
+    def ack(self, event_id: int, comment: str | None, now: datetime) -> StoredEvent | None:
+        with self.transaction() as db:
+            db.execute("UPDATE events SET acked_at = ?, ack_comment = ? WHERE id = ?", (iso(now), comment, event_id))
+        return self.event(event_id)
+
+    @staticmethod
+    def _event(row: Sequence[Any]) -> StoredEvent:
+        event = Event(_dt(row[1]), row[2], row[3], row[5], json.loads(row[6]), row[4])  # type: ignore[arg-type]
+        return StoredEvent(row[0], event, row[7], _dt(row[8]), row[9])
+
+    # -- audit trail
+
+    def observation_rows(self, since: datetime | None = None) -> Iterator[dict[str, Any]]:
+        """Observations as dicts (export form), oldest first, with prev_hash and hash."""
+        sql = "SELECT * FROM observations"
+        args: list[Any] = []
+        if since is not None:
+            sql += " WHERE time >= ?"
+            args.append(iso(since))
+        cursor = self.db.execute(sql + " ORDER BY id", args)
+        names = [d[0] for d in cursor.description]
+        for row in cursor:
+            item = dict(zip(names, row, strict=True))
+            item["ok"] = bool(item["ok"])
+            item["first_token"] = json.loads(item["first_token"]) if item["first_token"] else None
+            yield item
+
+    def verify_chain(self) -> tuple[int, int | None]:
+        """Recompute the hash chain; return (rows checked, id of the first broken row or None)."""
+        prev, count = GENESIS, 0
+        for item in self.observation_rows():
+            if item["prev_hash"] != prev or chain_hash(prev, row_fields(item)) != item["hash"]:
+                return count, item["id"]
+            if item["output"] is not None and hashlib.sha256(item["output"].encode()).hexdigest() != item["output_sha256"]:
+                return count, item["id"]
+            prev = item["hash"]
+            count += 1
+        return count, None
+
+    def prune_outputs(self, before: datetime) -> int:
+        """Drop raw outputs older than `before` (their digests stay, so the chain still verifies)."""
+        with self.transaction() as db:
+            cursor = db.execute("UPDATE observations SET output = NULL WHERE time < ? AND output IS NOT NULL", (iso(before),))
+            return cursor.rowcount
+
+    def signal_history(self, model: str, kind: str) -> list[Signal]:
+        return [
+            Signal(v, _dt(f), _dt(l), c, m, _dt(r))  # type: ignore[arg-type]
+            for v, f, l, c, m, r in self.db.execute(
+                "SELECT value, first_seen, last_seen, count, misses, retired_at FROM signals "
+                "WHERE model = ? AND kind = ? ORDER BY first_seen, value",
+                (model, kind),
+            )
+        ]
+
+
+def row_fields(item: dict[str, Any]) -> dict[str, Any]:
+    """Rebuild, from an exported or stored row, the exact fields its hash covers."""
+    keys = set(Observation.__dataclass_fields__) - {"output"} | {"output_sha256", "check_id"}
+    return {k: item.get(k) for k in keys}
+
+
+def _iso_or_none(value: datetime | None) -> str | None:
+    return iso(value) if value else None
+
