@@ -133,7 +133,7 @@ class Config:
     canaries: Mapping[str, Canary]
     alerts: AlertsConfig
     notifiers: tuple[NotifierConfig, ...]
-    secrets: frozenset[str]
+    secrets: frozenset[str] = field(repr=False)  # every loaded secret, for verbatim redaction
 
     def model(self, name: str) -> ModelConfig | None:
         return next((m for m in self.models if m.name == name), None)

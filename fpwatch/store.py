@@ -38,8 +38,16 @@ BUSY_TIMEOUT_MS = 30_000
 # --- migrations -------------------------------------------------------------------------------------------
 
 
+def _script(db: sqlite3.Connection, sql: str) -> None:
+    """Run DDL statement by statement: executescript() would COMMIT the migration's transaction."""
+    for statement in sql.split(";"):
+        if statement.strip():
+            db.execute(statement)
+
+
 def _m001_initial(db: sqlite3.Connection) -> None:
-    db.executescript(
+    _script(
+        db,
         """
         CREATE TABLE observations (
             id INTEGER PRIMARY KEY,

@@ -118,7 +118,9 @@ def parse_chat_completion(exchange: Exchange) -> Parsed:
     choices = body.get("choices")
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
         raise ProbeError(
-            "malformed", f"unexpected response shape: no choices[0] (keys: {', '.join(sorted(body))[:200]})"
+            "malformed",
+            f"unexpected response shape: no choices[0] (keys: {', '.join(sorted(body))[:200]}); "
+            "is this an OpenAI-compatible endpoint? check the provider's type and base_url",
         )
     choice = choices[0]
     message = choice.get("message") or choice.get("delta") or {}
@@ -194,6 +196,8 @@ def _decode(exchange: Exchange) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError:
+        if exchange.status >= 400:  # e.g. a 429 with headers only: the status says enough
+            return {"error": {"message": " ".join(stripped[:200].split()) or "(empty body)"}}
         excerpt = " ".join(stripped[:60].split())
         raise ProbeError(
             "malformed",

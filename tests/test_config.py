@@ -1,0 +1,207 @@
+"""The config file: every key of DESIGN section 3, and every mistake reported at once with its location."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from fpwatch.canaries import BUILTIN_SET
+from fpwatch.config import effective_config, load_config
+from fpwatch.durations import format_duration, parse_duration
+from fpwatch.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE_ENV = {
+    "OPENAI_API_KEY": "sk-example-0123456789abcdef",
+    "XAI_API_KEY": "xai-example-0123456789",
+    "AZURE_OPENAI_API_KEY": "azure-example-0123456789",
+    "SLACK_WEBHOOK_URL": "slack://T1234ABCD/B5678EFGH/abcdefghijklmnopqrstuvwx",
+    "SMTP_PASSWORD": "smtp-example-password",
+}
+
+MINIMAL = """
+[providers.local]
+type = "openai-compatible"
+base_url = "http://127.0.0.1:8787/v1"
+
+[[models]]
+provider = "local"
+model = "gpt-4o"
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "fpwatch.toml"
+    path.write_text(text)
+    return path
+
+
+def problems(tmp_path: Path, text: str, env: dict[str, str] | None = None) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, text), env=env or {})
+    return [str(p) for p in caught.value.problems]
+
+
+def test_example_config_loads_and_validates() -> None:
+    """config.example.toml, shipped with fpwatch, is a valid config."""
+    config = load_config(ROOT / "config.example.toml", env=EXAMPLE_ENV)
+    assert [m.name for m in config.models] == ["openai/gpt-4o", "xai/grok-3-mini", "azure/gpt-4o-prod"]
+    gpt = config.models[0]
+    assert gpt.interval == timedelta(minutes=5) and gpt.grace_period == timedelta(hours=24)
+    assert [c.name for c in gpt.canaries] == [c.name for c in BUILTIN_SET] + ["math"]
+    assert gpt.params == {"service_tier": "default"} and gpt.tags == ("prod",)
+    assert config.models[1].interval == timedelta(minutes=15)  # from [defaults]
+    assert [c.name for c in config.models[2].canaries] == ["haiku", "math"]  # every canary in the file
+    assert config.notifiers[1].min_severity == "critical"
+    assert EXAMPLE_ENV["OPENAI_API_KEY"] in config.secrets and EXAMPLE_ENV["SMTP_PASSWORD"] in config.secrets
+
+
+def test_minimal_config_gets_builtin_canaries_and_defaults(tmp_path: Path) -> None:
+    """One provider and one model: built-in canaries and every default apply."""
+    config = load_config(write(tmp_path, MINIMAL), env={})
+    model = config.models[0]
+    assert model.name == "local/gpt-4o" and model.canaries == BUILTIN_SET
+    assert (model.interval, model.jitter, model.timeout) == (timedelta(minutes=15), timedelta(seconds=30), timedelta(seconds=60))
+    assert (model.learning_period, model.failure_threshold) == (3, 3)
+    assert config.settings.state == tmp_path / "fpwatch.db"
+
+
+def test_three_mistakes_are_all_reported_with_locations(tmp_path: Path) -> None:
+    """A bad duration, an unknown key and an unknown provider: all three, each with where it is."""
+    found = problems(
+        tmp_path,
+        MINIMAL
+        + """
+interval = "5 minutes"
+intervall = "5m"
+
+[[models]]
+provider = "nope"
+model = "x"
+""",
+    )
+    assert len(found) == 3, found
+    assert 'models[0].intervall: unknown key; did you mean "interval"?' in found
+    assert any(p.startswith('models[0].interval: "5 minutes" is not a duration') for p in found)
+    assert any(p.startswith('models[1].provider: no provider named "nope"') for p in found)
+
+
+def test_missing_environment_variable_names_itself_and_where(tmp_path: Path) -> None:
+    """${VAR} that is not set says which variable, and where it was used."""
+    found = problems(tmp_path, MINIMAL.replace('type = "openai-compatible"', 'type = "openai-compatible"\napi_key = "${MY_KEY}"'))
+    assert found == ["providers.local.api_key: environment variable MY_KEY is not set; export it before starting fpwatch"]
+
+
+def test_api_key_file_is_read_relative_to_the_config(tmp_path: Path) -> None:
+    """api_key_file reads the secret from a file (systemd LoadCredential=), and it is a known secret."""
+    (tmp_path / "key.txt").write_text("sk-from-file-0123456789\n")
+    text = MINIMAL.replace('type = "openai-compatible"', 'type = "openai-compatible"\napi_key_file = "key.txt"')
+    config = load_config(write(tmp_path, text), env={})
+    key = config.models[0].provider.api_key
+    assert key is not None and key.reveal() == "sk-from-file-0123456789"
+    assert "sk-from-file-0123456789" in config.secrets and "sk-from-file" not in repr(config)
+
+
+def test_wrong_types_and_values_are_explained(tmp_path: Path) -> None:
+    """Values of the wrong type or out of range each get a message that says what is expected."""
+    found = problems(
+        tmp_path,
+        """
+[fpwatch]
+log_format = "jsn"
+listen = "9464"
+
+[providers.o]
+type = "openai"
+
+[[models]]
+provider = "o"
+model = "gpt-4o"
+failure_threshold = 0
+timeout = 30
+canaries = ["defualt"]
+timezone = "Mars/Olympus"
+
+[canaries.c]
+prompt = "hi"
+temperature = 5
+
+[[notify]]
+url = "not a url"
+events = ["fingerprint.chnaged"]
+min_severity = "loud"
+""",
+    )
+    text = "\n".join(found)
+    assert 'fpwatch.log_format: "jsn" is not valid; did you mean "json"?' in text
+    assert 'fpwatch.listen: "9464" is not HOST:PORT' in text
+    assert 'providers.o.api_key: is required for type "openai"' in text
+    assert "models[0].failure_threshold: must be at least 1, got 0" in text
+    assert 'models[0].timeout: expected a duration string like "15m", got an integer' in text
+    assert 'models[0].canaries: no canary named "defualt"; did you mean "default"?' in text
+    assert 'models[0].timezone: "Mars/Olympus" is not an IANA time zone' in text
+    assert "canaries.c.temperature: expected a number from 0 to 2" in text
+    assert "notify[0].url: is not an apprise URL" in text
+    assert 'notify[0].events: unknown event type "fingerprint.chnaged"; did you mean "fingerprint.changed"?' in text
+    assert 'notify[0].min_severity: "loud" is not valid' in text
+
+
+def test_cron_schedules_and_overrides(tmp_path: Path) -> None:
+    """A default cron applies unless a model sets its own interval; numeric weekdays are refused."""
+    text = """
+[defaults]
+cron = "*/10 * * * mon-fri"
+timezone = "Europe/Paris"
+
+[providers.local]
+type = "openai-compatible"
+base_url = "http://127.0.0.1:8787/v1"
+
+[[models]]
+provider = "local"
+model = "a"
+
+[[models]]
+provider = "local"
+model = "b"
+interval = "1h"
+"""
+    config = load_config(write(tmp_path, text), env={})
+    a, b = config.models
+    assert (a.cron, a.interval, a.timezone) == ("*/10 * * * mon-fri", None, "Europe/Paris")
+    assert (b.cron, b.interval) == (None, timedelta(hours=1))
+    found = problems(tmp_path, text.replace("mon-fri", "1-5"))
+    assert found == ['models[0].cron: write the day-of-week field with names ("mon-fri"), not numbers']
+
+
+def test_state_path_follows_state_directory(tmp_path: Path) -> None:
+    """A relative state path lives under $STATE_DIRECTORY when systemd sets it."""
+    config = load_config(write(tmp_path, MINIMAL), env={"STATE_DIRECTORY": "/var/lib/fpwatch"})
+    assert config.settings.state == Path("/var/lib/fpwatch/fpwatch.db")
+
+
+def test_effective_config_masks_every_secret(tmp_path: Path) -> None:
+    """config show's data contains no secret: keys, secret headers, notifier URL tokens and passwords."""
+    text = MINIMAL.replace(
+        'type = "openai-compatible"',
+        'type = "openai-compatible"\napi_key = "${K}"\nheaders = { "X-Api-Token" = "tok-0123456789", "X-Team" = "ml" }',
+    ) + '\n[[notify]]\nurl = "mailtos://alerts:${PW}@smtp.example.com?to=a@example.com"\n'
+    config = load_config(write(tmp_path, text), env={"K": "sk-abcdef0123456789", "PW": "pw-0123456789"})
+    shown = repr(effective_config(config))
+    for secret in ("sk-abcdef0123456789", "pw-0123456789", "tok-0123456789"):
+        assert secret not in shown
+    assert "'X-Team': 'ml'" in shown
+
+
+def test_durations_round_trip() -> None:
+    """Durations parse from the forms people write and print back in the shortest form."""
+    assert parse_duration("90s") == timedelta(seconds=90)
+    assert parse_duration("1h30m") == timedelta(minutes=90)
+    assert parse_duration("7d") == timedelta(days=7)
+    assert parse_duration("250ms") == timedelta(milliseconds=250)
+    assert format_duration(timedelta(minutes=90)) == "1h30m"
+    for bad in ("", "5", "m5", "5 minutes", "1h 30m"):
+        with pytest.raises(ValueError):
+            parse_duration(bad)
