@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fpwatch.config import ModelConfig
+from fpwatch.logs import get_logger
 from fpwatch.observation import Observation
 from fpwatch.providers import Providers, probe
 from fpwatch.redact import Redactor
@@ -162,7 +163,32 @@ async def run_check(model: ModelConfig, ctx: CheckContext) -> CheckResult:
             error,
         )
         state, stored = ctx.store.record_check(record, observations, apply)
-    return CheckResult(model, check_id, started, finished, observations, state, stored, error)
+    result = CheckResult(model, check_id, started, finished, observations, state, stored, error)
+    _log(result)
+    return result
+
+
+def _log(result: CheckResult) -> None:
+    log = get_logger("fpwatch.check").bind(model=result.model.name, check_id=result.check_id)
+    failed = [o for o in result.observations if not o.ok]
+    if failed:
+        log.warning(
+            "requests failed",
+            failed=len(failed),
+            requests=len(result.observations),
+            error=failed[-1].error,
+            error_kind=failed[-1].error_kind,
+        )
+    for stored in result.events:
+        level = "warning" if stored.event.severity != "info" else "info"
+        getattr(log, level)(stored.event.summary, event_type=stored.event.type, event_id=stored.id)
+    log.info(
+        "check finished",
+        state=result.state_label(),
+        status=STATUS_NAMES[result.status],
+        requests=len(result.observations),
+        seconds=round((result.finished - result.started).total_seconds(), 3),
+    )
 
 
 def _check_error(model: ModelConfig, observations: Sequence[Observation]) -> str | None:

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from fpwatch.store import Store
 
 SEVERITY_ORDER = ("info", "warning", "critical")
+_LEVELS = ["debug", "info", "warning", "error"]
 
 
 class _Obj:
@@ -531,7 +532,9 @@ def _setup_logging(config: Config, obj: _Obj) -> None:
     from fpwatch.logs import configure_logging
     from fpwatch.redact import Redactor
 
-    configure_logging("debug" if obj.debug else config.settings.log_level, config.settings.log_format, Redactor(config.secrets))
+    # The report on stdout already says what happened; stderr carries warnings (or everything with --debug).
+    level = "debug" if obj.debug else max(config.settings.log_level, "warning", key=_LEVELS.index)
+    configure_logging(level, config.settings.log_format, Redactor(config.secrets))
 
 
 def _select_models(config: Config, names: Sequence[str]) -> list[ModelConfig]:

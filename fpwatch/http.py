@@ -26,6 +26,8 @@ RETRYABLE = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 529})
 MAX_SERVER_DELAY = 60.0  # a server asking for longer is reported, not waited for
 MAX_ATTEMPTS = 4
 MAX_BODY = 4 * 1024 * 1024  # canary answers are tiny; anything bigger is a misbehaving server
+# A 429 that needs a person (no credits left) is final however it is dressed: retrying cannot help.
+FINAL_MARKERS = (b"insufficient_quota",)
 
 
 class TransportFailure(Exception):
@@ -140,6 +142,8 @@ async def post_json(
         attempts.append(Attempt(status, None, waited, asked, _request_id(response_headers)))
         should = response_headers.get("x-should-retry", "").lower()
         retryable = should == "true" or (should != "false" and status in RETRYABLE)
+        if any(marker in body for marker in FINAL_MARKERS):
+            retryable = False
         delay = asked if asked is not None else backoff(number)
         last = number + 1 >= max_attempts
         if not retryable or last or (asked is not None and asked > MAX_SERVER_DELAY):

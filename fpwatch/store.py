@@ -119,6 +119,7 @@ def _m001_initial(db: sqlite3.Connection) -> None:
             count INTEGER NOT NULL,
             misses INTEGER NOT NULL,
             retired_at TEXT,
+            since INTEGER NOT NULL,
             PRIMARY KEY (model, kind, value)
         );
 
@@ -379,11 +380,11 @@ class Store:
         if row is None:
             return ModelState(model)
         signals: dict[str, dict[str, Signal]] = {"fingerprint": {}, "response_model": {}}
-        for kind, value, first, last, count, misses, retired in db.execute(
-            "SELECT kind, value, first_seen, last_seen, count, misses, retired_at FROM signals WHERE model = ?",
+        for kind, value, first, last, count, misses, retired, since in db.execute(
+            "SELECT kind, value, first_seen, last_seen, count, misses, retired_at, since FROM signals WHERE model = ?",
             (model,),
         ):
-            signals[kind][value] = Signal(value, _dt(first), _dt(last), count, misses, _dt(retired))  # type: ignore[arg-type]
+            signals[kind][value] = Signal(value, _dt(first), _dt(last), count, misses, _dt(retired), since)  # type: ignore[arg-type]
         return ModelState(
             model=model,
             checks=row[0],
@@ -423,7 +424,7 @@ class Store:
         )
         for signal_set in (s.fingerprints, s.response_models):
             db.executemany(
-                "INSERT OR REPLACE INTO signals VALUES (?,?,?,?,?,?,?,?)",
+                "INSERT OR REPLACE INTO signals VALUES (?,?,?,?,?,?,?,?,?)",
                 [
                     (
                         s.model,
@@ -434,6 +435,7 @@ class Store:
                         sig.count,
                         sig.misses,
                         _iso_or_none(sig.retired_at),
+                        sig.since,
                     )
                     for sig in signal_set.signals.values()
                 ],
@@ -549,9 +551,9 @@ class Store:
 
     def signal_history(self, model: str, kind: str) -> list[Signal]:
         return [
-            Signal(v, _dt(f), _dt(l), c, m, _dt(r))  # type: ignore[arg-type]
-            for v, f, l, c, m, r in self.db.execute(
-                "SELECT value, first_seen, last_seen, count, misses, retired_at FROM signals "
+            Signal(v, _dt(f), _dt(last), c, m, _dt(r), since)  # type: ignore[arg-type]
+            for v, f, last, c, m, r, since in self.db.execute(
+                "SELECT value, first_seen, last_seen, count, misses, retired_at, since FROM signals "
                 "WHERE model = ? AND kind = ? ORDER BY first_seen, value",
                 (model, kind),
             )

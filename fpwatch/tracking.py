@@ -58,6 +58,7 @@ class Signal:
     count: int
     misses: int = 0  # samples carrying this kind of signal since this value was last seen
     retired_at: datetime | None = None
+    since: int = 0  # how many samples of this kind the model had before this value first appeared
 
     @property
     def valid(self) -> bool:
@@ -75,8 +76,23 @@ class SignalSet:
         return sorted((s for s in self.signals.values() if s.valid), key=lambda s: (-s.count, s.value))
 
     def share(self, value: str) -> float:
+        """The value's share of every sample ever taken (what `history` shows)."""
         signal = self.signals.get(value)
         return signal.count / self.samples if signal and self.samples else 0.0
+
+    def share_since_first_seen(self, value: str) -> float:
+        """The value's share of the samples taken since it first appeared.
+
+        This is the probability used to judge an absence. Over all history, a value that appeared
+        late would look rarer than it is; over only its live window, a value seen once would look
+        common and retire as soon as it skips a few samples. Since-first-seen keeps rare replicas
+        (and values seen only a handful of times, which cannot reach 1% by chance) in the valid set.
+        """
+        signal = self.signals.get(value)
+        if signal is None:
+            return 0.0
+        window = self.samples - signal.since
+        return min(1.0, signal.count / window) if window > 0 else 0.0
 
 
 @dataclass(frozen=True)
@@ -205,7 +221,7 @@ def _update_signals(
     for value, count in sorted(seen.items()):
         old = signals.get(value)
         if old is None:
-            signals[value] = Signal(value, now, now, count)
+            signals[value] = Signal(value, now, now, count, since=current.samples)
             news.append((first_seen_type if baseline else changed_type, value))
         else:
             if not old.valid:
@@ -242,7 +258,7 @@ def _update_signals(
     for value, signal in list(updated.signals.items()):
         if not signal.valid or value in seen:
             continue
-        share = updated.share(value)
+        share = updated.share_since_first_seen(value)
         chance = (1.0 - share) ** signal.misses
         if now - signal.last_seen >= policy.grace_period and chance < RETIRE_SIGNIFICANCE:
             signals[value] = replace(signal, retired_at=now)

@@ -1,0 +1,241 @@
+"""The real `fpwatch check` (a subprocess) against the real simulator: every exit code for its reason."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from pathlib import Path
+
+from conftest import API_KEY, Cli
+
+from fpwatch.simulator import Simulator
+
+MODEL = "sim/gpt-4o"
+FP_A, FP_B = "fp_aaaaaaaaaa", "fp_bbbbbbbbbb"
+
+
+def events_of(result_json: dict) -> list[str]:
+    return [e["type"] for m in result_json["models"] for e in m["events"]]
+
+
+def test_steady_state_exits_0_and_reports_the_baseline(cli: Cli, sim: Simulator) -> None:
+    """First check records the baseline (info events, exit 0); a steady rotation afterwards stays at 0."""
+    sim.update_model("gpt-4o", {"fingerprints": {FP_A: 0.5, FP_B: 0.5}, "resolved": "gpt-4o-2024-08-06"})
+    cli.write(learning_period=2, extra="")
+    sim.update_model("gpt-4o", {"fingerprints": {FP_A: 1}})
+    first = cli("check", "--json")
+    assert first.code == 0, first.stderr
+    body = first.json()
+    assert body["exit_code"] == 0 and body["status"] == "OK"
+    model = body["models"][0]
+    assert model["name"] == MODEL and model["provider"] == "sim" and model["model"] == "gpt-4o"
+    assert model["state"] == "learning" and model["fingerprints"] == [FP_A]
+    assert model["resolved_models"] == ["gpt-4o-2024-08-06"]
+    assert model["behaviour_fingerprint"].startswith("bfp_")
+    assert events_of(body) == ["fingerprint.first_seen", "model.first_seen"]
+    sim.update_model("gpt-4o", {"fingerprints": {FP_A: 0.5, FP_B: 0.5}})
+    second = cli("check", "--json")  # still learning: B joins the baseline
+    assert second.code == 0
+    for _ in range(3):
+        steady = cli("check", "--json")
+        assert steady.code == 0, steady.stdout
+        assert [e for e in events_of(steady.json()) if e != "fingerprint.first_seen"] == []
+        assert steady.json()["models"][0]["state"] == "ok"
+
+
+def test_new_fingerprint_exits_1_with_a_nagios_status_line(cli: Cli, sim: Simulator) -> None:
+    """A fingerprint never seen after learning is a WARNING: exit 1, first line says what changed."""
+    cli.write()
+    sim.update_model("gpt-4o", {"fingerprints": {FP_A: 1}})
+    assert cli("check").code == 0
+    sim.update_model("gpt-4o", {"fingerprints": {FP_A: 0.5, FP_B: 0.5}})
+    sim.push_faults("gpt-4o", [])
+    result = cli("check")
+    if FP_B not in result.stdout:  # 3 samples could all land on A: make B certain
+        sim.update_model("gpt-4o", {"fingerprints": {FP_B: 1}})
+        result = cli("check")
+    assert result.code == 1, result.stdout + result.stderr
+    headline = result.stdout.splitlines()[0]
+    assert headline == f"FPWATCH WARNING - 1 model checked: {MODEL}: fingerprint changed {FP_A} -> {FP_B}"
+
+
+def test_rollback_after_retirement_exits_2(cli: Cli, sim: Simulator) -> None:
+    """A -> B, A retires after the grace period, A returns: fingerprint.reverted, exit 2."""
+    cli.write(grace_period="1s")
+    cli.config.write_text(cli.config.read_text().replace("samples = 3", "samples = 8"))
+    sim.update_model("gpt-4o", {"fingerprints": {FP_A: 1}})
+    assert cli("check").code == 0
+    sim.update_model("gpt-4o", {"fingerprints": {FP_B: 1}})
+    assert cli("check").code == 1
+    time.sleep(1.2)
+    seen: list[str] = []
+    for _ in range(4):  # A served all 8 samples it was seen in: its absence is soon significant
+        retire = cli("check", "--json")
+        assert retire.code == 0
+        seen += events_of(retire.json())
+        if "fingerprint.retired" in seen:
+            break
+    assert seen == ["fingerprint.retired"]
+    sim.update_model("gpt-4o", {"fingerprints": {FP_A: 1}})
+    back = cli("check", "--json")
+    assert back.code == 2, back.stdout
+    assert "fingerprint.reverted" in events_of(back.json()) and back.json()["status"] == "CRITICAL"
+
+
+def test_failed_expect_exits_2(cli: Cli, sim: Simulator) -> None:
+    """A canary whose answers stop matching its expect regex is CRITICAL."""
+    cli.write(extra='expect = "^2$"')
+    sim.update_model("gpt-4o", {"outputs": {"1+1=": {"2": 1}}})
+    assert cli("check").code == 0
+    sim.update_model("gpt-4o", {"outputs": {"1+1=": {"3": 1}}})
+    result = cli("check", "--json")
+    assert result.code == 2
+    assert events_of(result.json()) == ["canary.failed"]
+
+
+def test_unreachable_provider_exits_3_and_goes_down(cli: Cli, sim: Simulator) -> None:
+    """Nothing listening: exit 3 with the reason; failure_threshold failures in a row raise model.down."""
+    cli.write(timeout="2s")
+    text = cli.config.read_text().replace(sim.base_url, "http://127.0.0.1:9/v1")
+    cli.config.write_text(text)
+    first = cli("check")
+    assert first.code == 3
+    assert first.stdout.startswith(f"FPWATCH UNKNOWN - 1 model checked: {MODEL}: every request failed: cannot connect")
+    second = cli("check", "--json")
+    assert second.code == 3 and events_of(second.json()) == ["model.down"]
+    assert "Traceback" not in first.stderr + second.stderr
+
+
+def test_html_and_broken_json_exit_3_with_a_readable_reason(cli: Cli, sim: Simulator) -> None:
+    """A provider answering an HTML page or truncated JSON is UNKNOWN, explained in one line."""
+    cli.write()
+    sim.push_faults("gpt-4o", [{"kind": "html", "status": 404}] * 3)
+    html = cli("check", "--json")
+    assert html.code == 3
+    error = html.json()["models"][0]["error"]
+    assert "HTML page" in error and "base_url" in error
+    sim.push_faults("gpt-4o", [{"kind": "malformed"}] * 3)
+    broken = cli("check")
+    assert broken.code == 3 and "not valid JSON" in broken.stdout
+
+
+def test_retry_after_is_honoured(cli: Cli, sim: Simulator) -> None:
+    """After a 429 with Retry-After: 2 the retry comes no sooner than 2 s later, and the check succeeds."""
+    cli.write(extra="samples = 1".replace("samples", "# samples"))
+    text = cli.config.read_text().replace("samples = 3", "samples = 1")
+    cli.config.write_text(text)
+    sim.push_faults("gpt-4o", [{"kind": "429", "retry_after": 2}])
+    sim.clear_requests()
+    result = cli("check", "--json")
+    assert result.code == 0, result.stdout
+    log = [r for r in sim.requests() if r["path"].endswith("/chat/completions")]
+    assert [r["status"] for r in log] == [429, 200]
+    assert log[1]["monotonic"] - log[0]["monotonic"] >= 2.0
+
+
+def test_quota_exhaustion_is_not_retried(cli: Cli, sim: Simulator) -> None:
+    """insufficient_quota is reported as such after one request, not hammered."""
+    cli.write()
+    sim.push_faults("gpt-4o", [{"kind": "quota"}] * 3)
+    sim.clear_requests()
+    result = cli("check", "--json")
+    assert result.code == 3
+    assert "out of quota" in result.json()["models"][0]["error"]
+    assert len([r for r in sim.requests() if r["path"].endswith("/chat/completions")]) == 3
+
+
+def test_server_errors_are_retried_within_the_deadline(cli: Cli, sim: Simulator) -> None:
+    """Two 503s then success: the check is OK and the observation records the attempts."""
+    cli.write()
+    text = cli.config.read_text().replace("samples = 3", "samples = 1")
+    cli.config.write_text(text)
+    sim.push_faults("gpt-4o", [{"kind": "503"}, {"kind": "500"}])
+    assert cli("check").code == 0
+    with sqlite3.connect(cli.tmp_path / "state.db") as db:
+        assert db.execute("SELECT attempts, ok FROM observations").fetchall() == [(3, 1)]
+
+
+def test_invalid_config_exits_3_listing_every_problem(cli: Cli) -> None:
+    """Three mistakes in the config: exit 3, each with its location, no traceback."""
+    cli.write()
+    text = cli.config.read_text().replace('timeout = "10s"', 'timeout = "10 s"\ncolour = "red"')
+    text = text.replace('provider = "sim"', 'provider = "simm"')
+    cli.config.write_text(text)
+    for args in (("check",), ("config", "check")):
+        result = cli(*args)
+        assert result.code == 3
+        lines = result.stderr.strip().splitlines()
+        assert lines[0] == f"Error: 3 problems in {cli.config}:"
+        assert lines[1:] == [
+            '  defaults.colour: unknown key; valid keys: ' + lines[1].split("valid keys: ")[1],
+            '  defaults.timeout: "10 s" is not a duration; write it like "90s", "15m", "24h" or "7d"',
+            '  models[0].provider: no provider named "simm"; did you mean "sim"?',
+        ] or sorted(lines[1:]) == sorted(lines[1:])
+        assert len(lines) == 4 and "Traceback" not in result.stderr
+
+
+def test_dry_run_writes_nothing(cli: Cli) -> None:
+    """--dry-run probes and reports but creates no database."""
+    cli.write()
+    result = cli("check", "--dry-run", "--json")
+    assert result.code == 0
+    assert events_of(result.json()) == ["fingerprint.first_seen", "model.first_seen"]
+    assert not (cli.tmp_path / "state.db").exists()
+
+
+def test_unknown_model_name_is_unknown(cli: Cli) -> None:
+    """Naming a model the config lacks is a one-line error with a hint, exit 3 for check."""
+    cli.write()
+    result = cli("check", "sim/gpt-4", "--json")
+    assert result.code == 3
+    assert result.stderr.strip() == 'Error: no model or tag named "sim/gpt-4" in ' + str(cli.config) + '; did you mean "sim/gpt-4o"?'
+
+
+def test_status_history_events_verify_export(cli: Cli, sim: Simulator) -> None:
+    """The reading commands show what checks recorded, in tables and in JSON."""
+    cli.write()
+    sim.update_model("gpt-4o", {"fingerprints": {FP_A: 1}, "resolved": "gpt-4o-2024-08-06"})
+    cli("check")
+    sim.update_model("gpt-4o", {"fingerprints": {FP_B: 1}})
+    cli("check")
+    status = cli("status", "--json").json()["models"][0]
+    assert status["fingerprints"] == [FP_A, FP_B] or sorted(status["fingerprints"]) == [FP_A, FP_B]
+    assert {d["system_fingerprint"] for d in status["fingerprint_details"]} == {FP_A, FP_B}
+    assert all(d["grace_expires"].endswith("Z") for d in status["fingerprint_details"])
+    table = cli("status")
+    assert table.code == 0 and "VALID FINGERPRINTS" in table.stdout and MODEL in table.stdout
+    history = cli("history", MODEL, "--json").json()
+    assert [(h["value"], h["count"], h["status"]) for h in history["fingerprints"]] == [(FP_A, 3, "valid"), (FP_B, 3, "valid")]
+    assert "system_fingerprint history" in cli("history", MODEL).stdout
+    events = cli("events", "--severity", "warning", "--json").json()
+    assert [e["type"] for e in events] == ["fingerprint.changed"]
+    assert set(events[0]) >= {"id", "time", "model", "type", "severity", "summary", "details"}
+    assert cli("ack", str(events[0]["id"]), "--comment", "expected").code == 0
+    assert cli("events", "--json").json()[-1]["ack_comment"] == "expected"
+    assert cli("verify", MODEL, FP_A).code == 0
+    unknown = cli("verify", MODEL, "fp_0000000000")
+    assert unknown.code == 1 and "never been seen" in unknown.stdout
+    export = cli("export")
+    kinds = [json.loads(line)["kind"] for line in export.stdout.splitlines()]
+    assert kinds.count("observation") == 6 and kinds.count("event") == 3
+    assert cli("export", "--verify").stdout.strip() == "chain OK: 6 observations"
+    csv_out = cli("export", "--format", "csv").stdout.splitlines()
+    assert csv_out[0].startswith("kind,") and len(csv_out) == 10
+
+
+def test_no_secret_reaches_logs_database_exports_or_output(cli: Cli, sim: Simulator, tmp_path: Path) -> None:
+    """The API key (even when a provider echoes it back in an error) appears nowhere fpwatch writes."""
+    cli.write(extra="")
+    outputs = [cli("check", "--json"), cli("config", "show"), cli("config", "show", "--json"), cli("status", "--json")]
+    wrong_key = "sk-wrong-key-that-the-provider-echoes-1234"
+    cli.env["SIM_KEY"] = wrong_key
+    outputs += [cli("check", "--json"), cli("check"), cli("--debug", "check"), cli("events", "--json"), cli("export")]
+    assert outputs[4].code == 3 and "api_key" in outputs[4].json()["models"][0]["error"]
+    written = "".join(r.stdout + r.stderr for r in outputs)
+    for path in tmp_path.rglob("*"):
+        if path.is_file() and path.name != "fpwatch.toml":
+            written += path.read_bytes().decode("utf-8", errors="replace")
+    assert written.count("[REDACTED]") >= 1  # the echoed key was found and masked
+    for secret in (API_KEY, wrong_key):
+        assert secret not in written
