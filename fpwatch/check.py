@@ -19,7 +19,7 @@ from fpwatch.logs import get_logger
 from fpwatch.observation import Observation
 from fpwatch.providers import Providers, probe
 from fpwatch.redact import Redactor
-from fpwatch.store import CheckRecord, StoredEvent, Store, iso
+from fpwatch.store import CheckRecord, Store, StoredEvent, iso
 from fpwatch.tracking import Event, ModelState, Policy, learning, track
 
 OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3

@@ -14,7 +14,6 @@ import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
@@ -46,11 +45,18 @@ class _Obj:
 
 
 def _obj(ctx: click.Context) -> _Obj:
-    return ctx.find_object(_Obj)  # type: ignore[no-any-return]
+    obj = ctx.find_object(_Obj)
+    assert obj is not None, "the cli group always sets ctx.obj"
+    return obj
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.option("--config", "config_path", metavar="PATH", help="Config file (default: $FPWATCH_CONFIG, ./fpwatch.toml, /etc/fpwatch/fpwatch.toml).")
+@click.option(
+    "--config",
+    "config_path",
+    metavar="PATH",
+    help="Config file (default: $FPWATCH_CONFIG, ./fpwatch.toml, /etc/fpwatch/fpwatch.toml).",
+)
 @click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
 @click.version_option(__version__, prog_name="fpwatch")
 @click.pass_context
@@ -101,7 +107,12 @@ def check(ctx: click.Context, models: tuple[str, ...], as_json: bool, dry_run: b
     results = asyncio.run(_run_pass(config, selected, dry_run))
     code = worst([r.status for r in results])
     if as_json:
-        click.echo(json.dumps({"exit_code": code, "status": STATUS_NAMES[code], "models": [r.to_dict() for r in results]}, indent=2))
+        click.echo(
+            json.dumps(
+                {"exit_code": code, "status": STATUS_NAMES[code], "models": [r.to_dict() for r in results]},
+                indent=2,
+            )
+        )
     else:
         click.echo(_check_report(results, code, dry_run))
     ctx.exit(code)
@@ -128,7 +139,7 @@ async def _run_pass(config: Config, models: Sequence[ModelConfig], dry_run: bool
 
 
 class _Progress:
-    """"checked 120/200 models" on a TTY's stderr for long passes; silent otherwise."""
+    """ "checked 120/200 models" on a TTY's stderr for long passes; silent otherwise."""
 
     def __init__(self, total: int) -> None:
         self.total, self.count = total, 0
@@ -189,7 +200,7 @@ def _check_report(results: Sequence[CheckResult], code: int, dry_run: bool) -> s
 
 
 @cli.command()
-@click.option("--json", "as_json", is_flag=True, help="Print JSON: {\"models\": [...]}.")
+@click.option("--json", "as_json", is_flag=True, help='Print JSON: {"models": [...]}.')
 @click.pass_context
 def status(ctx: click.Context, as_json: bool) -> None:
     """Per model: state, valid fingerprints with grace expiry, resolved model, behaviour fingerprint, last check.
@@ -211,7 +222,10 @@ def status(ctx: click.Context, as_json: bool) -> None:
         return
     rows = []
     for s in summaries:
-        fps = ", ".join(f"{d['system_fingerprint']} (until {d['grace_expires'][5:16].replace('T', ' ')})" for d in s["fingerprint_details"])
+        fps = ", ".join(
+            f"{d['system_fingerprint']} (until {d['grace_expires'][5:16].replace('T', ' ')})"
+            for d in s["fingerprint_details"]
+        )
         rows.append(
             [
                 s["name"],
@@ -223,7 +237,20 @@ def status(ctx: click.Context, as_json: bool) -> None:
                 shorten(s["last_error"], 50) if s["consecutive_failures"] else "-",
             ]
         )
-    click.echo(table(["MODEL", "STATE", "VALID FINGERPRINTS (GRACE UNTIL, UTC)", "RESOLVED MODEL", "BEHAVIOUR", "LAST CHECK", "LAST ERROR"], rows))
+    click.echo(
+        table(
+            [
+                "MODEL",
+                "STATE",
+                "VALID FINGERPRINTS (GRACE UNTIL, UTC)",
+                "RESOLVED MODEL",
+                "BEHAVIOUR",
+                "LAST CHECK",
+                "LAST ERROR",
+            ],
+            rows,
+        )
+    )
 
 
 @cli.command()
@@ -277,7 +304,11 @@ def history(ctx: click.Context, model: str, as_json: bool) -> None:
             for r in out[key]
         ]
         click.echo(f"{found.name}: {title} history")
-        click.echo(table([title.upper(), "STATUS", "FIRST SEEN", "LAST SEEN", "COUNT", "SHARE"], rows) if rows else "  (none recorded yet)")
+        click.echo(
+            table([title.upper(), "STATUS", "FIRST SEEN", "LAST SEEN", "COUNT", "SHARE"], rows)
+            if rows
+            else "  (none recorded yet)"
+        )
         click.echo()
 
 
@@ -310,9 +341,17 @@ def events(
     config = _obj(ctx).config()
     severities = SEVERITY_ORDER[SEVERITY_ORDER.index(severity) :] if severity else None
     with _store_or_empty(config) as store:
-        found = store.events(
-            since=_parse_since(since), model=model_name, severities=severities, types=types or None, limit=limit
-        ) if store else []
+        found = (
+            store.events(
+                since=_parse_since(since),
+                model=model_name,
+                severities=severities,
+                types=types or None,
+                limit=limit,
+            )
+            if store
+            else []
+        )
     if as_json:
         click.echo(json.dumps([e.to_dict() for e in found], indent=2))
         return
@@ -320,7 +359,13 @@ def events(
         click.echo("no events")
         return
     rows = [
-        [str(e.id), when(e.event.time), e.event.severity, e.event.type + (" (acked)" if e.acked_at else ""), e.event.summary]
+        [
+            str(e.id),
+            when(e.event.time),
+            e.event.severity,
+            e.event.type + (" (acked)" if e.acked_at else ""),
+            e.event.summary,
+        ]
         for e in found
     ]
     click.echo(table(["ID", "TIME", "SEVERITY", "TYPE", "SUMMARY"], rows))
@@ -379,7 +424,9 @@ def verify(ctx: click.Context, model: str, fingerprint: str, as_json: bool) -> N
     else:
         reason = f"{fingerprint} is not valid for {found.name}: retired {when(signal.retired_at)}"
     if as_json:
-        click.echo(json.dumps({"model": found.name, "system_fingerprint": fingerprint, "valid": valid, "reason": reason}))
+        click.echo(
+            json.dumps({"model": found.name, "system_fingerprint": fingerprint, "valid": valid, "reason": reason})
+        )
     else:
         click.echo(reason)
     ctx.exit(0 if valid else 1)
@@ -391,8 +438,18 @@ def verify(ctx: click.Context, model: str, fingerprint: str, as_json: bool) -> N
 @cli.command()
 @click.option("--since", metavar="WHEN", help='Only records since then: a duration ago ("30d") or an ISO time.')
 @click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl", show_default=True)
-@click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True), help="Write to a file instead of stdout.")
-@click.option("--verify", "verify_chain", is_flag=True, help="Recompute the observation hash chain instead; exit 1 if broken.")
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, writable=True),
+    help="Write to a file instead of stdout.",
+)
+@click.option(
+    "--verify",
+    "verify_chain",
+    is_flag=True,
+    help="Recompute the observation hash chain instead; exit 1 if broken.",
+)
 @click.pass_context
 def export(ctx: click.Context, since: str | None, fmt: str, output: str | None, verify_chain: bool) -> None:
     """The audit trail: observations (with their hash chain) and events, as JSON lines or CSV.
@@ -522,7 +579,10 @@ def simulate(host: str, port: int, scenario: str | None, api_key: str | None, se
         loaded = load_scenario(scenario) if scenario else None
     except ValueError as exc:
         raise FpwatchError(str(exc)) from None
-    serve(host, port, loaded, api_key, seed)
+    try:
+        serve(host, port, loaded, api_key, seed)
+    except OSError as exc:
+        raise FpwatchError(f"cannot listen on {host}:{port}: {exc.strerror or exc}; pick another --port") from None
 
 
 # --- shared helpers ---------------------------------------------------------------------------------------
@@ -601,7 +661,9 @@ def _parse_since(text: str | None) -> datetime | None:
     try:
         value = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise click.BadParameter(f'"{text}" is neither a duration like "7d" nor an ISO time', param_hint="--since") from None
+        raise click.BadParameter(
+            f'"{text}" is neither a duration like "7d" nor an ISO time', param_hint="--since"
+        ) from None
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 

@@ -179,7 +179,7 @@ def parse_config(raw: Mapping[str, Any], *, path: Path, env: Mapping[str, str]) 
     reader = _Reader(env=env, base_dir=path.resolve().parent)
     config = reader.config(raw, path)
     if reader.problems:
-        raise ConfigError(reader.problems, str(path))
+        raise ConfigError(list(dict.fromkeys(reader.problems)), str(path))
     assert config is not None
     return config
 
@@ -325,9 +325,7 @@ class _Reader:
             self.problem(loc, str(exc))
             return default
 
-    def integer(
-        self, tbl: Mapping[str, Any], key: str, location: str, default: Any, minimum: int | None = None
-    ) -> Any:
+    def integer(self, tbl: Mapping[str, Any], key: str, location: str, default: Any, minimum: int | None = None) -> Any:
         loc = _join(location, key)
         value = tbl.get(key, _MISSING)
         if value is _MISSING:
@@ -415,11 +413,8 @@ class _Reader:
         heartbeat = self.string(tbl, "heartbeat_url", "fpwatch", None, secret=True)
         return Settings(
             state=state,
-            log_format=self.string(tbl, "log_format", "fpwatch", "auto", choices=("auto", "json", "console"))
-            or "auto",
-            log_level=self.string(
-                tbl, "log_level", "fpwatch", "info", choices=("debug", "info", "warning", "error")
-            )
+            log_format=self.string(tbl, "log_format", "fpwatch", "auto", choices=("auto", "json", "console")) or "auto",
+            log_level=self.string(tbl, "log_level", "fpwatch", "info", choices=("debug", "info", "warning", "error"))
             or "info",
             listen=listen,
             heartbeat_url=Secret(heartbeat) if heartbeat else None,
@@ -428,7 +423,7 @@ class _Reader:
 
     def providers(self, value: Any) -> dict[str, ProviderConfig]:
         if value is _MISSING:
-            self.problem("providers", "define at least one provider, e.g. [providers.openai] with type = \"openai\"")
+            self.problem("providers", 'define at least one provider, e.g. [providers.openai] with type = "openai"')
             return {}
         if not isinstance(value, dict):
             self.problem("providers", f"expected a table of providers, got {_type_name(value)}")
@@ -444,7 +439,7 @@ class _Reader:
                     f'"{kind}" is not supported yet; use one of {", ".join(IMPLEMENTED_PROVIDER_TYPES)}',
                 )
                 kind = None
-            base_url = self.string(tbl, "base_url", loc, DEFAULT_BASE_URLS.get(kind or "", None))
+            base_url = self.string(tbl, "base_url", loc, DEFAULT_BASE_URLS.get(kind or ""))
             if base_url is None and kind in ("azure", "openai-compatible"):
                 example = "https://myres.openai.azure.com" if kind == "azure" else "http://127.0.0.1:8000/v1"
                 self.problem(_join(loc, "base_url"), f'is required for type "{kind}", e.g. "{example}"')
@@ -495,7 +490,7 @@ class _Reader:
             self.problem(loc, f"expected a table of header names to values, got {_type_name(value)}")
             return {}
         out: dict[str, str | Secret] = {}
-        for name, raw in value.items():
+        for name in value:
             secret = bool(SECRET_NAME.search(name))
             text = self.string(value, name, loc, secret=secret)
             if text is not None:
@@ -523,11 +518,7 @@ class _Reader:
         tbl = self.table(body, loc, _CANARY)
         before = len(self.problems)
         messages = self._messages(tbl, loc)
-        seed: int | None = 1
-        if tbl.get("seed") == "none":
-            seed = None
-        else:
-            seed = self.integer(tbl, "seed", loc, 1)
+        seed: int | None = None if tbl.get("seed") == "none" else self.integer(tbl, "seed", loc, 1)
         temperature: float | None = 0.0
         raw_t = tbl.get("temperature", 0.0)
         if raw_t == "default":
@@ -602,13 +593,16 @@ class _Reader:
         seen: dict[str, str] = {}
         for i, body in enumerate(value):
             loc = f"models[{i}]"
+            first_problem = len(self.problems)
             tbl = self.table(body, loc, _MODEL)
             merged = {**defaults, **tbl}
             provider_name = self.string(tbl, "provider", loc)
             model_id = self.string(tbl, "model", loc)
             provider = providers.get(provider_name) if provider_name else None
-            if provider_name and provider is None and not any(
-                p.location.startswith(f"providers.{provider_name}") for p in self.problems
+            if (
+                provider_name
+                and provider is None
+                and not any(p.location.startswith(f"providers.{provider_name}") for p in self.problems)
             ):
                 hint = difflib.get_close_matches(provider_name, list(providers), n=1)
                 advice = f'did you mean "{hint[0]}"?' if hint else "define it under [providers." + provider_name + "]"
@@ -625,6 +619,7 @@ class _Reader:
                 self.problem(_join(loc, "params"), f"expected a table of request fields, got {_type_name(params)}")
                 params = {}
             tags = self.strings(merged, "tags", loc) or ()
+            self._blame_defaults(first_problem, loc, tbl, defaults)
             if provider is None or not model_id or not name or schedule is None:
                 continue
             out.append(
@@ -639,6 +634,15 @@ class _Reader:
                 )
             )
         return out
+
+    def _blame_defaults(self, first: int, loc: str, own: Mapping[str, Any], defaults: Mapping[str, Any]) -> None:
+        """A bad value a model inherited is the [defaults] entry's fault: report it there (once)."""
+        for j in range(first, len(self.problems)):
+            problem = self.problems[j]
+            rest = problem.location.removeprefix(loc + ".")
+            key = re.split(r"[.\[]", rest)[0]
+            if rest != problem.location and key not in own and key in defaults:
+                self.problems[j] = ConfigProblem(f"defaults.{rest}", problem.message)
 
     def _interpolate_params(self, value: Any, loc: str) -> Any:
         if isinstance(value, str):
@@ -704,9 +708,7 @@ class _Reader:
         except ValueError as exc:
             self.problem(loc, f'"{expr}" is not a valid crontab expression: {exc}')
 
-    def model_canaries(
-        self, merged: Mapping[str, Any], loc: str, canaries: Mapping[str, Canary]
-    ) -> tuple[Canary, ...]:
+    def model_canaries(self, merged: Mapping[str, Any], loc: str, canaries: Mapping[str, Canary]) -> tuple[Canary, ...]:
         names = self.strings(merged, "canaries", loc)
         if names is None:
             return tuple(canaries.values()) if canaries else BUILTIN_SET
@@ -791,7 +793,7 @@ def mask_url(url: str) -> str:
 
         plugin = apprise.Apprise.instantiate(url)
         if plugin:
-            return str(plugin.url(privacy=True))
+            return str(plugin.url(privacy=True))  # type: ignore[no-untyped-call]
     except Exception:  # apprise raises assorted errors for odd URLs; masking must never fail
         pass
     match = re.match(r"([a-zA-Z0-9+.-]+)://(?:[^@/]*@)?([^/:?#]*)", url)
@@ -853,9 +855,7 @@ def effective_config(config: Config) -> dict[str, Any]:
             jitter=dur(m.jitter),
             timeout=dur(m.timeout),
             grace_period=dur(m.grace_period),
-            learning_period=(
-                m.learning_period if isinstance(m.learning_period, int) else dur(m.learning_period)
-            ),
+            learning_period=(m.learning_period if isinstance(m.learning_period, int) else dur(m.learning_period)),
             failure_threshold=m.failure_threshold,
             canaries=[c.name for c in m.canaries],
         )
@@ -904,4 +904,3 @@ def validate_notifier_urls(config: Config) -> list[ConfigProblem]:
                 )
             )
     return problems
-

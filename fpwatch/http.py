@@ -181,10 +181,16 @@ async def _send_once(
                     size += len(chunk)
                     if size > max_body:
                         raise TransportFailure(
-                            "too_large", f"response body over {max_body // 1024} KiB; refused to read more", []
+                            "too_large",
+                            f"response body over {max_body // 1024} KiB; refused to read more",
+                            [],
                         )
                     chunks.append(chunk)
-                return response.status_code, {k.lower(): v for k, v in response.headers.items()}, b"".join(chunks)
+                return (
+                    response.status_code,
+                    {k.lower(): v for k, v in response.headers.items()},
+                    b"".join(chunks),
+                )
             finally:
                 await response.aclose()
     except (TimeoutError, httpx.TimeoutException):

@@ -581,9 +581,7 @@ class _Rejected(Exception):
         self.reply = reply
 
 
-def _openai_error(
-    status: int, message: str, kind: str, param: str | None = None, code: str | None = None
-) -> _Reply:
+def _openai_error(status: int, message: str, kind: str, param: str | None = None, code: str | None = None) -> _Reply:
     return _Reply(status, {"error": {"message": message, "type": kind, "param": param, "code": code}})
 
 
@@ -757,9 +755,7 @@ def _match_route(method: str, url: SplitResult) -> _Route:
     return _Route("azure_not_found" if path.startswith("/openai/") else "not_found")
 
 
-def _authenticate(
-    expected: str | None, authorization: str | None, api_key: str | None
-) -> tuple[str, str | None]:
+def _authenticate(expected: str | None, authorization: str | None, api_key: str | None) -> tuple[str, str | None]:
     """Return ("ok" | "missing" | "wrong" | "none-required", the key that was sent when wrong)."""
     if expected is None:
         return "none-required", None
@@ -879,9 +875,7 @@ def _parse_chat(body: object, route: _Route) -> _ChatRequest:
     )
 
 
-def _new_entry(
-    method: str, path: str, model: str | None, body: object, auth: str, request_id: str
-) -> JsonDict:
+def _new_entry(method: str, path: str, model: str | None, body: object, auth: str, request_id: str) -> JsonDict:
     fields: JsonDict = body if isinstance(body, dict) else {}
     return {
         "time": time.time(),
@@ -949,9 +943,7 @@ def _completion_body(
         body["system_fingerprint"] = None if fingerprint == _NULL else fingerprint
     if req.route.azure:  # Azure adds content-filter annotations that parsers must tolerate
         choice["content_filter_results"] = copy.deepcopy(_AZURE_FILTER_OK)
-        body["prompt_filter_results"] = [
-            {"prompt_index": 0, "content_filter_results": copy.deepcopy(_AZURE_FILTER_OK)}
-        ]
+        body["prompt_filter_results"] = [{"prompt_index": 0, "content_filter_results": copy.deepcopy(_AZURE_FILTER_OK)}]
     return body
 
 
@@ -1114,9 +1106,7 @@ class Simulator:
         if self._phase_start is None:
             return
         elapsed = time.monotonic() - self._phase_start
-        while (
-            self._phases_applied < len(self._phases) and self._phases[self._phases_applied]["at"] <= elapsed
-        ):
+        while self._phases_applied < len(self._phases) and self._phases[self._phases_applied]["at"] <= elapsed:
             for name, settings in self._phases[self._phases_applied]["models"].items():
                 self._merge_model(name, settings)
             self._phases_applied += 1
@@ -1206,11 +1196,7 @@ class Simulator:
             pieces = pieces[: req.limit]
             answer = "".join(pieces)
             finish = "length"
-        logprobs = (
-            self._logprobs(pieces, answers, req.top_logprobs, behaviour.logprob_jitter)
-            if req.logprobs
-            else None
-        )
+        logprobs = self._logprobs(pieces, answers, req.top_logprobs, behaviour.logprob_jitter) if req.logprobs else None
         fingerprint = behaviour.fingerprint(req.model, self._rng)
         resolved = behaviour.resolve(req.model, self._rng)
         return _completion_body(req, answer, finish, len(pieces), logprobs, resolved, fingerprint)
@@ -1479,9 +1465,7 @@ def load_scenario(path: str | Path) -> dict[str, Any]:
         raise ValueError(f"{source}: {exc}") from None
 
 
-def serve(
-    host: str, port: int, scenario: dict[str, Any] | None, api_key: str | None, seed: int | None = None
-) -> None:
+def serve(host: str, port: int, scenario: dict[str, Any] | None, api_key: str | None, seed: int | None = None) -> None:
     """Serve until SIGINT or SIGTERM, then stop cleanly (for `fpwatch simulate`)."""
     simulator = Simulator(scenario, host=host, port=port, api_key=api_key, seed=seed)
     stop = threading.Event()

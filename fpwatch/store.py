@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from fpwatch.errors import StateError
-from fpwatch.observation import FirstToken, Observation
+from fpwatch.observation import Observation
 from fpwatch.tracking import Event, ModelState, Signal, SignalSet
 
 GENESIS = "0" * 64
@@ -137,7 +137,7 @@ def _m001_initial(db: sqlite3.Connection) -> None:
         );
         CREATE INDEX events_time ON events (time);
         CREATE INDEX events_model_time ON events (model, time);
-        """
+        """,
     )
 
 
@@ -537,7 +537,10 @@ class Store:
         for item in self.observation_rows():
             if item["prev_hash"] != prev or chain_hash(prev, row_fields(item)) != item["hash"]:
                 return count, item["id"]
-            if item["output"] is not None and hashlib.sha256(item["output"].encode()).hexdigest() != item["output_sha256"]:
+            if (
+                item["output"] is not None
+                and hashlib.sha256(item["output"].encode()).hexdigest() != item["output_sha256"]
+            ):
                 return count, item["id"]
             prev = item["hash"]
             count += 1
@@ -546,7 +549,9 @@ class Store:
     def prune_outputs(self, before: datetime) -> int:
         """Drop raw outputs older than `before` (their digests stay, so the chain still verifies)."""
         with self.transaction() as db:
-            cursor = db.execute("UPDATE observations SET output = NULL WHERE time < ? AND output IS NOT NULL", (iso(before),))
+            cursor = db.execute(
+                "UPDATE observations SET output = NULL WHERE time < ? AND output IS NOT NULL", (iso(before),)
+            )
             return cursor.rowcount
 
     def signal_history(self, model: str, kind: str) -> list[Signal]:
@@ -568,4 +573,3 @@ def row_fields(item: dict[str, Any]) -> dict[str, Any]:
 
 def _iso_or_none(value: datetime | None) -> str | None:
     return iso(value) if value else None
-

@@ -42,7 +42,12 @@ SEVERITY = {
 }
 _EVENT_NAMES = {
     # kind -> (first_seen, changed, reverted, retired)
-    "fingerprint": ("fingerprint.first_seen", "fingerprint.changed", "fingerprint.reverted", "fingerprint.retired"),
+    "fingerprint": (
+        "fingerprint.first_seen",
+        "fingerprint.changed",
+        "fingerprint.reverted",
+        "fingerprint.retired",
+    ),
     "response_model": ("model.first_seen", "model.changed", "model.reverted", "model.retired"),
 }
 _LABEL = {"fingerprint": "fingerprint", "response_model": "resolved model"}
@@ -155,7 +160,12 @@ def track(
         state.model, state.fingerprints, [o.fingerprint for o in ok if o.fingerprint], policy, now, baseline
     )
     models, model_events = _update_signals(
-        state.model, state.response_models, [o.response_model for o in ok if o.response_model], policy, now, baseline
+        state.model,
+        state.response_models,
+        [o.response_model for o in ok if o.response_model],
+        policy,
+        now,
+        baseline,
     )
     events += fp_events + model_events
     missing = state.fingerprint_missing
@@ -350,7 +360,14 @@ def _failed(
             )
         )
     return (
-        replace(state, last_check=now, consecutive_failures=failures, down=down, down_since=since, last_error=error),
+        replace(
+            state,
+            last_check=now,
+            consecutive_failures=failures,
+            down=down,
+            down_since=since,
+            last_error=error,
+        ),
         events,
     )
 

@@ -63,7 +63,11 @@ def test_minimal_config_gets_builtin_canaries_and_defaults(tmp_path: Path) -> No
     config = load_config(write(tmp_path, MINIMAL), env={})
     model = config.models[0]
     assert model.name == "local/gpt-4o" and model.canaries == BUILTIN_SET
-    assert (model.interval, model.jitter, model.timeout) == (timedelta(minutes=15), timedelta(seconds=30), timedelta(seconds=60))
+    assert (model.interval, model.jitter, model.timeout) == (
+        timedelta(minutes=15),
+        timedelta(seconds=30),
+        timedelta(seconds=60),
+    )
     assert (model.learning_period, model.failure_threshold) == (3, 3)
     assert config.settings.state == tmp_path / "fpwatch.db"
 
@@ -90,8 +94,13 @@ model = "x"
 
 def test_missing_environment_variable_names_itself_and_where(tmp_path: Path) -> None:
     """${VAR} that is not set says which variable, and where it was used."""
-    found = problems(tmp_path, MINIMAL.replace('type = "openai-compatible"', 'type = "openai-compatible"\napi_key = "${MY_KEY}"'))
-    assert found == ["providers.local.api_key: environment variable MY_KEY is not set; export it before starting fpwatch"]
+    found = problems(
+        tmp_path,
+        MINIMAL.replace('type = "openai-compatible"', 'type = "openai-compatible"\napi_key = "${MY_KEY}"'),
+    )
+    assert found == [
+        "providers.local.api_key: environment variable MY_KEY is not set; export it before starting fpwatch"
+    ]
 
 
 def test_api_key_file_is_read_relative_to_the_config(tmp_path: Path) -> None:
@@ -173,7 +182,7 @@ interval = "1h"
     assert (a.cron, a.interval, a.timezone) == ("*/10 * * * mon-fri", None, "Europe/Paris")
     assert (b.cron, b.interval) == (None, timedelta(hours=1))
     found = problems(tmp_path, text.replace("mon-fri", "1-5"))
-    assert found == ['models[0].cron: write the day-of-week field with names ("mon-fri"), not numbers']
+    assert found == ['defaults.cron: write the day-of-week field with names ("mon-fri"), not numbers']
 
 
 def test_state_path_follows_state_directory(tmp_path: Path) -> None:
@@ -184,10 +193,14 @@ def test_state_path_follows_state_directory(tmp_path: Path) -> None:
 
 def test_effective_config_masks_every_secret(tmp_path: Path) -> None:
     """config show's data contains no secret: keys, secret headers, notifier URL tokens and passwords."""
-    text = MINIMAL.replace(
-        'type = "openai-compatible"',
-        'type = "openai-compatible"\napi_key = "${K}"\nheaders = { "X-Api-Token" = "tok-0123456789", "X-Team" = "ml" }',
-    ) + '\n[[notify]]\nurl = "mailtos://alerts:${PW}@smtp.example.com?to=a@example.com"\n'
+    text = (
+        MINIMAL.replace(
+            'type = "openai-compatible"',
+            'type = "openai-compatible"\napi_key = "${K}"\n'
+            'headers = { "X-Api-Token" = "tok-0123456789", "X-Team" = "ml" }',
+        )
+        + '\n[[notify]]\nurl = "mailtos://alerts:${PW}@smtp.example.com?to=a@example.com"\n'
+    )
     config = load_config(write(tmp_path, text), env={"K": "sk-abcdef0123456789", "PW": "pw-0123456789"})
     shown = repr(effective_config(config))
     for secret in ("sk-abcdef0123456789", "pw-0123456789", "tok-0123456789"):

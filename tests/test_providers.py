@@ -41,8 +41,15 @@ def test_every_fixture_parses_or_gives_a_clear_error(name: str) -> None:
         message = str(error)
         assert message and "\n" not in message and len(message) < 600
         assert error.kind in {
-            "auth", "quota", "rate_limited", "not_found", "server_error", "bad_request", "content_filter",
-            "malformed", "http_error",
+            "auth",
+            "quota",
+            "rate_limited",
+            "not_found",
+            "server_error",
+            "bad_request",
+            "content_filter",
+            "malformed",
+            "http_error",
         }
         return
     assert name not in OTHER_WIRE, "a non-OpenAI body must not pass as a completion"
@@ -56,9 +63,24 @@ SUCCESSES: dict[str, tuple[str | None, str, str | None, str]] = {
     "openai-chat-gpt-4o-mini.json": ("fp_4f5f0b399a", "present", "gpt-4o-mini-2024-07-18", "Hello!"),
     "openai-chat-gpt35-null-fingerprint-2026.json": (None, "null", "gpt-3.5-turbo-0125", "Why did"),
     "mistral-chat-no-fingerprint.json": (None, "absent", "mistral-large-latest", "Hello!"),
-    "deepseek-chat-fp8-fingerprint.json": ("fp_eaab8d114b_prod0820_fp8_kvcache", "present", "deepseek-chat", "## "),
-    "llamacpp-server-build-commit-fingerprint.json": ("b9436-d6588daa8", "present", "Qwen2.5-1.5B-Instruct-Q4_K_M.gguf", "Ich"),
-    "lmstudio-chunk-fingerprint-is-model.json": ("gemma-2-2b-it-abliterated", "present", "gemma-2-2b-it-abliterated", ""),
+    "deepseek-chat-fp8-fingerprint.json": (
+        "fp_eaab8d114b_prod0820_fp8_kvcache",
+        "present",
+        "deepseek-chat",
+        "## ",
+    ),
+    "llamacpp-server-build-commit-fingerprint.json": (
+        "b9436-d6588daa8",
+        "present",
+        "Qwen2.5-1.5B-Instruct-Q4_K_M.gguf",
+        "Ich",
+    ),
+    "lmstudio-chunk-fingerprint-is-model.json": (
+        "gemma-2-2b-it-abliterated",
+        "present",
+        "gemma-2-2b-it-abliterated",
+        "",
+    ),
     "openrouter-o1-no-fingerprint.json": (None, "absent", "openai/o1", "2 + 2"),
     "azure-chat-gpt35-null-fingerprint.json": (None, "null", "gpt-35-turbo", "Why did"),
     "ollama-openai-compat.json": ("fp_ollama", "present", "qwen3:0.6b", "{"),
@@ -137,7 +159,9 @@ def test_html_and_broken_json_bodies_are_explained() -> None:
     html = b"<!DOCTYPE html><html><head><title>502 Bad Gateway</title></head><body>nginx</body></html>"
     with pytest.raises(ProbeError) as caught:
         parse_chat_completion(Exchange(502, {"content-type": "text/html"}, html, 0.1))
-    assert caught.value.kind == "malformed" and "HTML page" in str(caught.value) and "502 Bad Gateway" in str(caught.value)
+    assert (
+        caught.value.kind == "malformed" and "HTML page" in str(caught.value) and "502 Bad Gateway" in str(caught.value)
+    )
     with pytest.raises(ProbeError) as caught:
         parse_chat_completion(Exchange(200, {"content-type": "application/json"}, b'{"id": "chatcmpl-12', 0.1))
     assert caught.value.kind == "malformed" and "not valid JSON" in str(caught.value)
@@ -187,7 +211,9 @@ def test_reasoning_canary_omits_temperature_and_params_override_token_field() ->
 
 def test_azure_paths_and_api_key_header() -> None:
     """Azure: deployment path with api-version as a query parameter, or the v1 path; the key in api-key."""
-    classic = ProviderConfig("az", "azure", "https://res.openai.azure.com", api_key=Secret("k1"), api_version="2024-10-21")
+    classic = ProviderConfig(
+        "az", "azure", "https://res.openai.azure.com", api_key=Secret("k1"), api_version="2024-10-21"
+    )
     model = _model(classic, timeout=timedelta(seconds=5))
     request = ADAPTERS["azure"](classic).build_request(model, model.canaries[0])
     assert request.url == "https://res.openai.azure.com/openai/deployments/gpt-4o/chat/completions"

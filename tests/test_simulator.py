@@ -99,9 +99,7 @@ def test_openai_sdk_parses_a_full_completion(keyed_sim: Simulator) -> None:
     assert first.logprob == pytest.approx(math.log(distribution[answer]))
     assert first.bytes == list(answer.encode())
     assert [alt.token for alt in first.top_logprobs] == ["391", "392", "390"]
-    assert [alt.logprob for alt in first.top_logprobs] == pytest.approx(
-        [math.log(p) for p in (0.6, 0.25, 0.1)]
-    )
+    assert [alt.logprob for alt in first.top_logprobs] == pytest.approx([math.log(p) for p in (0.6, 0.25, 0.1)])
 
 
 def test_raw_response_exposes_request_id(keyed_sim: Simulator) -> None:
@@ -119,12 +117,8 @@ def test_raw_response_exposes_request_id(keyed_sim: Simulator) -> None:
 def test_azure_client_uses_the_deployment_path(keyed_sim: Simulator) -> None:
     """openai.AzureOpenAI reaches the classic deployment route with its api-key header."""
     keyed_sim.set_scenario({"models": {"prod-gpt4o": {"resolved": "gpt-4o-2024-11-20"}}})
-    azure = openai.AzureOpenAI(
-        azure_endpoint=keyed_sim.url, api_version="2024-10-21", api_key=KEY, max_retries=0
-    )
-    completion = azure.chat.completions.create(
-        model="prod-gpt4o", messages=[{"role": "user", "content": "hi"}]
-    )
+    azure = openai.AzureOpenAI(azure_endpoint=keyed_sim.url, api_version="2024-10-21", api_key=KEY, max_retries=0)
+    completion = azure.chat.completions.create(model="prod-gpt4o", messages=[{"role": "user", "content": "hi"}])
     assert completion.model == "gpt-4o-2024-11-20"
     assert completion.system_fingerprint and completion.system_fingerprint.startswith("fp_")
     entry = keyed_sim.requests()[-1]
@@ -222,11 +216,7 @@ def test_no_scenario_serves_any_model_deterministically(sim: Simulator, client: 
 def test_outputs_match_exactly_then_by_substring_then_fallback(sim: Simulator, client: httpx.Client) -> None:
     """An exact prompt key wins, then the longest substring key, then "*"."""
     sim.set_scenario(
-        {
-            "models": {
-                "m": {"outputs": {"ping": "exact", "17*23": "short", "is 17*23": "long", "*": "fallback"}}
-            }
-        }
+        {"models": {"m": {"outputs": {"ping": "exact", "17*23": "short", "is 17*23": "long", "*": "fallback"}}}}
     )
 
     def answer(prompt: str) -> str:
@@ -281,9 +271,7 @@ def test_html_and_malformed_bodies(sim: Simulator, client: httpx.Client) -> None
 def test_error_fault_sends_the_exact_body(sim: Simulator, client: httpx.Client) -> None:
     """An error fault replays a recorded provider error verbatim."""
     recorded = json.loads((FIXTURES / "openai-400-unsupported-temperature.json").read_text())["body"]
-    sim.push_faults(
-        "gpt-5", [{"kind": "error", "status": 400, "body": recorded, "headers": {"x-extra": "1"}}]
-    )
+    sim.push_faults("gpt-5", [{"kind": "error", "status": 400, "body": recorded, "headers": {"x-extra": "1"}}])
     response = chat(client, "gpt-5", temperature=0)
     assert response.status_code == 400
     assert response.json() == recorded
@@ -311,9 +299,7 @@ def test_timeout_fault_outlasts_the_client_timeout(sim: Simulator) -> None:
 
 def test_error_rate_draws_from_error_kinds(sim: Simulator, client: httpx.Client) -> None:
     """With error_rate 1 every request gets one of the listed fault kinds."""
-    sim.set_scenario(
-        {"models": {"*": {"error_rate": 1.0, "error_kinds": ["502", {"kind": "html", "status": 504}]}}}
-    )
+    sim.set_scenario({"models": {"*": {"error_rate": 1.0, "error_kinds": ["502", {"kind": "html", "status": 504}]}}})
     statuses = Counter(chat(client, "flaky").status_code for _ in range(30))
     assert set(statuses) == {502, 504}
 
@@ -342,8 +328,7 @@ def test_logprob_jitter_varies_values_but_keeps_them_valid(sim: Simulator, clien
     """With logprob_jitter the first-token logprob varies around ln(p) and never exceeds 0."""
     sim.set_scenario({"models": {"m": {"outputs": {"*": "yes"}, "logprob_jitter": 0.2}}})
     values = [
-        chat(client, "m", logprobs=True).json()["choices"][0]["logprobs"]["content"][0]["logprob"]
-        for _ in range(20)
+        chat(client, "m", logprobs=True).json()["choices"][0]["logprobs"]["content"][0]["logprob"] for _ in range(20)
     ]
     assert all(value <= 0 for value in values)
     assert len(set(values)) > 5
@@ -352,9 +337,7 @@ def test_logprob_jitter_varies_values_but_keeps_them_valid(sim: Simulator, clien
 def test_invalid_requests_get_openai_shaped_errors(sim: Simulator, client: httpx.Client) -> None:
     """Bad bodies are 400 naming the parameter; unknown models and routes are 404."""
     sim.set_scenario({"models": {"gpt-4o": {}}})
-    not_json = client.post(
-        "/v1/chat/completions", content=b"{nope", headers={"content-type": "application/json"}
-    )
+    not_json = client.post("/v1/chat/completions", content=b"{nope", headers={"content-type": "application/json"})
     assert not_json.status_code == 400
     assert not_json.json()["error"]["type"] == "invalid_request_error"
     cases: list[tuple[dict[str, Any], str]] = [
@@ -453,9 +436,7 @@ def test_phases_switch_behaviour_after_their_time(sim: Simulator, client: httpx.
 
 def test_update_model_merges_and_creates_from_fallback(sim: Simulator, client: httpx.Client) -> None:
     """update_model keeps other settings; a new model starts from "*"'s settings."""
-    sim.set_scenario(
-        {"models": {"gpt-4o": {"resolved": "gpt-4o-2024-08-06"}, "*": {"outputs": {"*": "star"}}}}
-    )
+    sim.set_scenario({"models": {"gpt-4o": {"resolved": "gpt-4o-2024-08-06"}, "*": {"outputs": {"*": "star"}}}})
     sim.update_model("gpt-4o", {"fingerprints": "fp_1111111111"})
     sim.update_model("brand-new", {"fingerprints": "fp_2222222222"})
     merged, created = chat(client).json(), chat(client, "brand-new").json()
@@ -467,13 +448,9 @@ def test_update_model_merges_and_creates_from_fallback(sim: Simulator, client: h
 def test_bad_scenarios_name_the_key_and_its_location(sim: Simulator, client: httpx.Client) -> None:
     """Validation errors say what is wrong and where, and leave the running scenario untouched."""
     sim.set_scenario({"models": {"gpt-4o": {"fingerprints": "fp_keep000000"}}})
-    with pytest.raises(
-        ValueError, match=r"models\[\"gpt-4o\"\]: unknown key 'latncy' \(did you mean 'latency'\?\)"
-    ):
+    with pytest.raises(ValueError, match=r"models\[\"gpt-4o\"\]: unknown key 'latncy' \(did you mean 'latency'\?\)"):
         sim.set_scenario({"models": {"gpt-4o": {"latncy": 1}}})
-    with pytest.raises(
-        ValueError, match=r"phases\[0\]\.models\[\"m\"\]\.faults\[0\]\.kind: unknown fault kind"
-    ):
+    with pytest.raises(ValueError, match=r"phases\[0\]\.models\[\"m\"\]\.faults\[0\]\.kind: unknown fault kind"):
         sim.set_scenario({"phases": [{"at": 1, "models": {"m": {"faults": [{"kind": "boom"}]}}}]})
     with pytest.raises(ValueError, match=r"fingerprints\[\"fp_x\"\]: must be >= 0"):
         sim.update_model("gpt-4o", {"fingerprints": {"fp_x": -1}})
@@ -507,9 +484,7 @@ def test_load_scenario_reads_json_and_toml(tmp_path: Path) -> None:
 
 def test_admin_endpoints_drive_the_simulator_over_http(sim: Simulator, client: httpx.Client) -> None:
     """The /_sim/ endpoints replace the scenario, patch a model, queue faults and manage the log."""
-    put = client.put(
-        "/_sim/scenario", json={"seed": 3, "models": {"gpt-4o": {"fingerprints": "fp_a000000000"}}}
-    )
+    put = client.put("/_sim/scenario", json={"seed": 3, "models": {"gpt-4o": {"fingerprints": "fp_a000000000"}}})
     assert put.status_code == 200 and put.json()["seed"] == 3
     patch = client.patch("/_sim/models/gpt-4o", json={"resolved": "gpt-4o-2024-08-06"})
     assert patch.json()["settings"]["resolved"] == {"gpt-4o-2024-08-06": 1.0}

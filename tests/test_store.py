@@ -68,7 +68,7 @@ def test_a_file_that_is_not_a_database_is_a_clear_error(tmp_path: Path) -> None:
     """Pointing state at some other file gives a one-line error naming it."""
     path = tmp_path / "notes.txt"
     path.write_text("hello, this is not SQLite at all " * 100)
-    with pytest.raises(StateError, match="notes.txt"):
+    with pytest.raises(StateError, match=r"notes\.txt"):
         Store.open(path)
 
 

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Protocol
+from typing import Any, Protocol
 
 from fpwatch.canaries import Canary
 from fpwatch.config import ModelConfig, ProviderConfig
@@ -89,7 +89,10 @@ async def probe(
     request = session.adapter.build_request(model, canary)
     sent = clock()
     started = time.monotonic()
-    base = {"time": sent, "model": model.name, "canary": canary.name, "sample": sample, "seed": canary.seed}
+
+    def observed(**fields: Any) -> Observation:
+        return Observation(time=sent, model=model.name, canary=canary.name, sample=sample, seed=canary.seed, **fields)
+
     async with session.limit:
         try:
             exchange = await post_json(
@@ -101,8 +104,7 @@ async def probe(
                 timeout=model.timeout.total_seconds(),
             )
         except TransportFailure as failure:
-            return Observation(
-                **base,
+            return observed(
                 ok=False,
                 latency_ms=(time.monotonic() - started) * 1000,
                 attempts=max(1, len(failure.attempts)),
@@ -113,8 +115,7 @@ async def probe(
     try:
         parsed = session.adapter.parse(exchange)
     except ProbeError as error:
-        return Observation(
-            **base,
+        return observed(
             ok=False,
             latency_ms=exchange.latency * 1000,
             request_id=request_id,
@@ -123,8 +124,7 @@ async def probe(
             error_kind=error.kind,
             error=redact(str(error)),
         )
-    return Observation(
-        **base,
+    return observed(
         ok=True,
         fingerprint=parsed.fingerprint,
         fingerprint_state=parsed.fingerprint_state,

@@ -132,8 +132,8 @@ def parse_chat_completion(exchange: Exchange) -> Parsed:
     if isinstance(content, list):  # some servers return content parts
         content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
     fingerprint, state = _fingerprint(body)
-    usage = body.get("usage") if isinstance(body.get("usage"), dict) else {}
-    details = usage.get("completion_tokens_details") if isinstance(usage, dict) else None
+    usage: dict[str, Any] = body["usage"] if isinstance(body.get("usage"), dict) else {}
+    details = usage.get("completion_tokens_details")
     return Parsed(
         fingerprint=fingerprint,
         fingerprint_state=state,
