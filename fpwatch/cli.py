@@ -553,6 +553,28 @@ def _drop_none(value: Any) -> Any:
     return value
 
 
+# --- demo -----------------------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--pause", default=0.8, show_default=True, help="Seconds between checks (accelerated time).")
+def demo(pause: float) -> None:
+    """Watch a scripted story on the built-in simulator: no key, no network, under a minute.
+
+    Steady replica rotation stays quiet; a rollout with overlap raises one change and later one
+    retirement; an outage raises model.down then model.recovered; a rollback is critical.
+
+    \b
+    Example:
+      fpwatch demo
+    """
+    from fpwatch.demo import play
+    from fpwatch.logs import configure_logging
+
+    configure_logging("error")  # the story itself is the output
+    asyncio.run(play(click.echo, pause=pause))
+
+
 # --- simulate ---------------------------------------------------------------------------------------------
 
 

@@ -373,11 +373,13 @@ def _failed(
 
 
 def _errors_summary(observations: Sequence[Observation]) -> str | None:
-    errors = Counter(o.error for o in observations if not o.ok and o.error)
-    if not errors:
+    """The most common kind of failure, in the words of its latest message (messages carry request ids)."""
+    failed = [o for o in observations if not o.ok and o.error]
+    if not failed:
         return None
-    (text, count), total = errors.most_common(1)[0], len(observations)
-    return text if count == total else f"{text} ({count} of {total} requests)"
+    kind, count = Counter(o.error_kind for o in failed).most_common(1)[0]
+    text = next(o.error for o in reversed(failed) if o.error_kind == kind)
+    return text if count == len(observations) else f"{text} ({count} of {len(observations)} requests)"
 
 
 def _list(values: Sequence[str], most: int = 3) -> str:

@@ -256,3 +256,24 @@ def test_no_secret_reaches_logs_database_exports_or_output(cli: Cli, sim: Simula
     assert written.count("[REDACTED]") >= 1  # the echoed key was found and masked
     for secret in (API_KEY, wrong_key):
         assert secret not in written
+
+
+def test_demo_plays_the_story_and_exits_0(tmp_path: Path) -> None:
+    """`fpwatch demo` needs no key and no network, and shows exactly the story's events."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "fpwatch", "demo", "--pause", "0.05"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    summary = next(line for line in proc.stdout.splitlines() if line.startswith("Summary: "))
+    assert summary == (
+        "Summary: 1 fingerprint.changed, 2 fingerprint.first_seen, 1 fingerprint.retired, 1 fingerprint.reverted, "
+        "1 model.down, 1 model.first_seen, 1 model.recovered"
+    )
+    assert "Traceback" not in proc.stderr

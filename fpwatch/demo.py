@@ -1,0 +1,111 @@
+"""`fpwatch demo`: the whole pipeline on the built-in simulator, no key and no network.
+
+Starts the simulator on a free loopback port, writes a throwaway config and state database, and
+plays a scripted story in accelerated time (grace period of seconds, checks a second apart) through
+the same `run_check` that `fpwatch check` and the daemon use:
+
+1. steady replica rotation: two fingerprints alternate; only the baseline is recorded;
+2. a rollout with overlap: one replica's fingerprint is replaced; one change, later one retirement;
+3. an outage and recovery: the provider fails; the model goes down, then recovers;
+4. a rollback: the retired fingerprint comes back, which is critical.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+from fpwatch.check import STATUS_NAMES, CheckContext, CheckResult, run_check
+from fpwatch.config import load_config
+from fpwatch.providers import Providers
+from fpwatch.simulator import Simulator
+from fpwatch.store import Store
+
+FP_A, FP_B, FP_C = "fp_44709d6fcb", "fp_6ca29cf396", "fp_9d50cd990b"
+CONFIG = """
+[fpwatch]
+state = "demo.db"
+
+[defaults]
+learning_period = 3
+grace_period = "3s"
+failure_threshold = 2
+timeout = "5s"
+
+[providers.simulator]
+type = "openai-compatible"
+base_url = "{base_url}"
+
+[[models]]
+provider = "simulator"
+model = "gpt-4o"
+name = "demo/gpt-4o"
+canaries = ["one-token"]
+
+[canaries.one-token]
+prompt = "Reply in one token. 1+1="
+max_tokens = 2
+samples = 6
+logprobs = true
+top_logprobs = 3
+"""
+# (title, what the simulator does, checks to run)
+STORY: list[tuple[str, dict[str, object], int]] = [
+    ("Steady replica rotation: two fingerprints alternate across replicas", {"fingerprints": {FP_A: 1, FP_B: 1}}, 6),
+    (
+        "A rollout with overlap: the replicas serving fp_6ca29cf396 move to fp_9d50cd990b",
+        {"fingerprints": {FP_A: 2, FP_B: 1, FP_C: 1}},
+        2,
+    ),
+    ("The rollout completes: fp_6ca29cf396 is no longer served", {"fingerprints": {FP_A: 1, FP_C: 1}}, 6),
+    ("An outage: the provider answers HTTP 500", {"error_rate": 1.0, "error_kinds": ["500"]}, 2),
+    ("Recovery", {"error_rate": 0.0}, 1),
+    ("A rollback: fp_6ca29cf396 comes back", {"fingerprints": {FP_A: 1, FP_B: 1}}, 1),
+]
+
+
+async def play(echo: Callable[[str], None], pause: float = 0.8) -> int:
+    """Run the story, echoing each event and the alert text as it happens; return the event count."""
+    with tempfile.TemporaryDirectory(prefix="fpwatch-demo-") as tmp, Simulator(seed=7) as sim:
+        sim.update_model("gpt-4o", {"resolved": "gpt-4o-2024-08-06", "outputs": {"1+1=": {"2": 0.9, "Two": 0.1}}})
+        config_path = Path(tmp) / "fpwatch.toml"
+        config_path.write_text(CONFIG.format(base_url=sim.base_url))
+        config = load_config(config_path, env={})
+        model = config.models[0]
+        echo(f"fpwatch demo: simulated provider at {sim.base_url}, state in {config.settings.state}")
+        echo(f"model {model.name}: grace period 3s, learning period 3 checks, 6 samples per check\n")
+        counts: Counter[str] = Counter()
+        with Store.open(config.settings.state) as store:
+            async with Providers() as providers:
+                ctx = CheckContext(store=store, providers=providers)
+                number = 0
+                for chapter, (title, behaviour, checks) in enumerate(STORY, start=1):
+                    echo(f"== {chapter}. {title}")
+                    sim.update_model("gpt-4o", behaviour)
+                    for _ in range(checks):
+                        number += 1
+                        result = await run_check(model, ctx)
+                        echo(_line(number, result))
+                        for stored in result.events:
+                            counts[stored.event.type] += 1
+                            echo(_alert(stored.event.severity, stored.event.type, stored.event.summary))
+                        await asyncio.sleep(pause)
+                    echo("")
+        echo("Summary: " + ", ".join(f"{n} {t}" for t, n in sorted(counts.items())))
+        echo("Every rotation stayed quiet; the rollout gave one change and one retirement; the outage one")
+        echo("model.down and one model.recovered; the rollback is critical. Next: `fpwatch check` on your own config.")
+        return sum(counts.values())
+
+
+def _line(number: int, result: CheckResult) -> str:
+    seen = Counter(o.fingerprint or "(none)" for o in result.observations if o.ok)
+    shown = ", ".join(f"{fp} x{n}" for fp, n in sorted(seen.items())) or "no answer"
+    return f"  check {number:>2}  {STATUS_NAMES[result.status]:<8} {result.state_label():<8} {shown}"
+
+
+def _alert(severity: str, kind: str, summary: str) -> str:
+    marker = {"info": "  ", "warning": "! ", "critical": "!!"}[severity]
+    return f"     {marker} [{severity}] {kind}: {summary}"
