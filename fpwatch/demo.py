@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
+import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -52,18 +53,20 @@ samples = 6
 logprobs = true
 top_logprobs = 3
 """
-# (title, what the simulator does, checks to run)
-STORY: list[tuple[str, dict[str, object], int]] = [
-    ("Steady replica rotation: two fingerprints alternate across replicas", {"fingerprints": {FP_A: 1, FP_B: 1}}, 6),
+# (title, what the simulator does, checks to run, seconds the chapter lasts at least)
+STORY: list[tuple[str, dict[str, object], int, float]] = [
+    ("Steady replica rotation: two fingerprints alternate across replicas", {"fingerprints": {FP_A: 1, FP_B: 1}}, 6, 0),
     (
         "A rollout with overlap: the replicas serving fp_6ca29cf396 move to fp_9d50cd990b",
         {"fingerprints": {FP_A: 2, FP_B: 1, FP_C: 1}},
         2,
+        0,
     ),
-    ("The rollout completes: fp_6ca29cf396 is no longer served", {"fingerprints": {FP_A: 1, FP_C: 1}}, 6),
-    ("An outage: the provider answers HTTP 500", {"error_rate": 1.0, "error_kinds": ["500"]}, 2),
-    ("Recovery", {"error_rate": 0.0}, 1),
-    ("A rollback: fp_6ca29cf396 comes back", {"fingerprints": {FP_A: 1, FP_B: 1}}, 1),
+    # Longer than the 3s grace period, so the retirement always happens in this chapter.
+    ("The rollout completes: fp_6ca29cf396 is no longer served", {"fingerprints": {FP_A: 1, FP_C: 1}}, 6, 4.0),
+    ("An outage: the provider answers HTTP 500", {"error_rate": 1.0, "error_kinds": ["500"]}, 2, 0),
+    ("Recovery", {"error_rate": 0.0}, 1, 0),
+    ("A rollback: fp_6ca29cf396 comes back", {"fingerprints": {FP_A: 1, FP_B: 1}}, 1, 0),
 ]
 
 
@@ -82,10 +85,13 @@ async def play(echo: Callable[[str], None], pause: float = 0.8) -> int:
             async with Providers() as providers:
                 ctx = CheckContext(store=store, providers=providers)
                 number = 0
-                for chapter, (title, behaviour, checks) in enumerate(STORY, start=1):
+                for chapter, (title, behaviour, checks, seconds) in enumerate(STORY, start=1):
                     echo(f"== {chapter}. {title}")
                     sim.update_model("gpt-4o", behaviour)
-                    for _ in range(checks):
+                    ends = time.monotonic() + seconds
+                    done = 0
+                    while done < checks or time.monotonic() < ends:
+                        done += 1
                         number += 1
                         result = await run_check(model, ctx)
                         echo(_line(number, result))
