@@ -7,8 +7,6 @@ fast.
 
 from __future__ import annotations
 
-import asyncio
-import csv
 import json
 import sys
 from collections.abc import Iterator, Sequence
@@ -98,6 +96,8 @@ def check(ctx: click.Context, models: tuple[str, ...], as_json: bool, dry_run: b
       fpwatch check openai/gpt-4o prod --json
       fpwatch check --dry-run
     """
+    import asyncio
+
     from fpwatch.check import STATUS_NAMES, worst
 
     obj = _obj(ctx)
@@ -119,6 +119,8 @@ def check(ctx: click.Context, models: tuple[str, ...], as_json: bool, dry_run: b
 
 
 async def _run_pass(config: Config, models: Sequence[ModelConfig], dry_run: bool) -> list[CheckResult]:
+    import asyncio
+
     from fpwatch.check import CheckContext, run_check
     from fpwatch.providers import Providers
     from fpwatch.redact import Redactor
@@ -463,6 +465,8 @@ def export(ctx: click.Context, since: str | None, fmt: str, output: str | None, 
       fpwatch export --format csv > audit.csv
       fpwatch export --verify
     """
+    import csv
+
     config = _obj(ctx).config()
     with _store_or_empty(config) as store:
         if verify_chain:
@@ -568,6 +572,8 @@ def demo(pause: float) -> None:
     Example:
       fpwatch demo
     """
+    import asyncio
+
     from fpwatch.demo import play
     from fpwatch.logs import configure_logging
 

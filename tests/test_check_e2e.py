@@ -277,3 +277,92 @@ def test_demo_plays_the_story_and_exits_0(tmp_path: Path) -> None:
         "1 model.down, 1 model.first_seen, 1 model.recovered"
     )
     assert "Traceback" not in proc.stderr
+
+
+def one_sample(cli: Cli, **kw: str) -> None:
+    cli.write(**kw)  # type: ignore[arg-type]
+    cli.config.write_text(cli.config.read_text().replace("samples = 3", "samples = 1"))
+
+
+def test_timeouts_are_a_clear_error_within_the_deadline(cli: Cli, sim: Simulator) -> None:
+    """A provider that never answers in time: exit 3 within about the timeout, reason "no answer"."""
+    one_sample(cli, timeout="1500ms")
+    sim.push_faults("gpt-4o", [{"kind": "timeout", "delay": 5}] * 4)
+    started = time.monotonic()
+    result = cli("check", "--json")
+    elapsed = time.monotonic() - started
+    assert result.code == 3
+    assert "no answer within" in result.json()["models"][0]["error"]
+    assert elapsed < 5  # the deadline, not the server, decides when to stop
+
+
+def test_529_is_retried_and_x_should_retry_false_is_obeyed(cli: Cli, sim: Simulator) -> None:
+    """529 (overloaded) is retryable; a 503 with x-should-retry: false is not."""
+    one_sample(cli)
+    sim.push_faults("gpt-4o", [{"kind": "529"}])
+    assert cli("check").code == 0
+    sim.push_faults(
+        "gpt-4o",
+        [
+            {
+                "kind": "error",
+                "status": 503,
+                "body": {"error": {"message": "down"}},
+                "headers": {"x-should-retry": "false"},
+            }
+        ],
+    )
+    sim.clear_requests()
+    result = cli("check", "--json")
+    assert result.code == 3 and "down (HTTP 503)" in result.json()["models"][0]["error"]
+    assert len([r for r in sim.requests() if r["path"].endswith("/chat/completions")]) == 1
+
+
+def test_oversized_body_is_refused(cli: Cli, sim: Simulator) -> None:
+    """A body over the 4 MiB cap is not read into memory; the check says why."""
+    one_sample(cli)
+    huge = {"id": "x", "choices": [{"message": {"content": "a" * (5 * 1024 * 1024)}}]}
+    sim.push_faults("gpt-4o", [{"kind": "error", "status": 200, "body": huge}])
+    result = cli("check", "--json")
+    assert result.code == 3 and "over 4096 KiB" in result.json()["models"][0]["error"]
+
+
+def test_concurrent_checks_share_the_database(cli: Cli, sim: Simulator) -> None:
+    """Two `fpwatch check` processes at once on one database: both succeed, every sample counted once."""
+    import subprocess
+    import sys
+
+    cli.write()
+    sim.update_model("gpt-4o", {"latency": 0.2})
+    command = [sys.executable, "-m", "fpwatch", "--config", str(cli.config), "check"]
+    procs = [subprocess.Popen(command, env=cli.env, cwd=cli.tmp_path, stdout=subprocess.PIPE) for _ in range(4)]
+    assert [p.wait(timeout=60) for p in procs] == [0, 0, 0, 0]
+    status = cli("status", "--json").json()["models"][0]
+    assert status["checks"] == 4 and sum(d["count"] for d in status["fingerprint_details"]) == 12
+    assert cli("export", "--verify").stdout.strip() == "chain OK: 12 observations"
+    first_seen = cli("events", "--type", "fingerprint.first_seen", "--json").json()
+    assert len(first_seen) == 1
+
+
+def test_openai_and_azure_provider_types_against_the_simulator(cli: Cli, sim: Simulator) -> None:
+    """type openai (Bearer, max_completion_tokens, logprobs) and azure (api-key; classic and v1 paths) work."""
+    cli.write()
+    base = cli.config.read_text()
+    for provider_type, base_url, extra in (
+        ("openai", sim.base_url, ""),
+        ("azure", sim.url, 'api_version = "2024-10-21"'),
+        ("azure", sim.url + "/openai/v1", ""),
+    ):
+        text = base.replace('type = "openai-compatible"', f'type = "{provider_type}"\n{extra}')
+        cli.config.write_text(text.replace(f'base_url = "{sim.base_url}"', f'base_url = "{base_url}"'))
+        sim.clear_requests()
+        result = cli("check", "--json")
+        assert result.code == 0, (provider_type, result.stdout, result.stderr)
+        log = sim.requests()
+        assert log and all(r["status"] == 200 and r["auth"] == "ok" for r in log)
+        if provider_type == "openai":
+            assert log[0]["max_completion_tokens"] == 2 and log[0]["logprobs"] is True
+        elif extra:
+            assert log[0]["path"].startswith("/openai/deployments/gpt-4o/chat/completions")
+        else:
+            assert log[0]["path"] == "/openai/v1/chat/completions"
