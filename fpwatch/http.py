@@ -11,10 +11,13 @@ monitor exists to see.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
+import functools
 import random
+import ssl
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,9 +60,47 @@ class Exchange:
     attempts: list[Attempt] = field(default_factory=list)
 
 
-def new_client(max_connections: int) -> httpx.AsyncClient:
+# httpcore's pool does work quadratic in its connections on every request start and close
+# (encode/httpcore#1035): at 50 connections a check spent most of its CPU there. Several small
+# clients per provider keep each pool small; bench/check.py measures the difference.
+CONNECTIONS_PER_CLIENT = 2
+
+
+class ClientPool:
+    """A provider's HTTP clients: `max_connections` spread over small httpx clients, least busy first."""
+
+    def __init__(self, max_connections: int, *, tls: bool = True) -> None:
+        sizes = [CONNECTIONS_PER_CLIENT] * (max_connections // CONNECTIONS_PER_CLIENT)
+        if max_connections % CONNECTIONS_PER_CLIENT:
+            sizes.append(max_connections % CONNECTIONS_PER_CLIENT)
+        # One TLS context for all (building one reads the CA bundle: ~30 ms); none for plain http.
+        verify: ssl.SSLContext | bool = _tls_context() if tls else False
+        self.clients = [new_client(size, verify) for size in sizes]
+        self.busy = [0] * len(self.clients)
+
+    @contextlib.asynccontextmanager
+    async def lease(self) -> AsyncIterator[httpx.AsyncClient]:
+        index = min(range(len(self.clients)), key=self.busy.__getitem__)
+        self.busy[index] += 1
+        try:
+            yield self.clients[index]
+        finally:
+            self.busy[index] -= 1
+
+    async def aclose(self) -> None:
+        for client in self.clients:
+            await client.aclose()
+
+
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    return httpx.create_ssl_context()
+
+
+def new_client(max_connections: int, verify: ssl.SSLContext | bool = True) -> httpx.AsyncClient:
     """A client for one provider. Limits go on the transport: with transport= the client ignores them."""
     transport = httpx.AsyncHTTPTransport(
+        verify=verify,
         retries=0,  # our own loop retries, and records every attempt
         limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
     )

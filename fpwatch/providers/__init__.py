@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from fpwatch.canaries import Canary
 from fpwatch.config import ModelConfig, ProviderConfig
-from fpwatch.http import Exchange, TransportFailure, new_client, post_json
+from fpwatch.http import ClientPool, Exchange, TransportFailure, post_json
 from fpwatch.observation import Observation, Parsed, ProbeError
 from fpwatch.providers.openai import AzureAdapter, OpenAIAdapter, OpenAICompatibleAdapter, Request
 
@@ -42,11 +42,11 @@ class ProviderSession:
     def __init__(self, provider: ProviderConfig) -> None:
         self.provider = provider
         self.adapter = ADAPTERS[provider.type](provider)
-        self.client = new_client(provider.max_concurrency)
+        self.clients = ClientPool(provider.max_concurrency, tls=provider.base_url.startswith("https://"))
         self.limit = asyncio.Semaphore(provider.max_concurrency)
 
     async def aclose(self) -> None:
-        await self.client.aclose()
+        await self.clients.aclose()
 
 
 class Providers:
@@ -93,10 +93,10 @@ async def probe(
     def observed(**fields: Any) -> Observation:
         return Observation(time=sent, model=model.name, canary=canary.name, sample=sample, seed=canary.seed, **fields)
 
-    async with session.limit:
+    async with session.limit, session.clients.lease() as client:
         try:
             exchange = await post_json(
-                session.client,
+                client,
                 request.url,
                 request.payload,
                 request.headers,
