@@ -14,12 +14,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from fpwatch.clock import iso, iso_or_none
 from fpwatch.config import ModelConfig
 from fpwatch.logs import get_logger
 from fpwatch.observation import Observation
 from fpwatch.providers import Providers, probe
 from fpwatch.redact import Redactor
-from fpwatch.store import CheckRecord, Store, StoredEvent, iso
+from fpwatch.store import CheckRecord, Store, StoredEvent
 from fpwatch.tracking import Event, ModelState, Policy, learning, track
 
 OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
@@ -56,6 +57,8 @@ class CheckResult:
     @property
     def status(self) -> int:
         codes = [OK]
+        if self.state.expect_failing:
+            codes.append(CRITICAL)  # a failing expect stays CRITICAL until it matches again
         for stored in self.events:
             if stored.event.severity == "critical":
                 codes.append(CRITICAL)
@@ -89,11 +92,18 @@ def policy_for(model: ModelConfig) -> Policy:
     )
 
 
+def stale(state: ModelState, model: ModelConfig, now: datetime) -> bool:
+    """No successful check for longer than the grace period: what we know may no longer hold."""
+    return state.last_ok is not None and now - state.last_ok > model.grace_period
+
+
 def state_label(state: ModelState, model: ModelConfig, now: datetime) -> str:
     if state.down:
         return "down"
     if state.checks == 0 and state.consecutive_failures:
         return "failing"
+    if stale(state, model, now):
+        return "stale"
     if learning(state, policy_for(model), now):
         return "learning"
     return "ok"
@@ -124,8 +134,8 @@ def model_summary(model: ModelConfig, state: ModelState, now: datetime) -> dict[
         "behaviour_fingerprint": state.behaviour_fingerprint,
         "checks": state.checks,
         "consecutive_failures": state.consecutive_failures,
-        "last_check": iso(state.last_check) if state.last_check else None,
-        "last_ok": iso(state.last_ok) if state.last_ok else None,
+        "last_check": iso_or_none(state.last_check),
+        "last_ok": iso_or_none(state.last_ok),
         "last_error": state.last_error,
     }
 

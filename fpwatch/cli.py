@@ -18,13 +18,13 @@ import click
 
 from fpwatch import __version__
 from fpwatch.errors import ConfigError, FpwatchError, UnknownModelError
+from fpwatch.tracking import SEVERITIES
 
 if TYPE_CHECKING:
     from fpwatch.check import CheckResult
     from fpwatch.config import Config, ModelConfig
     from fpwatch.store import Store
 
-SEVERITY_ORDER = ("info", "warning", "critical")
 _LEVELS = ["debug", "info", "warning", "error"]
 
 
@@ -98,13 +98,21 @@ def check(ctx: click.Context, models: tuple[str, ...], as_json: bool, dry_run: b
     """
     import asyncio
 
-    from fpwatch.check import STATUS_NAMES, worst
+    from fpwatch.check import STATUS_NAMES, UNKNOWN, worst
 
     obj = _obj(ctx)
-    config = obj.config()
-    selected = _select_models(config, models)
-    _setup_logging(config, obj)
-    results = asyncio.run(_run_pass(config, selected, dry_run))
+    try:
+        config = obj.config()
+        selected = _select_models(config, models)
+        _setup_logging(config, obj)
+        results = asyncio.run(_run_pass(config, selected, dry_run))
+    except FpwatchError as exc:
+        exc.exit_code = UNKNOWN  # for a monitor, "could not check" is UNKNOWN whatever the cause
+        raise
+    except Exception as exc:
+        if obj.debug:
+            raise
+        raise InternalError(exc, UNKNOWN) from exc
     code = worst([r.status for r in results])
     if as_json:
         click.echo(
@@ -213,7 +221,8 @@ def status(ctx: click.Context, as_json: bool) -> None:
       fpwatch status --json | jq '.models[] | select(.state == "down")'
     """
     from fpwatch.check import model_summary
-    from fpwatch.output import shorten, table, when
+    from fpwatch.clock import human, parse_iso_or_none
+    from fpwatch.output import shorten, table
 
     config = _obj(ctx).config()
     now = datetime.now(UTC)
@@ -235,7 +244,7 @@ def status(ctx: click.Context, as_json: bool) -> None:
                 fps or ("(missing)" if s["fingerprint_missing"] else "-"),
                 ", ".join(s["resolved_models"]) or "-",
                 s["behaviour_fingerprint"] or "-",
-                when(_parse_iso(s["last_check"])),
+                human(parse_iso_or_none(s["last_check"])),
                 shorten(s["last_error"], 50) if s["consecutive_failures"] else "-",
             ]
         )
@@ -266,7 +275,8 @@ def history(ctx: click.Context, model: str, as_json: bool) -> None:
     Example:
       fpwatch history openai/gpt-4o
     """
-    from fpwatch.output import table, when
+    from fpwatch.clock import human, iso, iso_or_none, parse_iso_or_none
+    from fpwatch.output import table
 
     config = _obj(ctx).config()
     found = _select_models(config, (model,))[0]
@@ -282,12 +292,12 @@ def history(ctx: click.Context, model: str, as_json: bool) -> None:
                 out[key].append(
                     {
                         "value": s.value,
-                        "first_seen": _iso(s.first_seen),
-                        "last_seen": _iso(s.last_seen),
+                        "first_seen": iso(s.first_seen),
+                        "last_seen": iso(s.last_seen),
                         "count": s.count,
                         "share": round(signal_set.share(s.value), 4),
                         "status": "valid" if s.valid else "retired",
-                        "retired_at": _iso(s.retired_at) if s.retired_at else None,
+                        "retired_at": iso_or_none(s.retired_at),
                     }
                 )
     if as_json:
@@ -297,9 +307,9 @@ def history(ctx: click.Context, model: str, as_json: bool) -> None:
         rows = [
             [
                 r["value"],
-                r["status"] + (f" ({when(_parse_iso(r['retired_at']))})" if r["retired_at"] else ""),
-                when(_parse_iso(r["first_seen"])),
-                when(_parse_iso(r["last_seen"])),
+                r["status"] + (f" ({human(parse_iso_or_none(r['retired_at']))})" if r["retired_at"] else ""),
+                human(parse_iso_or_none(r["first_seen"])),
+                human(parse_iso_or_none(r["last_seen"])),
                 str(r["count"]),
                 f"{r['share']:.1%}",
             ]
@@ -317,7 +327,7 @@ def history(ctx: click.Context, model: str, as_json: bool) -> None:
 @cli.command()
 @click.option("--since", metavar="WHEN", help='Only events since then: a duration ago ("7d", "24h") or an ISO time.')
 @click.option("--model", "model_name", metavar="MODEL", help="Only this model's events.")
-@click.option("--severity", type=click.Choice(SEVERITY_ORDER), help="Only events of at least this severity.")
+@click.option("--severity", type=click.Choice(SEVERITIES), help="Only events of at least this severity.")
 @click.option("--type", "types", multiple=True, metavar="TYPE", help="Only events of this type (repeatable).")
 @click.option("--limit", type=int, default=None, help="At most this many (the newest).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array of event objects.")
@@ -338,10 +348,11 @@ def events(
       fpwatch events --since 7d
       fpwatch events --model openai/gpt-4o --severity warning --json
     """
-    from fpwatch.output import table, when
+    from fpwatch.clock import human
+    from fpwatch.output import table
 
     config = _obj(ctx).config()
-    severities = SEVERITY_ORDER[SEVERITY_ORDER.index(severity) :] if severity else None
+    severities = SEVERITIES[SEVERITIES.index(severity) :] if severity else None
     with _store_or_empty(config) as store:
         found = (
             store.events(
@@ -363,7 +374,7 @@ def events(
     rows = [
         [
             str(e.id),
-            when(e.event.time),
+            human(e.event.time),
             e.event.severity,
             e.event.type + (" (acked)" if e.acked_at else ""),
             e.event.summary,
@@ -408,23 +419,31 @@ def verify(ctx: click.Context, model: str, fingerprint: str, as_json: bool) -> N
     Example:
       fpwatch verify openai/gpt-4o fp_44709d6fcb && echo trusted
     """
-    from fpwatch.output import when
+    from fpwatch.clock import human
 
     config = _obj(ctx).config()
     found = _select_models(config, (model,))[0]
     with _store_or_empty(config) as store:
         state = store.load_state(found.name) if store else _fresh(found)
+    from fpwatch.check import stale
+
     signal = state.fingerprints.signals.get(fingerprint)
-    valid = bool(signal and signal.valid)
+    valid = False
     if signal is None:
         reason = f"{fingerprint} has never been seen for {found.name}"
-    elif signal.valid:
+    elif not signal.valid:
+        reason = f"{fingerprint} is not valid for {found.name}: retired {human(signal.retired_at)}"
+    elif state.last_ok is None or stale(state, found, datetime.now(UTC)):
         reason = (
-            f"{fingerprint} is valid for {found.name}: last seen {when(signal.last_seen)}, "
-            f"within grace until at least {when(signal.last_seen + found.grace_period)}"
+            f"cannot vouch for {fingerprint}: {found.name} has not been checked successfully since "
+            f"{human(state.last_ok)}, longer than its grace period; run `fpwatch check {found.name}` first"
         )
     else:
-        reason = f"{fingerprint} is not valid for {found.name}: retired {when(signal.retired_at)}"
+        valid = True
+        reason = (
+            f"{fingerprint} is valid for {found.name}: last seen {human(signal.last_seen)}, "
+            f"in the valid set at the last check ({human(state.last_ok)})"
+        )
     if as_json:
         click.echo(
             json.dumps({"model": found.name, "system_fingerprint": fingerprint, "valid": valid, "reason": reason})
@@ -667,16 +686,6 @@ def _fresh(model: ModelConfig) -> Any:
     return ModelState(model.name)
 
 
-def _iso(value: datetime | None) -> str | None:
-    from fpwatch.store import iso
-
-    return iso(value) if value else None
-
-
-def _parse_iso(text: str | None) -> datetime | None:
-    return datetime.fromisoformat(text.replace("Z", "+00:00")) if text else None
-
-
 def _parse_since(text: str | None) -> datetime | None:
     if not text:
         return None
@@ -700,11 +709,24 @@ def _fail(message: str, code: int) -> NoReturn:
     sys.exit(code)
 
 
+class InternalError(FpwatchError):
+    """A bug or an unforeseen failure: still one line (the traceback is behind --debug)."""
+
+    def __init__(self, exc: BaseException, exit_code: int = 1) -> None:
+        from fpwatch.redact import Redactor
+
+        detail = Redactor()(str(exc).splitlines()[0] if str(exc) else "")
+        super().__init__(
+            f"internal error: {type(exc).__name__}{': ' + detail if detail else ''}; "
+            "run again with --debug for the traceback, and please report it"
+        )
+        self.exit_code = exit_code
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point: run the CLI, turning anticipated failures into one line and an exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
-    is_check = "check" in args and "config" not in args
     try:
         code = cli.main(args=args, prog_name="fpwatch", standalone_mode=False)
     except click.exceptions.Exit as exc:
@@ -715,7 +737,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         # A monitoring system treats a usage mistake in `check` as UNKNOWN (3), not CRITICAL (2).
         hint = f"\nTry '{exc.ctx.command_path} --help' for help." if exc.ctx else ""
         click.echo(f"Error: {exc.format_message()}{hint}", err=True)
-        sys.exit(3 if is_check else 1)
+        sys.exit(3 if exc.ctx is not None and exc.ctx.command.name == "check" else 1)
     except ConfigError as exc:
         if debug:
             raise
@@ -728,7 +750,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     except FpwatchError as exc:
         if debug:
             raise
-        _fail(str(exc), 3 if is_check else exc.exit_code)
+        _fail(str(exc), exc.exit_code)
     except KeyboardInterrupt:
         _fail("interrupted", 130)
+    except Exception as exc:
+        if debug:
+            raise
+        _fail(str(InternalError(exc)), 1)
     sys.exit(code if isinstance(code, int) else 0)

@@ -17,30 +17,17 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from fpwatch.canaries import BUILTIN_SET, BUILTIN_SET_NAME, Canary, Logprobs, Message
 from fpwatch.durations import parse_duration
 from fpwatch.errors import ConfigError, ConfigProblem
+from fpwatch.tracking import SEVERITIES, SEVERITY
 
 PROVIDER_TYPES = ("openai", "azure", "openai-compatible", "anthropic", "gemini")
 IMPLEMENTED_PROVIDER_TYPES = ("openai", "azure", "openai-compatible")
-SEVERITIES = ("info", "warning", "critical")
-EVENT_TYPES = (
-    "fingerprint.first_seen",
-    "fingerprint.changed",
-    "fingerprint.reverted",
-    "fingerprint.retired",
-    "fingerprint.missing",
-    "model.first_seen",
-    "model.changed",
-    "model.reverted",
-    "model.retired",
-    "canary.drift",
-    "canary.failed",
-    "model.down",
-    "model.recovered",
-)
+EVENT_TYPES = tuple(SEVERITY)
 DEFAULT_BASE_URLS = {"openai": "https://api.openai.com/v1"}
 SECRET_NAME = re.compile(r"(key|token|secret|passw(or)?d|auth|credential|cookie)", re.I)
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -179,7 +166,11 @@ def parse_config(raw: Mapping[str, Any], *, path: Path, env: Mapping[str, str]) 
     reader = _Reader(env=env, base_dir=path.resolve().parent)
     config = reader.config(raw, path)
     if reader.problems:
-        raise ConfigError(list(dict.fromkeys(reader.problems)), str(path))
+        from fpwatch.redact import Redactor
+
+        redact = Redactor(reader.secrets)  # a secret put in the wrong key must not be printed back
+        problems = [ConfigProblem(p.location, redact(p.message)) for p in dict.fromkeys(reader.problems)]
+        raise ConfigError(problems, str(path))
     assert config is not None
     return config
 
@@ -286,6 +277,7 @@ class _Reader:
         *,
         choices: tuple[str, ...] | None = None,
         secret: bool = False,
+        allow_empty: bool = False,
     ) -> Any:
         loc = _join(location, key)
         value = tbl.get(key, _MISSING)
@@ -300,6 +292,12 @@ class _Reader:
         text = self.interpolate(value, loc, secret)
         if text is None:
             return None
+        if not text.strip() and not allow_empty:
+            # An empty ${VAR} must not quietly drop a model from monitoring.
+            self.problem(loc, "is empty" + (f" (after substituting {value})" if "${" in value else ""))
+            return None
+        if secret:
+            self._check_header_safe(text, loc)
         if choices is not None and text not in choices:
             hint = difflib.get_close_matches(text, choices, n=1)
             advice = f'did you mean "{hint[0]}"?' if hint else "use one of " + ", ".join(choices)
@@ -308,6 +306,17 @@ class _Reader:
         if secret:
             self._remember_secret(text)
         return text
+
+    def _check_header_safe(self, text: str, loc: str) -> None:
+        """Keys travel in HTTP headers: a stray non-ASCII or control character would crash every request."""
+        for position, char in enumerate(text):
+            if not char.isascii() or not char.isprintable():
+                self.problem(
+                    loc,
+                    f"contains the character U+{ord(char):04X} at position {position + 1}, which cannot be "
+                    "sent in an HTTP header; copy the value again without it",
+                )
+                return
 
     def duration(self, tbl: Mapping[str, Any], key: str, location: str, default: Any) -> Any:
         loc = _join(location, key)
@@ -373,6 +382,7 @@ class _Reader:
             self.problem(_join(location, key), f"{file} is empty")
             return None
         self._remember_secret(value)
+        self._check_header_safe(value, _join(location, key))
         return value
 
     # -- sections
@@ -472,8 +482,6 @@ class _Reader:
             return self.secret_file(tbl, "api_key_file", loc)
         if "api_key" in tbl:
             key: str | None = self.string(tbl, "api_key", loc, None, secret=True)
-            if key == "":
-                self.problem(_join(loc, "api_key"), "is empty; set it or remove it")
             return key
         if kind in ("openai", "azure"):
             env_name = "OPENAI_API_KEY" if kind == "openai" else "AZURE_OPENAI_API_KEY"
@@ -493,6 +501,8 @@ class _Reader:
         for name in value:
             secret = bool(SECRET_NAME.search(name))
             text = self.string(value, name, loc, secret=secret)
+            if text is not None and not secret:
+                self._check_header_safe(text, _join(loc, name))
             if text is not None:
                 out[name] = Secret(text) if secret else text
         return out
@@ -571,7 +581,7 @@ class _Reader:
             mloc = f"{loc}.messages[{i}]"
             mt = self.table(item, mloc, ("role", "content"))
             role = self.string(mt, "role", mloc, choices=("system", "developer", "user", "assistant"))
-            content = self.string(mt, "content", mloc)
+            content = self.string(mt, "content", mloc, allow_empty=True)
             if role and content is not None:
                 out.append(Message(role, content))
         return tuple(out)
@@ -782,6 +792,17 @@ def _join(location: str, key: str) -> str:
 REDACTED = "********"
 
 
+def display_url(url: str) -> str:
+    """A base_url fit to print: user:password@ and the query string (which may hold keys) masked."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    if parts.username or parts.password:
+        host = f"{REDACTED}@{host}"
+    return urlunsplit((parts.scheme, host, parts.path, REDACTED if parts.query else "", ""))
+
+
 def mask_url(url: str) -> str:
     """A notifier URL with its secrets masked, for `config show` and delivery logs.
 
@@ -835,7 +856,7 @@ def effective_config(config: Config) -> dict[str, Any]:
         fp["heartbeat_url"] = mask_url(s.heartbeat_url.reveal())
     providers = {}
     for p in config.providers.values():
-        pd: dict[str, Any] = {"type": p.type, "base_url": p.base_url, "max_concurrency": p.max_concurrency}
+        pd: dict[str, Any] = {"type": p.type, "base_url": display_url(p.base_url), "max_concurrency": p.max_concurrency}
         if p.api_key:
             pd["api_key"] = REDACTED
         if p.api_version:

@@ -107,7 +107,7 @@ async def play(echo: Callable[[str], None], pause: float = 0.8) -> int:
 
 
 def _line(number: int, result: CheckResult) -> str:
-    seen = Counter(o.fingerprint or "(none)" for o in result.observations if o.ok)
+    seen = Counter(o.system_fingerprint or "(none)" for o in result.observations if o.ok)
     shown = ", ".join(f"{fp} x{n}" for fp, n in sorted(seen.items())) or "no answer"
     return f"  check {number:>2}  {STATUS_NAMES[result.status]:<8} {result.state_label():<8} {shown}"
 

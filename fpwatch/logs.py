@@ -7,6 +7,7 @@ keys); every line passes the redactor before it is rendered (research/library-pr
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from typing import Any, TextIO
 
@@ -16,7 +17,8 @@ from structlog.typing import EventDict, WrappedLogger
 
 from fpwatch.redact import Redactor
 
-_SECRET_KEYS = ("api_key", "authorization", "password", "token", "secret")
+# Log fields that hold a secret by their very name (not "output_tokens", which merely contains "token").
+_SECRET_KEYS = re.compile(r"^(api[_-]?key|authorization|password|passwd|secret|token|access_token|.*_secret)$", re.I)
 
 
 class _Redact:
@@ -27,7 +29,7 @@ class _Redact:
         for key in list(event_dict):
             if key.startswith("_"):
                 continue
-            if any(word in key.lower() for word in _SECRET_KEYS):
+            if _SECRET_KEYS.match(key):
                 event_dict[key] = "[REDACTED]"
             else:
                 event_dict[key] = self.redactor.scrub(event_dict[key])

@@ -26,7 +26,7 @@ class Observation:
     sample: int
     seed: int | None
     ok: bool
-    fingerprint: str | None = None  # the value when present and non-empty
+    system_fingerprint: str | None = None  # the value when present and non-empty
     fingerprint_state: FingerprintState | None = None  # None when the request failed
     response_model: str | None = None
     output: str | None = None

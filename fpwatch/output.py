@@ -1,13 +1,8 @@
-"""Human output: aligned tables and times with an explicit zone (UTC inside, explicit outside)."""
+"""Human output: aligned tables and shortened text (times: fpwatch.clock.human)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
-
-
-def when(value: datetime | None) -> str:
-    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if value else "-"
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:

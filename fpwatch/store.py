@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from fpwatch.clock import iso, iso_or_none, parse_iso, parse_iso_or_none
 from fpwatch.errors import StateError
 from fpwatch.observation import Observation
 from fpwatch.tracking import Event, ModelState, Signal, SignalSet
@@ -58,7 +59,7 @@ def _m001_initial(db: sqlite3.Connection) -> None:
             sample INTEGER NOT NULL,
             seed INTEGER,
             ok INTEGER NOT NULL,
-            fingerprint TEXT,
+            system_fingerprint TEXT,
             fingerprint_state TEXT,
             response_model TEXT,
             output TEXT,
@@ -184,14 +185,10 @@ class CheckRecord:
     error: str | None
 
 
-def iso(value: datetime) -> str:
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
-def _dt(text: str | None) -> datetime | None:
-    if text is None:
-        return None
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+def _not_ours(path: Path | None, exc: Exception) -> StateError:
+    return StateError(
+        f"{path} is not a usable fpwatch database ({exc}); move it aside or point [fpwatch] state at another file"
+    )
 
 
 def canonical(row: dict[str, Any]) -> str:
@@ -221,6 +218,21 @@ class Store:
         self.db = db
         self.path = path
 
+    @contextmanager
+    def _guard(self) -> Iterator[None]:
+        """sqlite3 errors become one-line StateErrors that say what to do."""
+        try:
+            yield
+        except sqlite3.OperationalError as exc:
+            if "locked" in str(exc) or "busy" in str(exc):
+                raise StateError(
+                    f"the state database {self.path} stayed locked by another process for "
+                    f"{BUSY_TIMEOUT_MS // 1000}s; is another fpwatch stuck? ({exc})"
+                ) from None
+            raise StateError(f"state database {self.path}: {exc}") from None
+        except sqlite3.DatabaseError as exc:
+            raise _not_ours(self.path, exc) from None
+
     @classmethod
     def open(cls, path: Path | str, *, readonly: bool = False) -> Store:
         """Open (creating and migrating) the database; readonly opens an existing file without writing."""
@@ -235,12 +247,30 @@ class Store:
             if not readonly:
                 db.execute("PRAGMA journal_mode = WAL")
                 db.execute("PRAGMA synchronous = NORMAL")
-        except sqlite3.Error as exc:
-            raise StateError(f"cannot open the state database {path}: {exc}; check fpwatch.state") from None
+        except sqlite3.OperationalError as exc:
+            raise StateError(
+                f"cannot open the state database {path}: {exc}; check [fpwatch] state and the folder's permissions"
+            ) from None
+        except sqlite3.DatabaseError as exc:
+            raise _not_ours(path, exc) from None
         store = cls(db, path)
-        if not readonly:
+        if readonly:
+            store._check_schema()
+        else:
             store.migrate()
         return store
+
+    def _check_schema(self) -> None:
+        """A read-only open cannot migrate: make sure the schema is the one this fpwatch knows."""
+        with self._guard():
+            done = {row[0] for row in self.db.execute("SELECT name FROM migrations")}
+        known = [name for name, _ in MIGRATIONS]
+        if done - set(known):
+            raise StateError(f"the state database {self.path} was written by a newer fpwatch; upgrade fpwatch")
+        if set(known) - done:
+            raise StateError(
+                f"the state database {self.path} needs an upgrade; run `fpwatch check` once without --dry-run"
+            )
 
     @classmethod
     def memory(cls) -> Store:
@@ -261,35 +291,33 @@ class Store:
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """BEGIN IMMEDIATE: take the write lock up front so read-modify-write cannot interleave."""
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self.db
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        self.db.execute("COMMIT")
+        with self._guard():
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.db
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+            self.db.execute("COMMIT")
 
     def migrate(self) -> list[str]:
         """Run the migrations this database has not seen yet; return their names."""
-        try:
-            with self.transaction() as db:
-                db.execute("CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
-                done = {row[0] for row in db.execute("SELECT name FROM migrations")}
-                known = {name for name, _ in MIGRATIONS}
-                if done - known:
-                    raise StateError(
-                        f"the state database {self.path} was written by a newer fpwatch "
-                        f"(migrations {', '.join(sorted(done - known))}); upgrade fpwatch"
-                    )
-                ran = []
-                for name, step in MIGRATIONS:
-                    if name not in done:
-                        step(db)
-                        db.execute("INSERT INTO migrations VALUES (?, ?)", (name, iso(datetime.now(UTC))))
-                        ran.append(name)
-                return ran
-        except sqlite3.DatabaseError as exc:
-            raise StateError(f"{self.path} is not a usable fpwatch database: {exc}") from None
+        with self.transaction() as db:
+            db.execute("CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
+            done = {row[0] for row in db.execute("SELECT name FROM migrations")}
+            known = {name for name, _ in MIGRATIONS}
+            if done - known:
+                raise StateError(
+                    f"the state database {self.path} was written by a newer fpwatch "
+                    f"(migrations {', '.join(sorted(done - known))}); upgrade fpwatch"
+                )
+            ran = []
+            for name, step in MIGRATIONS:
+                if name not in done:
+                    step(db)
+                    db.execute("INSERT INTO migrations VALUES (?, ?)", (name, iso(datetime.now(UTC))))
+                    ran.append(name)
+            return ran
 
     # -- checks
 
@@ -328,7 +356,7 @@ class Store:
             fields = hashed_fields(obs, check_id)
             digest = chain_hash(prev, fields)
             db.execute(
-                """INSERT INTO observations (check_id, time, model, canary, sample, seed, ok, fingerprint,
+                """INSERT INTO observations (check_id, time, model, canary, sample, seed, ok, system_fingerprint,
                    fingerprint_state, response_model, output, output_sha256, finish_reason, first_token,
                    input_tokens, output_tokens, reasoning_tokens, latency_ms, request_id, response_id,
                    http_status, attempts, error_kind, error, prev_hash, hash)
@@ -341,7 +369,7 @@ class Store:
                     obs.sample,
                     obs.seed,
                     int(obs.ok),
-                    obs.fingerprint,
+                    obs.system_fingerprint,
                     obs.fingerprint_state,
                     obs.response_model,
                     obs.output,
@@ -367,7 +395,8 @@ class Store:
     # -- model state
 
     def load_state(self, model: str) -> ModelState:
-        return self._load_state(self.db, model)
+        with self._guard():
+            return self._load_state(self.db, model)
 
     def _load_state(self, db: sqlite3.Connection, model: str) -> ModelState:
         row = db.execute(
@@ -384,16 +413,18 @@ class Store:
             "SELECT kind, value, first_seen, last_seen, count, misses, retired_at, since FROM signals WHERE model = ?",
             (model,),
         ):
-            signals[kind][value] = Signal(value, _dt(first), _dt(last), count, misses, _dt(retired), since)  # type: ignore[arg-type]
+            signals[kind][value] = Signal(
+                value, parse_iso(first), parse_iso(last), count, misses, parse_iso_or_none(retired), since
+            )
         return ModelState(
             model=model,
             checks=row[0],
-            first_check=_dt(row[1]),
-            last_check=_dt(row[2]),
-            last_ok=_dt(row[3]),
+            first_check=parse_iso_or_none(row[1]),
+            last_check=parse_iso_or_none(row[2]),
+            last_ok=parse_iso_or_none(row[3]),
             consecutive_failures=row[4],
             down=bool(row[5]),
-            down_since=_dt(row[6]),
+            down_since=parse_iso_or_none(row[6]),
             last_error=row[7],
             fingerprint_missing=bool(row[8]),
             expect_failing=frozenset(json.loads(row[9])),
@@ -408,12 +439,12 @@ class Store:
             (
                 s.model,
                 s.checks,
-                _iso_or_none(s.first_check),
-                _iso_or_none(s.last_check),
-                _iso_or_none(s.last_ok),
+                iso_or_none(s.first_check),
+                iso_or_none(s.last_check),
+                iso_or_none(s.last_ok),
                 s.consecutive_failures,
                 int(s.down),
-                _iso_or_none(s.down_since),
+                iso_or_none(s.down_since),
                 s.last_error,
                 int(s.fingerprint_missing),
                 json.dumps(sorted(s.expect_failing)),
@@ -434,7 +465,7 @@ class Store:
                         iso(sig.last_seen),
                         sig.count,
                         sig.misses,
-                        _iso_or_none(sig.retired_at),
+                        iso_or_none(sig.retired_at),
                         sig.since,
                     )
                     for sig in signal_set.signals.values()
@@ -442,17 +473,19 @@ class Store:
             )
 
     def known_models(self) -> list[str]:
-        return [row[0] for row in self.db.execute("SELECT model FROM model_state ORDER BY model")]
+        with self._guard():
+            return [row[0] for row in self.db.execute("SELECT model FROM model_state ORDER BY model")]
 
     def last_check(self, model: str) -> CheckRecord | None:
-        row = self.db.execute(
-            "SELECT id, model, started, finished, requests, failures, error FROM checks "
-            "WHERE model = ? ORDER BY started DESC LIMIT 1",
-            (model,),
-        ).fetchone()
-        if row is None:
-            return None
-        return CheckRecord(row[0], row[1], _dt(row[2]), _dt(row[3]), row[4], row[5], row[6])  # type: ignore[arg-type]
+        with self._guard():
+            row = self.db.execute(
+                "SELECT id, model, started, finished, requests, failures, error FROM checks "
+                "WHERE model = ? ORDER BY started DESC LIMIT 1",
+                (model,),
+            ).fetchone()
+            if row is None:
+                return None
+            return CheckRecord(row[0], row[1], parse_iso(row[2]), parse_iso(row[3]), row[4], row[5], row[6])
 
     # -- events
 
@@ -482,27 +515,29 @@ class Store:
         limit: int | None = None,
     ) -> list[StoredEvent]:
         """Events oldest first (the newest `limit` of them when limited)."""
-        where, args = ["1=1"], []
-        if since is not None:
-            where.append("time >= ?")
-            args.append(iso(since))
-        if model is not None:
-            where.append("model = ?")
-            args.append(model)
-        if severities:
-            where.append(f"severity IN ({','.join('?' * len(severities))})")
-            args.extend(severities)
-        if types:
-            where.append(f"type IN ({','.join('?' * len(types))})")
-            args.extend(types)
-        sql = f"SELECT * FROM events WHERE {' AND '.join(where)} ORDER BY id DESC"
-        if limit is not None:
-            sql += f" LIMIT {int(limit)}"
-        return [self._event(row) for row in reversed(self.db.execute(sql, args).fetchall())]
+        with self._guard():
+            where, args = ["1=1"], []
+            if since is not None:
+                where.append("time >= ?")
+                args.append(iso(since))
+            if model is not None:
+                where.append("model = ?")
+                args.append(model)
+            if severities:
+                where.append(f"severity IN ({','.join('?' * len(severities))})")
+                args.extend(severities)
+            if types:
+                where.append(f"type IN ({','.join('?' * len(types))})")
+                args.extend(types)
+            sql = f"SELECT * FROM events WHERE {' AND '.join(where)} ORDER BY id DESC"
+            if limit is not None:
+                sql += f" LIMIT {int(limit)}"
+            return [self._event(row) for row in reversed(self.db.execute(sql, args).fetchall())]
 
     def event(self, event_id: int) -> StoredEvent | None:
-        row = self.db.execute("SELECT * FROM events WHERE id = ?", (event_id,)).fetchone()
-        return self._event(row) if row else None
+        with self._guard():
+            row = self.db.execute("SELECT * FROM events WHERE id = ?", (event_id,)).fetchone()
+            return self._event(row) if row else None
 
     def ack(self, event_id: int, comment: str | None, now: datetime) -> StoredEvent | None:
         with self.transaction() as db:
@@ -511,25 +546,26 @@ class Store:
 
     @staticmethod
     def _event(row: Sequence[Any]) -> StoredEvent:
-        event = Event(_dt(row[1]), row[2], row[3], row[5], json.loads(row[6]), row[4])  # type: ignore[arg-type]
-        return StoredEvent(row[0], event, row[7], _dt(row[8]), row[9])
+        event = Event(parse_iso(row[1]), row[2], row[3], row[5], json.loads(row[6]), row[4])
+        return StoredEvent(row[0], event, row[7], parse_iso_or_none(row[8]), row[9])
 
     # -- audit trail
 
     def observation_rows(self, since: datetime | None = None) -> Iterator[dict[str, Any]]:
         """Observations as dicts (export form), oldest first, with prev_hash and hash."""
-        sql = "SELECT * FROM observations"
-        args: list[Any] = []
-        if since is not None:
-            sql += " WHERE time >= ?"
-            args.append(iso(since))
-        cursor = self.db.execute(sql + " ORDER BY id", args)
-        names = [d[0] for d in cursor.description]
-        for row in cursor:
-            item = dict(zip(names, row, strict=True))
-            item["ok"] = bool(item["ok"])
-            item["first_token"] = json.loads(item["first_token"]) if item["first_token"] else None
-            yield item
+        with self._guard():
+            sql = "SELECT * FROM observations"
+            args: list[Any] = []
+            if since is not None:
+                sql += " WHERE time >= ?"
+                args.append(iso(since))
+            cursor = self.db.execute(sql + " ORDER BY id", args)
+            names = [d[0] for d in cursor.description]
+            for row in cursor:
+                item = dict(zip(names, row, strict=True))
+                item["ok"] = bool(item["ok"])
+                item["first_token"] = json.loads(item["first_token"]) if item["first_token"] else None
+                yield item
 
     def verify_chain(self) -> tuple[int, int | None]:
         """Recompute the hash chain; return (rows checked, id of the first broken row or None)."""
@@ -555,21 +591,18 @@ class Store:
             return cursor.rowcount
 
     def signal_history(self, model: str, kind: str) -> list[Signal]:
-        return [
-            Signal(v, _dt(f), _dt(last), c, m, _dt(r), since)  # type: ignore[arg-type]
-            for v, f, last, c, m, r, since in self.db.execute(
-                "SELECT value, first_seen, last_seen, count, misses, retired_at, since FROM signals "
-                "WHERE model = ? AND kind = ? ORDER BY first_seen, value",
-                (model, kind),
-            )
-        ]
+        with self._guard():
+            return [
+                Signal(v, parse_iso(f), parse_iso(last), c, m, parse_iso_or_none(r), since)
+                for v, f, last, c, m, r, since in self.db.execute(
+                    "SELECT value, first_seen, last_seen, count, misses, retired_at, since FROM signals "
+                    "WHERE model = ? AND kind = ? ORDER BY first_seen, value",
+                    (model, kind),
+                )
+            ]
 
 
 def row_fields(item: dict[str, Any]) -> dict[str, Any]:
     """Rebuild, from an exported or stored row, the exact fields its hash covers."""
     keys = set(Observation.__dataclass_fields__) - {"output"} | {"output_sha256", "check_id"}
     return {k: item.get(k) for k in keys}
-
-
-def _iso_or_none(value: datetime | None) -> str | None:
-    return iso(value) if value else None

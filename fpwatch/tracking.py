@@ -20,10 +20,15 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
+from fpwatch.clock import human, iso_or_none
 from fpwatch.observation import Observation
 
 SignalKind = Literal["fingerprint", "response_model"]
 RETIRE_SIGNIFICANCE = 0.01
+# A value seen only a handful of times can never make its absence significant (the chance settles
+# near e**-count): after this many grace periods unseen it retires anyway.
+RETIRE_CEILING = 7
+SEVERITIES = ("info", "warning", "critical")
 
 SEVERITY = {
     "fingerprint.first_seen": "info",
@@ -156,8 +161,9 @@ def track(
         return _failed(state, observations, policy, now)
     events: list[Event] = []
     baseline = learning(state, policy, now)
+    fingerprint_values = [o.system_fingerprint for o in ok if o.system_fingerprint]
     fingerprints, fp_events = _update_signals(
-        state.model, state.fingerprints, [o.fingerprint for o in ok if o.fingerprint], policy, now, baseline
+        state.model, state.fingerprints, fingerprint_values, policy, now, baseline
     )
     models, model_events = _update_signals(
         state.model,
@@ -169,7 +175,7 @@ def track(
     )
     events += fp_events + model_events
     missing = state.fingerprint_missing
-    carried = sum(1 for o in ok if o.fingerprint)
+    carried = sum(1 for o in ok if o.system_fingerprint)
     if carried:
         missing = False
     elif state.fingerprints.signals and not missing:
@@ -184,16 +190,16 @@ def track(
                 state.model,
                 "model.recovered",
                 f"{state.model}: recovered after {state.consecutive_failures} failed checks"
-                + (f" (down since {_when(state.down_since)})" if state.down_since else ""),
-                {"failed_checks": state.consecutive_failures, "down_since": _iso(state.down_since)},
+                + (f" (down since {human(state.down_since)})" if state.down_since else ""),
+                {"failed_checks": state.consecutive_failures, "down_since": iso_or_none(state.down_since)},
             )
         )
     new_state = replace(
         state,
         checks=state.checks + 1,
         first_check=state.first_check or now,
-        last_check=now,
-        last_ok=now,
+        last_check=_latest(state.last_check, now),
+        last_ok=_latest(state.last_ok, now),
         consecutive_failures=0,
         down=False,
         down_since=None,
@@ -236,7 +242,9 @@ def _update_signals(
         else:
             if not old.valid:
                 news.append((reverted_type, value))
-            signals[value] = replace(old, last_seen=now, count=old.count + count, misses=0, retired_at=None)
+            # max(): a check that finished earlier may commit later (two processes share the database).
+            last_seen = max(old.last_seen, now)
+            signals[value] = replace(old, last_seen=last_seen, count=old.count + count, misses=0, retired_at=None)
     for value, signal in signals.items():
         if value not in seen and signal.valid:
             signals[value] = replace(signal, misses=signal.misses + total)
@@ -250,7 +258,7 @@ def _update_signals(
             "new": value,
             "old": before,
             "valid": valid_now,
-            "first_seen": _iso(signal.first_seen),
+            "first_seen": iso_or_none(signal.first_seen),
             "count_this_check": seen[value],
             "samples_this_check": total,
         }
@@ -260,9 +268,9 @@ def _update_signals(
             summary = f"{model}: {label} changed {_list(before)} -> {value}"
         else:
             old_signal = current.signals[value]
-            details["retired_at"] = _iso(old_signal.retired_at)
-            details["last_seen_before"] = _iso(old_signal.last_seen)
-            summary = f"{model}: {label} {value} is back after retiring on {_when(old_signal.retired_at)} (rollback?)"
+            details["retired_at"] = iso_or_none(old_signal.retired_at)
+            details["last_seen_before"] = iso_or_none(old_signal.last_seen)
+            summary = f"{model}: {label} {value} is back after retiring on {human(old_signal.retired_at)} (rollback?)"
         events.append(Event(now, model, kind, summary, details))
     # Retirement: long enough unseen, and unseen often enough that chance cannot explain it.
     for value, signal in list(updated.signals.items()):
@@ -270,7 +278,10 @@ def _update_signals(
             continue
         share = updated.share_since_first_seen(value)
         chance = (1.0 - share) ** signal.misses
-        if now - signal.last_seen >= policy.grace_period and chance < RETIRE_SIGNIFICANCE:
+        unseen = now - signal.last_seen
+        if unseen >= policy.grace_period and (
+            chance < RETIRE_SIGNIFICANCE or unseen >= RETIRE_CEILING * policy.grace_period
+        ):
             signals[value] = replace(signal, retired_at=now)
             updated = SignalSet(current.kind, signals, updated.samples)
             events.append(
@@ -278,11 +289,11 @@ def _update_signals(
                     now,
                     model,
                     retired_type,
-                    f"{model}: {label} {value} retired, not seen since {_when(signal.last_seen)}",
+                    f"{model}: {label} {value} retired, not seen since {human(signal.last_seen)}",
                     {
                         "kind": current.kind,
                         "value": value,
-                        "last_seen": _iso(signal.last_seen),
+                        "last_seen": iso_or_none(signal.last_seen),
                         "share": round(share, 4),
                         "missed_samples": signal.misses,
                         "chance_of_missing": chance,
@@ -356,7 +367,7 @@ def _failed(
                 state.model,
                 "model.down",
                 f"{state.model}: down, {failures} checks in a row failed: {error}",
-                {"failed_checks": failures, "last_error": error, "last_ok": _iso(state.last_ok)},
+                {"failed_checks": failures, "last_error": error, "last_ok": iso_or_none(state.last_ok)},
             )
         )
     return (
@@ -382,16 +393,12 @@ def _errors_summary(observations: Sequence[Observation]) -> str | None:
     return text if count == len(observations) else f"{text} ({count} of {len(observations)} requests)"
 
 
+def _latest(old: datetime | None, now: datetime) -> datetime:
+    return max(old, now) if old else now
+
+
 def _list(values: Sequence[str], most: int = 3) -> str:
     if not values:
         return "(none)"
     shown = ", ".join(values[:most])
     return shown + (f" +{len(values) - most} more" if len(values) > most else "")
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value else None
-
-
-def _when(value: datetime | None) -> str:
-    return value.strftime("%Y-%m-%d %H:%M:%S UTC") if value else "an unknown time"

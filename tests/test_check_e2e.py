@@ -366,3 +366,46 @@ def test_openai_and_azure_provider_types_against_the_simulator(cli: Cli, sim: Si
             assert log[0]["path"].startswith("/openai/deployments/gpt-4o/chat/completions")
         else:
             assert log[0]["path"] == "/openai/v1/chat/completions"
+
+
+def test_a_broken_state_file_is_one_line(cli: Cli) -> None:
+    """A state path that holds something else: one error line naming it, for reading commands and check."""
+    cli.write()
+    (cli.tmp_path / "state.db").write_text("not a database " * 500)
+    for args, code in ((("status",), 1), (("events",), 1), (("check", "--dry-run"), 3), (("check",), 3)):
+        result = cli(*args)
+        assert result.code == code, (args, result.stderr)
+        assert result.stderr.startswith("Error: ") and "state.db is not a usable fpwatch database" in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_failing_expect_stays_critical_until_it_matches(cli: Cli, sim: Simulator) -> None:
+    """canary.failed is raised once, but every check while it fails is CRITICAL for the monitor."""
+    cli.write(extra='expect = "^2$"')
+    sim.update_model("gpt-4o", {"outputs": {"1+1=": {"3": 1}}})
+    assert [cli("check").code for _ in range(3)] == [2, 2, 2]
+    assert len(cli("events", "--type", "canary.failed", "--json").json()) == 1
+    sim.update_model("gpt-4o", {"outputs": {"1+1=": {"2": 1}}})
+    assert cli("check").code == 0
+
+
+def test_verify_refuses_to_vouch_for_stale_knowledge(cli: Cli, sim: Simulator) -> None:
+    """After no successful check for longer than the grace period, verify exits 1 and says why."""
+    cli.write(grace_period="1s")
+    sim.update_model("gpt-4o", {"fingerprints": {FP_A: 1}})
+    cli("check")
+    assert cli("verify", MODEL, FP_A).code == 0
+    time.sleep(1.2)
+    stale = cli("verify", MODEL, FP_A)
+    assert stale.code == 1 and "has not been checked successfully since" in stale.stdout
+    assert cli("status", "--json").json()["models"][0]["state"] == "stale"
+
+
+def test_a_redirect_says_to_fix_base_url(cli: Cli, sim: Simulator) -> None:
+    """An http -> https redirect is explained, not reported as an empty body."""
+    one_sample(cli)
+    headers = {"location": "https://api.example.com/v1/chat/completions"}
+    sim.push_faults("gpt-4o", [{"kind": "error", "status": 301, "body": {}, "headers": headers}])
+    result = cli("check", "--json")
+    assert result.code == 3
+    assert "redirected (HTTP 301) to https://api.example.com" in result.json()["models"][0]["error"]

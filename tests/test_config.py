@@ -218,3 +218,30 @@ def test_durations_round_trip() -> None:
     for bad in ("", "5", "m5", "5 minutes", "1h 30m"):
         with pytest.raises(ValueError):
             parse_duration(bad)
+
+
+def test_empty_values_are_errors_not_silently_dropped_models(tmp_path: Path) -> None:
+    """An empty ${VAR} for a model id, or an empty prompt, is reported instead of monitoring nothing."""
+    text = MINIMAL.replace('model = "gpt-4o"', 'model = "${MODEL_ID}"') + '\n[canaries.c]\nprompt = ""\n'
+    found = problems(tmp_path, text, env={"MODEL_ID": ""})
+    assert sorted(found) == [
+        "canaries.c.prompt: is empty",
+        "models[0].model: is empty (after substituting ${MODEL_ID})",
+    ]
+
+
+def test_keys_that_cannot_travel_in_a_header_are_caught(tmp_path: Path) -> None:
+    """A zero-width space pasted into a key is named by position, without printing the key."""
+    text = MINIMAL.replace('type = "openai-compatible"', 'type = "openai-compatible"\napi_key = "${K}"')
+    found = problems(tmp_path, text, env={"K": "sk-abc\u200bdef0123456789"})
+    assert found == [
+        "providers.local.api_key: contains the character U+200B at position 7, which cannot be sent in an HTTP "
+        "header; copy the value again without it"
+    ]
+
+
+def test_a_secret_in_the_wrong_key_is_not_printed_back(tmp_path: Path) -> None:
+    """A key mistakenly used as base_url shows up masked in the error."""
+    text = MINIMAL.replace('base_url = "http://127.0.0.1:8787/v1"', 'base_url = "${OPENAI_API_KEY}"')
+    found = problems(tmp_path, text, env={"OPENAI_API_KEY": "sk-proj-0123456789abcdef"})
+    assert found == ['providers.local.base_url: "[REDACTED]" is not an http(s) URL']

@@ -29,7 +29,7 @@ def observation(i: int, fingerprint: str = "fp_a000000000", output: str = "391")
         i,
         1,
         ok=True,
-        fingerprint=fingerprint,
+        system_fingerprint=fingerprint,
         fingerprint_state="present",
         response_model="gpt-4o-2024-08-06",
         output=output,
@@ -89,7 +89,7 @@ def test_hash_chain_verifies_and_detects_tampering(tmp_path: Path) -> None:
         assert store.verify_chain() == (10, None)
         rows = list(store.observation_rows())
         assert rows[0]["prev_hash"] == "0" * 64 and rows[1]["prev_hash"] == rows[0]["hash"]
-        store.db.execute("UPDATE observations SET fingerprint = 'fp_forged0000' WHERE id = 4")
+        store.db.execute("UPDATE observations SET system_fingerprint = 'fp_forged0000' WHERE id = 4")
         assert store.verify_chain() == (3, 4)
 
 
@@ -116,7 +116,7 @@ WRITER = textwrap.dedent(
     store = Store.open(path)
     for i in range(40):
         now = datetime.now(UTC)
-        obs = [Observation(now, "m", "c", k, 1, ok=True, fingerprint="fp_" + who * 10,
+        obs = [Observation(now, "m", "c", k, 1, ok=True, system_fingerprint="fp_" + who * 10,
                            fingerprint_state="present", output="x") for k in range(3)]
         check = CheckRecord(f"{who}{i}", "m", now, now, 3, 0, None)
         store.record_check(check, obs, lambda s: track(s, obs, policy, now))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -35,7 +36,7 @@ def obs(
         0,
         1,
         ok=True,
-        fingerprint=fingerprint,
+        system_fingerprint=fingerprint,
         fingerprint_state=fp_state,  # type: ignore[arg-type]
         response_model=resolved,
         output=output,
@@ -70,15 +71,133 @@ class Run:
         return [t for _, t, _ in self.events]
 
 
-def test_steady_rotation_among_three_fingerprints_for_days_is_quiet() -> None:
-    """Three replicas alternating for a week raise only the three baseline events."""
-    run = Run()
-    pool = ["fp_aaaaaaaaaa", "fp_bbbbbbbbbb", "fp_cccccccccc"]
-    for i in range(4 * 24 * 7):
-        run.check([obs(pool[(i + k) % 3]) for k in range(4)])
-    assert run.types() == ["fingerprint.first_seen"] * 3 + ["model.first_seen"]
-    assert {v for _, _, v in run.events} == {*pool, "gpt-4o-2024-08-06"}
-    assert [s.value for s in run.state.fingerprints.valid()] == sorted(pool)
+A, B, X = "fp_a000000000", "fp_b000000000", "fp_x000000000"
+OLD, NEW = "gpt-4o-2024-08-06", "gpt-4o-2024-11-20"
+
+
+@dataclass(frozen=True)
+class Phase:
+    checks: int
+    fingerprints: tuple[str | None, ...]  # one entry per sample; cycled through the checks when `rotate`
+    resolved: tuple[str | None, ...] = (OLD,)
+    state: str | None = None  # the missing form for None fingerprints
+    rotate: bool = False
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    phases: tuple[Phase, ...]
+    expected: tuple[tuple[str, str], ...]  # (event type, value) in order
+    grace: timedelta = timedelta(hours=24)
+    learning: int = 3
+
+
+def fps(*values: str | None) -> tuple[str | None, ...]:
+    return values
+
+
+RARE = tuple(["fp_common0000"] * 39 + ["fp_rare000000"])
+GRACE_TABLE = [
+    Case(
+        "three replicas rotating for a week: baseline only",
+        (Phase(4 * 24 * 7, ("fp_1111111111", "fp_2222222222", "fp_3333333333"), rotate=True),),
+        (
+            ("fingerprint.first_seen", "fp_1111111111"),
+            ("fingerprint.first_seen", "fp_2222222222"),
+            ("fingerprint.first_seen", "fp_3333333333"),
+            ("model.first_seen", OLD),
+        ),
+    ),
+    Case(
+        "rollout A -> {A,B} -> B: one change, one retirement",
+        (Phase(3, fps(A, A, A, A)), Phase(8, fps(A, B, A, B)), Phase(4 * 30, fps(B, B, B, B))),
+        (
+            ("fingerprint.first_seen", A),
+            ("model.first_seen", OLD),
+            ("fingerprint.changed", B),
+            ("fingerprint.retired", A),
+        ),
+    ),
+    Case(
+        "A back after retirement: reverted",
+        (Phase(3, fps(A, A, A, A)), Phase(4 * 25, fps(B, B, B, B)), Phase(3, fps(A, B))),
+        (
+            ("fingerprint.first_seen", A),
+            ("model.first_seen", OLD),
+            ("fingerprint.changed", B),
+            ("fingerprint.retired", A),
+            ("fingerprint.reverted", A),
+        ),
+    ),
+    Case(
+        "a 1-in-40 replica outlives a 1h grace period: never retired, never 'reverted'",
+        (Phase(200 * 10, RARE, rotate=True),),
+        (
+            ("fingerprint.first_seen", "fp_common0000"),
+            ("model.first_seen", OLD),
+            ("fingerprint.changed", "fp_rare000000"),
+        ),
+        grace=timedelta(hours=1),
+    ),
+    Case(
+        "a value seen once retires after 7 grace periods unseen (it can never be significant)",
+        (Phase(3, fps(A, A, A, A)), Phase(1, fps(A, A, A, X)), Phase(4 * 24 * 8, fps(A, A, A, A))),
+        (
+            ("fingerprint.first_seen", A),
+            ("model.first_seen", OLD),
+            ("fingerprint.changed", X),
+            ("fingerprint.retired", X),
+        ),
+    ),
+    *(
+        Case(
+            f"{form} fingerprints for two days add nothing, retire nothing, say missing once",
+            (Phase(3, fps(A, A, A, A)), Phase(4 * 48, fps(None, None, None, None), state=form), Phase(2, fps(A, None))),
+            (("fingerprint.first_seen", A), ("model.first_seen", OLD), ("fingerprint.missing", "")),
+        )
+        for form in ("null", "empty", "absent")
+    ),
+    Case(
+        "resolved model: baseline, rollout, retirement, reversion; absent names change nothing",
+        (
+            Phase(3, fps(A, A, A, A), resolved=(OLD,)),
+            Phase(4, fps(A, A, A, A), resolved=(None,)),
+            Phase(6, fps(A, A), resolved=(OLD, NEW)),
+            Phase(4 * 25, fps(A, A, A, A), resolved=(NEW,)),
+            Phase(1, fps(A, A, A, A), resolved=(OLD,)),
+        ),
+        (
+            ("fingerprint.first_seen", A),
+            ("model.first_seen", OLD),
+            ("model.changed", NEW),
+            ("model.retired", OLD),
+            ("model.reverted", OLD),
+        ),
+    ),
+]
+
+
+@pytest.mark.parametrize("case", GRACE_TABLE, ids=[c.id for c in GRACE_TABLE])
+def test_grace_window_table(case: Case) -> None:
+    """Each scenario of the grace window, checks 15 minutes apart, gives exactly its events."""
+    run = Run(Policy(case.grace, case.learning, 3))
+    for phase in case.phases:
+        width = len(phase.fingerprints)
+        for i in range(phase.checks):
+            if phase.rotate:
+                start = (i * 4) % width
+                chosen = [phase.fingerprints[(start + k) % width] for k in range(4)]
+            else:
+                chosen = list(phase.fingerprints)
+            resolved = [phase.resolved[k % len(phase.resolved)] for k in range(len(chosen))]
+            run.check(
+                [
+                    obs(fp, resolved=r, state=phase.state if fp is None else None)
+                    for fp, r in zip(chosen, resolved, strict=True)
+                ]
+            )
+    assert [(t, v or "") for _, t, v in run.events] == list(case.expected)
 
 
 def test_weighted_random_rotation_seen_in_learning_stays_quiet() -> None:
@@ -109,76 +228,12 @@ def test_rollout_gives_one_change_then_one_retirement_a_grace_period_after_last_
     assert [s.value for s in run.state.fingerprints.valid()] == ["fp_b000000000"]
 
 
-def test_retired_fingerprint_coming_back_is_a_reversion() -> None:
-    """A retired fingerprint that appears again raises fingerprint.reverted (critical), once."""
-    run = Run()
-    run.checks(3, ["fp_a000000000"] * 4)
-    run.checks(4 * 25, ["fp_b000000000"] * 4)
-    run.checks(3, ["fp_a000000000", "fp_b000000000"])
-    kinds = [(t, v) for _, t, v in run.events if t in ("fingerprint.retired", "fingerprint.reverted")]
-    assert kinds == [("fingerprint.retired", "fp_a000000000"), ("fingerprint.reverted", "fp_a000000000")]
-    reverted = next(e for e in run.raw if e.type == "fingerprint.reverted")
-    assert reverted.severity == "critical"
-    assert {s.value for s in run.state.fingerprints.valid()} == {"fp_a000000000", "fp_b000000000"}
-
-
-def test_rare_replica_is_not_retired_by_chance() -> None:
-    """A replica seen in 1 of 40 samples outlives a 1h grace: its absence is not significant yet."""
-    run = Run(Policy(timedelta(hours=1), 3, 3))
-    samples = ["fp_common0000"] * 39 + ["fp_rare000000"]
-    stream = samples * 200
-    for i in range(0, len(stream), 4):
-        run.check([obs(fp) for fp in stream[i : i + 4]])
-    assert "fingerprint.retired" not in run.types()
-    assert "fingerprint.reverted" not in run.types()
-    assert {s.value for s in run.state.fingerprints.valid()} == {"fp_common0000", "fp_rare000000"}
-
-
-@pytest.mark.parametrize("missing_state", ["null", "empty", "absent"])
-def test_missing_fingerprints_neither_add_nor_retire(missing_state: str) -> None:
-    """Null, empty and absent fingerprints enter no set, retire nothing, and say "missing" once."""
-    run = Run()
-    run.checks(3, ["fp_a000000000"] * 4)
-    run.checks(4 * 48, [None] * 4, state=missing_state)  # two days with no fingerprint at all
-    run.checks(2, ["fp_a000000000", None], state=None)
-    assert run.types() == ["fingerprint.first_seen", "model.first_seen", "fingerprint.missing"]
-    missing = next(e for e in run.raw if e.type == "fingerprint.missing")
-    assert missing.details["states"] == {missing_state: 4}
-    assert [s.value for s in run.state.fingerprints.valid()] == ["fp_a000000000"]
-    assert run.state.fingerprints.samples == 12 + 2
-
-
 def test_mixed_null_and_present_fingerprints_in_steady_state_raise_nothing() -> None:
     """Replicas that sometimes omit the fingerprint are not a transition."""
     run = Run()
     for i in range(200):
         run.check([obs("fp_a000000000"), obs(None if i % 2 else "fp_a000000000")])
     assert run.types() == ["fingerprint.first_seen", "model.first_seen"]
-
-
-def test_resolved_model_names_follow_the_same_rules() -> None:
-    """Resolved models: baseline, one change in a rollout, retirement after grace, reversion on return."""
-    run = Run()
-    old, new = "gpt-4o-2024-08-06", "gpt-4o-2024-11-20"
-    run.checks(3, ["fp_a000000000"] * 4, resolved=old)
-    run.checks(4, ["fp_a000000000"] * 4, resolved=None)  # a server that omits the model: nothing
-    for _ in range(6):
-        run.check([obs("fp_a000000000", resolved=old), obs("fp_a000000000", resolved=new)])
-    run.checks(4 * 25, ["fp_a000000000"] * 4, resolved=new)
-    run.checks(1, ["fp_a000000000"] * 4, resolved=old)
-    model_events = [(t, v) for _, t, v in run.events if t.startswith("model.")]
-    assert model_events == [
-        ("model.first_seen", old),
-        ("model.changed", new),
-        ("model.retired", old),
-        ("model.reverted", old),
-    ]
-    assert [e.severity for e in run.raw if e.type.startswith("model.")] == [
-        "info",
-        "warning",
-        "info",
-        "critical",
-    ]
 
 
 def test_new_fingerprints_during_learning_are_baseline_and_after_are_changes() -> None:

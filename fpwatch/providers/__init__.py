@@ -15,7 +15,7 @@ from types import TracebackType
 from typing import Any, Protocol
 
 from fpwatch.canaries import Canary
-from fpwatch.config import ModelConfig, ProviderConfig
+from fpwatch.config import ModelConfig, ProviderConfig, display_url
 from fpwatch.http import ClientPool, Exchange, TransportFailure, post_json
 from fpwatch.observation import Observation, Parsed, ProbeError
 from fpwatch.providers.openai import AzureAdapter, OpenAIAdapter, OpenAICompatibleAdapter, Request
@@ -115,6 +115,13 @@ async def probe(
     try:
         parsed = session.adapter.parse(exchange)
     except ProbeError as error:
+        message = str(error)
+        if canary.builtin and "on the canary" in message:
+            # The built-in set cannot be edited: say how to replace it instead.
+            message = message.split(" — ")[0] + (
+                f" — the built-in canary {canary.name} cannot be changed: define your own canary with the "
+                "setting the provider asks for (see the README) and list it in this model's canaries"
+            )
         return observed(
             ok=False,
             latency_ms=exchange.latency * 1000,
@@ -122,11 +129,11 @@ async def probe(
             http_status=exchange.status,
             attempts=len(exchange.attempts),
             error_kind=error.kind,
-            error=redact(str(error)),
+            error=redact(message),
         )
     return observed(
         ok=True,
-        fingerprint=parsed.fingerprint,
+        system_fingerprint=parsed.fingerprint,
         fingerprint_state=parsed.fingerprint_state,
         response_model=parsed.response_model,
         output=parsed.output,
@@ -144,4 +151,4 @@ async def probe(
 
 
 def _where(model: ModelConfig) -> str:
-    return f"provider {model.provider.name} at {model.provider.base_url}"
+    return f"provider {model.provider.name} at {display_url(model.provider.base_url)}"

@@ -110,6 +110,13 @@ class AzureAdapter(OpenAIAdapter):
 
 def parse_chat_completion(exchange: Exchange) -> Parsed:
     """Read a chat.completion body into Parsed, or raise ProbeError explaining what went wrong."""
+    if 300 <= exchange.status < 400:
+        where = exchange.headers.get("location", "somewhere else")
+        raise ProbeError(
+            "redirect",
+            f"the server redirected (HTTP {exchange.status}) to {where}; set the provider's base_url to the final URL",
+            status=exchange.status,
+        )
     body = _decode(exchange)
     if exchange.status >= 400 or _is_error_body(body):
         raise error_from(exchange, body)
