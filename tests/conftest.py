@@ -55,6 +55,7 @@ class Cli:
         grace_period: str = "24h",
         timeout: str = "10s",
         provider_extra: str = "",
+        samples: int = 3,
     ) -> Path:
         self.config.write_text(
             f"""
@@ -82,7 +83,7 @@ canaries = ["probe"]
 [canaries.probe]
 prompt = "Reply in one token. 1+1="
 max_tokens = 2
-samples = 3
+samples = {samples}
 logprobs = true
 top_logprobs = 3
 {extra}
