@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import structlog
+
 from fpwatch.clock import iso, iso_or_none
 from fpwatch.config import ModelConfig
 from fpwatch.logs import get_logger
@@ -67,6 +69,10 @@ class CheckResult:
         if self.error:
             codes.append(UNKNOWN)
         return worst(codes)
+
+    @property
+    def status_name(self) -> str:
+        return STATUS_NAMES[self.status]
 
     def state_label(self) -> str:
         return state_label(self.state, self.model, self.finished)
@@ -143,6 +149,12 @@ def model_summary(model: ModelConfig, state: ModelState, now: datetime) -> dict[
 async def run_check(model: ModelConfig, ctx: CheckContext) -> CheckResult:
     """Probe every canary `samples` times, then record and track them; never raises for provider trouble."""
     check_id = uuid.uuid4().hex[:16]
+    # Every log line of this check, ours or a library's, carries the model and the check id.
+    with structlog.contextvars.bound_contextvars(model=model.name, check_id=check_id):
+        return await _run_check(model, ctx, check_id)
+
+
+async def _run_check(model: ModelConfig, ctx: CheckContext, check_id: str) -> CheckResult:
     started = ctx.clock()
     session = ctx.providers.session(model.provider)
     jobs = [
@@ -179,7 +191,7 @@ async def run_check(model: ModelConfig, ctx: CheckContext) -> CheckResult:
 
 
 def _log(result: CheckResult) -> None:
-    log = get_logger("fpwatch.check").bind(model=result.model.name, check_id=result.check_id)
+    log = get_logger("fpwatch.check")
     failed = [o for o in result.observations if not o.ok]
     if failed:
         log.warning(
@@ -192,7 +204,8 @@ def _log(result: CheckResult) -> None:
     for stored in result.events:
         level = "warning" if stored.event.severity != "info" else "info"
         getattr(log, level)(stored.event.summary, event_type=stored.event.type, event_id=stored.id)
-    log.info(
+    quiet = result.status == OK and not result.events  # 1,000 models a minute: only news at info
+    (log.debug if quiet else log.info)(
         "check finished",
         state=result.state_label(),
         status=STATUS_NAMES[result.status],

@@ -576,6 +576,30 @@ def _drop_none(value: Any) -> Any:
     return value
 
 
+# --- run ------------------------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.pass_context
+def run(ctx: click.Context) -> None:
+    """The daemon: check every model on its own schedule until stopped.
+
+    SIGHUP reloads the config (an invalid one is logged and the old one keeps running); SIGTERM or
+    Ctrl-C drains in-flight checks and exits 0. Under systemd it speaks sd_notify (see systemd/).
+    Logs go to stdout: JSON lines (with journald priorities under systemd), or readable on a terminal.
+
+    \b
+    Examples:
+      fpwatch --config /etc/fpwatch/fpwatch.toml run
+      systemctl reload fpwatch        (sends SIGHUP)
+    """
+    from fpwatch.config import find_config_path
+    from fpwatch.daemon import run_daemon
+
+    obj = _obj(ctx)
+    ctx.exit(run_daemon(find_config_path(obj.config_path), debug=obj.debug))
+
+
 # --- demo -----------------------------------------------------------------------------------------------
 
 

@@ -227,6 +227,7 @@ class _Reader:
         self.base_dir = base_dir
         self.problems: list[ConfigProblem] = []
         self.secrets: set[str] = set()
+        self.broken_canaries: set[str] = set()  # defined but invalid: already reported, not "missing"
 
     def problem(self, location: str, message: str) -> None:
         self.problems.append(ConfigProblem(location, message))
@@ -522,6 +523,8 @@ class _Reader:
             canary = self.canary(name, body, loc)
             if canary is not None:
                 out[name] = canary
+            else:
+                self.broken_canaries.add(name)
         return out
 
     def canary(self, name: str, body: Any, loc: str) -> Canary | None:
@@ -730,6 +733,8 @@ class _Reader:
                 out.extend(BUILTIN_SET)
             elif name in canaries:
                 out.append(canaries[name])
+            elif name in self.broken_canaries:
+                continue
             else:
                 choices = [BUILTIN_SET_NAME, *canaries]
                 hint = difflib.get_close_matches(name, choices, n=1)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
-from typing import Any, TextIO
+from typing import Any, ClassVar, TextIO
 
 import structlog
 from structlog.tracebacks import ExceptionDictTransformer
@@ -36,10 +36,37 @@ class _Redact:
         return event_dict
 
 
+class _JournalPrefixed:
+    """Prefix each line with its syslog priority (<3> error, <4> warning, <6> info) for journald."""
+
+    _PRIORITY: ClassVar[dict[str, int]] = {
+        "critical": 2,
+        "error": 3,
+        "exception": 3,
+        "warning": 4,
+        "info": 6,
+        "debug": 7,
+    }
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def __call__(self, logger: WrappedLogger, name: str, event_dict: EventDict) -> str:
+        priority = self._PRIORITY.get(str(event_dict.get("level", "info")), 6)
+        return f"<{priority}>" + str(self.inner(logger, name, event_dict))
+
+
 def configure_logging(
-    level: str = "info", fmt: str = "auto", redactor: Redactor | None = None, stream: TextIO | None = None
+    level: str = "info",
+    fmt: str = "auto",
+    redactor: Redactor | None = None,
+    stream: TextIO | None = None,
+    journal: bool = False,
 ) -> None:
-    """Set up structlog and the root logger once; later calls replace the handler."""
+    """Set up structlog and the root logger once; later calls replace the handler.
+
+    `journal`: stdout is the journal, so JSON lines carry syslog priority prefixes.
+    """
     stream = stream or sys.stderr
     redact = _Redact(redactor or Redactor())
     console = fmt == "console" or (fmt == "auto" and stream.isatty())
@@ -67,7 +94,7 @@ def configure_logging(
         else [
             structlog.processors.ExceptionRenderer(ExceptionDictTransformer(show_locals=False)),
             redact,
-            structlog.processors.JSONRenderer(),
+            _JournalPrefixed(structlog.processors.JSONRenderer()) if journal else structlog.processors.JSONRenderer(),
         ]
     )
     handler = logging.StreamHandler(stream)
@@ -80,8 +107,9 @@ def configure_logging(
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("httpx", "httpcore", "apscheduler.executors.default"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)  # httpx logs full URLs at INFO
+    # httpx logs full URLs at INFO; APScheduler logs every job added and run at INFO.
+    for noisy in ("httpx", "httpcore", "apscheduler"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def get_logger(name: str = "fpwatch") -> Any:

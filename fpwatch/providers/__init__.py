@@ -8,6 +8,7 @@ the retry loop are shared.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -39,8 +40,11 @@ ADAPTERS: dict[str, type[Adapter]] = {
 class ProviderSession:
     """One provider's HTTP client, concurrency limit and adapter, shared by every check."""
 
-    def __init__(self, provider: ProviderConfig) -> None:
+    def __init__(
+        self, provider: ProviderConfig, global_limit: contextlib.AbstractAsyncContextManager[Any] | None = None
+    ) -> None:
         self.provider = provider
+        self.global_limit = global_limit or contextlib.nullcontext()
         self.adapter = ADAPTERS[provider.type](provider)
         self.clients = ClientPool(provider.max_concurrency, tls=provider.base_url.startswith("https://"))
         self.limit = asyncio.Semaphore(provider.max_concurrency)
@@ -50,20 +54,25 @@ class ProviderSession:
 
 
 class Providers:
-    """Sessions by provider name, opened lazily, closed together."""
+    """Sessions by provider name, opened lazily, closed together; an optional limit across all of them."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_concurrency: int | None = None) -> None:
         self._sessions: dict[str, ProviderSession] = {}
+        self._replaced: list[ProviderSession] = []
+        self.limit = asyncio.Semaphore(max_concurrency) if max_concurrency else contextlib.nullcontext()
 
     def session(self, provider: ProviderConfig) -> ProviderSession:
         current = self._sessions.get(provider.name)
         if current is None or current.provider != provider:
-            current = ProviderSession(provider)
+            if current is not None:
+                self._replaced.append(current)  # a reload changed it; checks in flight may still use it
+            current = ProviderSession(provider, self.limit)
             self._sessions[provider.name] = current
         return current
 
     async def aclose(self) -> None:
-        sessions, self._sessions = list(self._sessions.values()), {}
+        sessions, self._sessions = [*self._sessions.values(), *self._replaced], {}
+        self._replaced = []
         for session in sessions:
             await session.aclose()
 
@@ -93,7 +102,7 @@ async def probe(
     def observed(**fields: Any) -> Observation:
         return Observation(time=sent, model=model.name, canary=canary.name, sample=sample, seed=canary.seed, **fields)
 
-    async with session.limit, session.clients.lease() as client:
+    async with session.limit, session.global_limit, session.clients.lease() as client:
         try:
             exchange = await post_json(
                 client,

@@ -1,0 +1,377 @@
+"""`fpwatch run`: every model checked on its own schedule, forever, as a well-behaved systemd service.
+
+One APScheduler 3 job per model calls the same `run_check` as `fpwatch check`. The lifecycle follows
+research/library-practice.md sections 1 and 5:
+
+- misfire grace, coalescing and one instance per model are set on purpose (the 1 s default grace
+  would silently drop runs after any stall);
+- SIGHUP re-reads the config and applies it by diffing jobs (unchanged schedules are kept); an
+  invalid config is logged with all its problems and the old one keeps running;
+- SIGTERM/SIGINT pause the scheduler, drain in-flight checks within a deadline, then shut down
+  (APScheduler's own shutdown would cancel them);
+- sd_notify: READY, RELOADING with MONOTONIC_USEC, STOPPING, STATUS, and WATCHDOG only while the
+  scheduler and the checks are healthy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import structlog
+from apscheduler.events import (
+    EVENT_JOB_ERROR,
+    EVENT_JOB_MAX_INSTANCES,
+    EVENT_JOB_MISSED,
+    EVENT_JOB_SUBMITTED,
+    JobExecutionEvent,
+    JobSubmissionEvent,
+)
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.base import BaseTrigger
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+
+from fpwatch import systemd
+from fpwatch.check import CheckContext, CheckResult, model_summary, run_check
+from fpwatch.config import Config, ModelConfig, display_url, load_config, mask_url, validate_notifier_urls
+from fpwatch.errors import ConfigError
+from fpwatch.http import new_client
+from fpwatch.logs import get_logger
+from fpwatch.metrics import Metrics
+from fpwatch.providers import Providers
+from fpwatch.redact import Redactor
+from fpwatch.store import Store
+from fpwatch.tracking import ModelState
+
+JOB_PREFIX = "check:"
+DRAIN_SECONDS = 25.0  # below the unit's TimeoutStopSec=30s
+MISFIRE_GRACE_SECONDS = 60
+GLOBAL_CONCURRENCY = 64  # requests in flight across all providers
+HEARTBEAT_EVERY = 60.0
+
+log = get_logger("fpwatch.daemon")
+
+
+def _trigger(model: ModelConfig) -> BaseTrigger:
+    jitter = int(model.jitter.total_seconds()) or None
+    if model.cron:
+        minute, hour, day, month, day_of_week = model.cron.split()
+        return CronTrigger(
+            minute=minute,
+            hour=hour,
+            day=day,
+            month=month,
+            day_of_week=day_of_week,
+            timezone=model.timezone,
+            jitter=jitter,
+        )
+    assert model.interval is not None
+    seconds = model.interval.total_seconds()
+    # Jitter spreads load; it must stay well inside the interval or runs would bunch up.
+    return IntervalTrigger(seconds=seconds, jitter=min(jitter or 0, int(seconds / 4)) or None, timezone=model.timezone)
+
+
+def _schedule_key(model: ModelConfig) -> str:
+    """What makes a schedule: a reload that leaves this unchanged leaves the job's timing alone."""
+    return f"{model.interval}|{model.cron}|{model.timezone}|{model.jitter}"
+
+
+@dataclass
+class Daemon:
+    """The long-running service around run_check. `run()` returns the process exit code."""
+
+    config_path: Path
+    config: Config
+    on_result: Callable[[CheckResult], None] | None = None  # the demo shows results as they happen
+    first_run_spread: float = 10.0  # seconds over which the first checks start
+    metrics: Metrics = field(default_factory=Metrics)
+    states: dict[str, ModelState] = field(default_factory=dict)
+    results: dict[str, CheckResult] = field(default_factory=dict)
+    redact: Redactor = field(default_factory=Redactor)  # shared with the log pipeline: reloads add secrets
+    started: datetime = field(default_factory=lambda: datetime.now(UTC))
+    last_reload_ok: bool = True
+
+    def __post_init__(self) -> None:
+        self.redact.add(self.config.secrets)
+        self.stop_requested = asyncio.Event()
+        self.reload_requested = asyncio.Event()
+        self.in_flight: dict[asyncio.Task[Any], float] = {}
+        self.scheduler = AsyncIOScheduler(
+            timezone=UTC,
+            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": MISFIRE_GRACE_SECONDS},
+        )
+        self._last_heartbeat = 0.0
+        self._last_status = 0.0
+        self._schedule_keys: dict[str, str] = {}
+
+    # -- lifecycle
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop_requested.set)
+        loop.add_signal_handler(signal.SIGHUP, self.reload_requested.set)
+        self.store = Store.open(self.config.settings.state)
+        self.states = {m.name: self.store.load_state(m.name) for m in self.config.models}
+        self.providers = Providers(GLOBAL_CONCURRENCY)
+        self.ctx = CheckContext(store=self.store, providers=self.providers, redact=self.redact)
+        self.scheduler.add_listener(self._on_job_event, EVENT_JOB_ERROR | EVENT_JOB_MISSED | EVENT_JOB_MAX_INSTANCES)
+        self.scheduler.add_listener(self._on_submitted, EVENT_JOB_SUBMITTED)
+        self._sync_jobs(first=True)
+        self.scheduler.start()
+        self.metrics.reload_ok.set(1)
+        self.metrics.reload_time.set(time.time())
+        server = self._start_endpoint()
+        watchdog = asyncio.create_task(self._watchdog())
+        log.info("daemon started", models=len(self.config.models), state=str(self.config.settings.state))
+        systemd.notify("READY=1", f"STATUS={self.status_line()}")
+        try:
+            while not self.stop_requested.is_set():
+                stop = asyncio.ensure_future(self.stop_requested.wait())
+                reload = asyncio.ensure_future(self.reload_requested.wait())
+                await asyncio.wait({stop, reload}, return_when=asyncio.FIRST_COMPLETED)
+                stop.cancel()
+                reload.cancel()
+                if self.reload_requested.is_set() and not self.stop_requested.is_set():
+                    self.reload_requested.clear()
+                    self.reload()
+        finally:
+            await self._shutdown(watchdog, server)
+        return 0
+
+    async def _shutdown(self, watchdog: asyncio.Task[None], server: Any) -> None:
+        systemd.notify("STOPPING=1", "STATUS=draining in-flight checks")
+        log.info("stopping", in_flight=len(self.in_flight))
+        self.scheduler.pause()
+        if self.in_flight:
+            _done, pending = await asyncio.wait(set(self.in_flight), timeout=DRAIN_SECONDS)
+            if pending:
+                log.warning("drain deadline passed; cancelling checks", cancelled=len(pending))
+                for task in pending:
+                    task.cancel()
+                await asyncio.gather(*pending, return_exceptions=True)
+        self.scheduler.shutdown(wait=False)
+        await asyncio.sleep(0)  # let the deferred shutdown run
+        watchdog.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watchdog
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+        await self.providers.aclose()
+        self.store.close()
+        log.info("stopped")
+
+    def reload(self) -> None:
+        """Re-read the config; apply it if valid, else keep running the old one and say why."""
+        systemd.notify("RELOADING=1", f"MONOTONIC_USEC={systemd.monotonic_usec()}")
+        try:
+            config = load_config(self.config_path)
+            problems = validate_notifier_urls(config)
+            if problems:
+                raise ConfigError(problems, str(self.config_path))
+        except ConfigError as exc:
+            self.last_reload_ok = False
+            self.metrics.reload_ok.set(0)
+            for problem in exc.problems:
+                log.error("config reload rejected", problem=str(problem), path=str(self.config_path))
+            log.error("keeping the previous config", problems=len(exc.problems))
+            systemd.notify("READY=1", f"STATUS=reload failed ({len(exc.problems)} problems); {self.status_line()}")
+            return
+        if config.settings.state != self.config.settings.state or config.settings.listen != self.config.settings.listen:
+            log.warning("state and listen changes take effect at the next restart")
+        self.config = config
+        self.redact.add(config.secrets)
+        self._sync_jobs()
+        self.last_reload_ok = True
+        self.metrics.reload_ok.set(1)
+        self.metrics.reload_time.set(time.time())
+        log.info("config reloaded", models=len(config.models))
+        systemd.notify("READY=1", f"STATUS={self.status_line()}")
+
+    def _sync_jobs(self, first: bool = False) -> None:
+        wanted = {JOB_PREFIX + m.name: m for m in self.config.models}
+        for job in self.scheduler.get_jobs():
+            if job.id.startswith(JOB_PREFIX) and job.id not in wanted:
+                self.scheduler.remove_job(job.id)  # a run already in flight finishes
+                name = job.id.removeprefix(JOB_PREFIX)
+                self._schedule_keys.pop(name, None)
+                self.states.pop(name, None)
+                self.results.pop(name, None)
+                self.metrics.forget(name)
+                log.info("model removed", model=name)
+        now = datetime.now(UTC)
+        for job_id, model in wanted.items():
+            key = _schedule_key(model)
+            existing = self.scheduler.get_job(job_id) if not first else None
+            if existing is None:
+                # Spread the first checks (1,000 models must not all start in the same second).
+                spread = min(self.first_run_spread, model.interval.total_seconds() if model.interval else 60)
+                start = now + timedelta(seconds=random.uniform(0, spread))
+                self.scheduler.add_job(
+                    self._check_job, _trigger(model), id=job_id, args=[model.name], next_run_time=start
+                )
+                if not first:
+                    self.states.setdefault(model.name, self.store.load_state(model.name))
+                    log.info("model added", model=model.name)
+            elif self._schedule_keys.get(model.name) != key:
+                self.scheduler.reschedule_job(job_id, trigger=_trigger(model))
+                log.info("schedule changed", model=model.name, interval=str(model.interval), cron=model.cron)
+            self._schedule_keys[model.name] = key
+
+    # -- one check
+
+    async def _check_job(self, name: str) -> None:
+        model = self.config.model(name)
+        if model is None:
+            return
+        task = asyncio.current_task()
+        assert task is not None
+        self.in_flight[task] = time.monotonic()
+        self.metrics.in_flight.set(len(self.in_flight))
+        try:
+            result = await run_check(model, self.ctx)
+        except Exception:
+            log.exception("check crashed", model=name)  # a bug: keep the daemon alive, say so
+            return
+        finally:
+            self.in_flight.pop(task, None)
+            self.metrics.in_flight.set(len(self.in_flight))
+        self.states[name] = result.state
+        self.results[name] = result
+        self.metrics.observe(result)
+        if self.on_result is not None:
+            self.on_result(result)
+        self._announce()
+        if result.error is None:
+            await self._heartbeat()
+
+    def _announce(self) -> None:
+        now = time.monotonic()
+        if now - self._last_status >= 1.0:  # 1,000 models must not mean 1,000 datagrams a minute
+            self._last_status = now
+            systemd.notify(f"STATUS={self.status_line()}")
+
+    async def _heartbeat(self) -> None:
+        url = self.config.settings.heartbeat_url
+        now = time.monotonic()
+        if url is None or now - self._last_heartbeat < HEARTBEAT_EVERY or self.health():
+            return
+        self._last_heartbeat = now
+        try:
+            async with new_client(1) as client:
+                response = await client.get(url.reveal(), timeout=10)
+            if response.status_code >= 400:
+                log.warning("heartbeat ping refused", status=response.status_code, url=mask_url(url.reveal()))
+        except Exception as exc:  # a dead-man's switch that fails must not stop monitoring
+            log.warning("heartbeat ping failed", error=type(exc).__name__, url=display_url(url.reveal()))
+
+    def _on_submitted(self, event: JobSubmissionEvent) -> None:
+        now = datetime.now(UTC)
+        for scheduled in event.scheduled_run_times:
+            self.metrics.schedule_lag.observe(max(0.0, (now - scheduled).total_seconds()))
+
+    def _on_job_event(self, event: JobExecutionEvent) -> None:
+        exception = getattr(event, "exception", None)
+        if isinstance(exception, asyncio.CancelledError):
+            return  # shutdown noise
+        model = event.job_id.removeprefix(JOB_PREFIX)
+        if event.code == EVENT_JOB_MISSED:
+            log.warning("check skipped: the scheduler was late beyond the misfire grace", model=model)
+        elif event.code == EVENT_JOB_MAX_INSTANCES:
+            log.warning("check skipped: the previous check of this model is still running", model=model)
+        else:
+            log.error("check job failed", model=model, error=repr(exception))
+
+    # -- health
+
+    def health(self) -> list[str]:
+        """Reasons the daemon is unhealthy; empty when all is well."""
+        reasons = []
+        if not self.scheduler.running:
+            reasons.append("the scheduler is not running")
+        now = datetime.now(UTC)
+        overdue = [
+            job.id.removeprefix(JOB_PREFIX)
+            for job in self.scheduler.get_jobs()
+            if job.next_run_time is not None and now - job.next_run_time > timedelta(seconds=MISFIRE_GRACE_SECONDS + 30)
+        ]
+        if overdue:
+            reasons.append(f"the scheduler is stuck: {len(overdue)} checks overdue (e.g. {overdue[0]})")
+        limit = {m.name: 10 * m.timeout.total_seconds() + 60 for m in self.config.models}
+        stuck = [t for t, since in self.in_flight.items() if time.monotonic() - since > max(limit.values(), default=60)]
+        if stuck:
+            reasons.append(f"{len(stuck)} checks have run for too long")
+        return reasons
+
+    async def _watchdog(self) -> None:
+        interval = systemd.watchdog_interval()
+        if interval is None:
+            return
+        while True:
+            if not self.health():
+                systemd.notify("WATCHDOG=1")
+            await asyncio.sleep(interval)
+
+    def status_line(self) -> str:
+        now = datetime.now(UTC)
+        labels = [
+            model_summary(m, self.states.get(m.name) or ModelState(m.name), now)["state"] for m in self.config.models
+        ]
+        counts = {label: labels.count(label) for label in dict.fromkeys(labels)}
+        parts = ", ".join(f"{n} {label}" for label, n in counts.items())
+        return f"watching {len(labels)} models: {parts}" if labels else "watching no models"
+
+    def status(self) -> dict[str, Any]:
+        """What /api/v1/status serves: the JSON of `fpwatch status`."""
+        now = datetime.now(UTC)
+        return {
+            "models": [model_summary(m, self.states.get(m.name) or ModelState(m.name), now) for m in self.config.models]
+        }
+
+    # -- HTTP endpoint
+
+    def _start_endpoint(self) -> Any:
+        listen = self.config.settings.listen
+        if not listen:
+            return None
+        from fpwatch.endpoint import serve
+
+        host, _, port = listen.rpartition(":")
+        server = serve(host.strip("[]"), int(port), self)
+        log.info("HTTP endpoint listening", listen=listen)
+        return server
+
+
+def run_daemon(config_path: Path, *, debug: bool = False) -> int:
+    """Load the config, set up logging and run until stopped; return the exit code."""
+    from fpwatch.logs import configure_logging
+
+    config = load_config(config_path)
+    problems = validate_notifier_urls(config)
+    if problems:
+        raise ConfigError(problems, str(config_path))
+    redact = Redactor(config.secrets)
+    configure_logging(
+        "debug" if debug else config.settings.log_level,
+        config.settings.log_format,
+        redact,
+        stream=sys.stdout,
+        journal=systemd.stdout_is_journal(),
+    )
+    structlog.contextvars.bind_contextvars(component="daemon")
+
+    async def main() -> int:
+        return await Daemon(config_path, config, redact=redact).run()
+
+    return asyncio.run(main())

@@ -1,0 +1,63 @@
+"""The daemon's HTTP endpoint (`[fpwatch] listen`): /metrics, /healthz and /api/v1/status.
+
+A small threaded WSGI server from the standard library, as prometheus-client's own exporter uses;
+/metrics is prometheus-client's WSGI app (content negotiation, gzip). Loopback by default.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Iterable
+from socketserver import ThreadingMixIn
+from typing import TYPE_CHECKING, Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from prometheus_client import make_wsgi_app
+
+if TYPE_CHECKING:
+    from fpwatch.daemon import Daemon
+
+StartResponse = Callable[..., Any]
+
+
+class _Server(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # scrapes every 15 s would drown the journal
+
+
+def app(daemon: Daemon) -> Callable[[dict[str, Any], StartResponse], Iterable[bytes]]:
+    metrics = make_wsgi_app(daemon.metrics.registry)
+
+    def respond(start: StartResponse, status: str, body: Any) -> list[bytes]:
+        payload = json.dumps(body, indent=2).encode()
+        start(status, [("Content-Type", "application/json"), ("Content-Length", str(len(payload)))])
+        return [payload]
+
+    def handle(environ: dict[str, Any], start: StartResponse) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if path == "/metrics":
+            return metrics(environ, start)  # type: ignore[no-any-return]
+        if path == "/healthz":
+            reasons = daemon.health()
+            if reasons:
+                return respond(start, "503 Service Unavailable", {"status": "unhealthy", "reasons": reasons})
+            return respond(start, "200 OK", {"status": "ok"})
+        if path == "/api/v1/status":
+            return respond(start, "200 OK", daemon.status())
+        return respond(
+            start, "404 Not Found", {"error": f"no such path {path}; try /metrics, /healthz, /api/v1/status"}
+        )
+
+    return handle
+
+
+def serve(host: str, port: int, daemon: Daemon) -> _Server:
+    """Start serving in a daemon thread; the caller shuts it down with server.shutdown()."""
+    server = make_server(host, port, app(daemon), server_class=_Server, handler_class=_QuietHandler)
+    threading.Thread(target=server.serve_forever, name="fpwatch-http", daemon=True).start()
+    return server

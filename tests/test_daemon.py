@@ -1,0 +1,349 @@
+"""The real daemon (`fpwatch run` in a subprocess) against the simulator: schedule, signals, sd_notify, restarts."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from fpwatch.simulator import Simulator
+
+MODEL = "sim/gpt-4o"
+A, B, C = "fp_aaaaaaaaaa", "fp_bbbbbbbbbb", "fp_cccccccccc"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 20, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+class DaemonProcess:
+    """A config in a temp folder, and `fpwatch run` on it as a real subprocess."""
+
+    def __init__(self, tmp_path: Path, sim: Simulator) -> None:
+        self.tmp_path = tmp_path
+        self.sim = sim
+        self.config = tmp_path / "fpwatch.toml"
+        self.port = free_port()
+        self.env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        for name in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "JOURNAL_STREAM", "FPWATCH_CONFIG"):
+            self.env.pop(name, None)
+        self.proc: subprocess.Popen[str] | None = None
+        self.log = tmp_path / "daemon.log"
+
+    def write(self, interval: str = "1s", grace: str = "2s", extra_model: str = "", extra: str = "") -> None:
+        """Checks every `interval`; a learning period of 3 checks sees every replica of a 2-replica pool."""
+        self.config.write_text(
+            f"""
+[fpwatch]
+state = "state.db"
+log_format = "json"
+listen = "127.0.0.1:{self.port}"
+
+[defaults]
+interval = "{interval}"
+jitter = "0"
+learning_period = 3
+grace_period = "{grace}"
+timeout = "10s"
+
+[providers.sim]
+type = "openai-compatible"
+base_url = "{self.sim.base_url}"
+
+[[models]]
+provider = "sim"
+model = "gpt-4o"
+canaries = ["probe"]
+{extra_model}
+
+[canaries.probe]
+prompt = "Reply in one token. 1+1="
+max_tokens = 2
+samples = 4
+{extra}
+"""
+        )
+
+    def start(self) -> None:
+        handle = self.log.open("a")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "fpwatch", "--config", str(self.config), "run"],
+            cwd=self.tmp_path,
+            env=self.env,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        wait_for(self.healthy, what="the daemon's /healthz")
+
+    def healthy(self) -> bool:
+        try:
+            return httpx.get(f"http://127.0.0.1:{self.port}/healthz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def stop(self, timeout: float = 40) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=timeout)
+
+    def cli(self, *args: str) -> Any:
+        out = subprocess.run(
+            [sys.executable, "-m", "fpwatch", "--config", str(self.config), *args, "--json"],
+            cwd=self.tmp_path,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        return json.loads(out.stdout)
+
+    def events(self) -> list[tuple[str, str]]:
+        return [(e["type"], e["details"].get("new") or e["details"].get("value") or "") for e in self.cli("events")]
+
+    def checks(self) -> int:
+        """Successful checks so far: from the running daemon when it answers, else from the database."""
+        if self.proc is not None and self.proc.poll() is None:
+            status = httpx.get(f"http://127.0.0.1:{self.port}/api/v1/status", timeout=5).json()
+        else:
+            status = self.cli("status")
+        return int(status["models"][0]["checks"])
+
+    def log_lines(self) -> list[dict[str, Any]]:
+        lines = []
+        for line in self.log.read_text().splitlines():
+            try:
+                lines.append(json.loads(line))
+            except json.JSONDecodeError:
+                lines.append({"raw": line})
+        return lines
+
+    def metrics(self) -> dict[str, float]:
+        text = httpx.get(f"http://127.0.0.1:{self.port}/metrics", timeout=5).text
+        values = {}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
+                values[f"{sample.name}{{{labels}}}"] = sample.value
+        return values
+
+
+@pytest.fixture
+def sim() -> Iterator[Simulator]:
+    with Simulator(seed=5) as simulator:
+        yield simulator
+
+
+@pytest.fixture
+def daemon(tmp_path: Path, sim: Simulator) -> Iterator[DaemonProcess]:
+    process = DaemonProcess(tmp_path, sim)
+    yield process
+    if process.proc is not None and process.proc.poll() is None:
+        process.proc.kill()
+        process.proc.wait()
+
+
+def test_rotation_is_quiet_and_a_rollout_gives_exactly_its_events(daemon: DaemonProcess, sim: Simulator) -> None:
+    """Two replicas alternating raise only the baseline; A,B -> A,B,C -> A,C gives one change, one retirement."""
+    sim.update_model("gpt-4o", {"fingerprints": {A: 1, B: 1}})
+    daemon.write()
+    daemon.start()
+    wait_for(lambda: daemon.checks() >= 5, what="five checks")
+    assert sorted(daemon.events()) == [
+        ("fingerprint.first_seen", A),
+        ("fingerprint.first_seen", B),
+        ("model.first_seen", "gpt-4o"),
+    ]
+    sim.update_model("gpt-4o", {"fingerprints": {A: 1, B: 1, C: 1}})
+    wait_for(lambda: ("fingerprint.changed", C) in daemon.events(), what="the change")
+    sim.update_model("gpt-4o", {"fingerprints": {A: 1, C: 1}})
+    wait_for(lambda: ("fingerprint.retired", B) in daemon.events(), timeout=30, what="the retirement")
+    time.sleep(2)  # a few more checks: nothing else may happen
+    assert daemon.stop() == 0
+    assert sorted(daemon.events()) == sorted(
+        [
+            ("fingerprint.first_seen", A),
+            ("fingerprint.first_seen", B),
+            ("model.first_seen", "gpt-4o"),
+            ("fingerprint.changed", C),
+            ("fingerprint.retired", B),
+        ]
+    )
+
+
+def test_sighup_with_a_broken_config_keeps_running_and_logs_every_error(daemon: DaemonProcess) -> None:
+    """A reload with three mistakes is refused, each mistake logged; the old config keeps checking."""
+    daemon.write()
+    daemon.start()
+    good = daemon.config.read_text()
+    daemon.config.write_text(
+        good.replace('interval = "1s"', 'interval = "soon"\ncolour = "red"').replace("samples = 4", "samples = 0")
+    )
+    before = daemon.checks()
+    daemon.signal(signal.SIGHUP)
+    wait_for(
+        lambda: any(line.get("event") == "keeping the previous config" for line in daemon.log_lines()),
+        what="the refusal",
+    )
+    problems = [line["problem"] for line in daemon.log_lines() if line.get("event") == "config reload rejected"]
+    assert len(problems) == 3
+    assert any(p.startswith("defaults.colour: unknown key") for p in problems)
+    assert any(p.startswith('defaults.interval: "soon" is not a duration') for p in problems)
+    assert any(p.startswith("canaries.probe.samples: must be at least 1") for p in problems)
+    wait_for(lambda: daemon.checks() >= before + 2, what="checks under the old config")
+    assert daemon.metrics()["fpwatch_config_last_reload_successful{}"] == 0
+    assert daemon.stop() == 0
+
+
+def test_sighup_with_a_new_interval_takes_effect(daemon: DaemonProcess) -> None:
+    """From one check an hour to one a second, by SIGHUP, without a restart."""
+    daemon.write(interval="1h")
+    daemon.start()
+    wait_for(lambda: daemon.checks() == 1, what="the first check")
+    time.sleep(2)
+    assert daemon.checks() == 1
+    daemon.config.write_text(daemon.config.read_text().replace('interval = "1h"', 'interval = "1s"'))
+    daemon.signal(signal.SIGHUP)
+    wait_for(lambda: daemon.checks() >= 4, what="checks at the new interval")
+    assert daemon.metrics()["fpwatch_config_last_reload_successful{}"] == 1
+    assert daemon.stop() == 0
+
+
+def test_sigterm_drains_the_check_in_flight_and_exits_0(daemon: DaemonProcess, sim: Simulator) -> None:
+    """SIGTERM during a slow check: the check finishes and is recorded, then the process exits 0."""
+    daemon.write(interval="1h")
+    daemon.start()
+    wait_for(lambda: daemon.checks() == 1, what="the first check")
+    sim.update_model("gpt-4o", {"latency": 3.0})  # the next check will be slow: bring it forward
+    daemon.config.write_text(daemon.config.read_text().replace('interval = "1h"', 'interval = "1s"'))
+    daemon.signal(signal.SIGHUP)
+    wait_for(lambda: daemon.metrics().get("fpwatch_checks_in_flight{}") == 1, what="a slow check in flight")
+    started = time.monotonic()
+    assert daemon.stop() == 0
+    assert time.monotonic() - started < 25
+    assert daemon.checks() >= 2  # the drained check was recorded
+
+
+def test_sd_notify_ready_status_watchdog_reloading_stopping(daemon: DaemonProcess, tmp_path: Path) -> None:
+    """A real unix datagram socket receives READY, STATUS, WATCHDOG, RELOADING with MONOTONIC_USEC, STOPPING."""
+    path = str(tmp_path / "notify.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(path)
+        sock.settimeout(0.2)
+        daemon.env.update(NOTIFY_SOCKET=path, WATCHDOG_USEC="400000")
+        daemon.write()
+        daemon.start()
+        messages: list[str] = []
+
+        def receive_until(text: str) -> bool:
+            try:
+                while True:
+                    messages.append(sock.recv(4096).decode())
+            except TimeoutError:
+                pass
+            return any(text in m for m in messages)
+
+        wait_for(lambda: receive_until("WATCHDOG=1"), what="a watchdog ping")
+        wait_for(lambda: receive_until("\n") and any(m.startswith("STATUS=") for m in messages), what="STATUS")
+        daemon.signal(signal.SIGHUP)
+        wait_for(lambda: receive_until("RELOADING=1"), what="RELOADING")
+        assert daemon.stop() == 0
+        wait_for(lambda: receive_until("STOPPING=1"), what="STOPPING")
+    assert messages[0].startswith("READY=1\nSTATUS=watching 1 models")
+    assert any(m.startswith("STATUS=watching 1 models: 1 ") for m in messages), messages  # after a check
+    reloading = next(m for m in messages if m.startswith("RELOADING=1"))
+    assert reloading.split("\n")[1].startswith("MONOTONIC_USEC=") and int(reloading.split("=")[-1]) > 0
+    after = messages[messages.index(reloading) + 1 :]
+    assert any(m.startswith("READY=1") for m in after)
+
+
+def test_kill_9_and_restart_keep_state_and_raise_nothing_twice(daemon: DaemonProcess, sim: Simulator) -> None:
+    """After kill -9 mid-run, a restart continues from the database: no baseline event repeats, the chain holds."""
+    sim.update_model("gpt-4o", {"fingerprints": {A: 1}})
+    daemon.write()
+    daemon.start()
+    wait_for(lambda: daemon.checks() >= 3, what="three checks")
+    assert daemon.proc is not None
+    daemon.proc.send_signal(signal.SIGKILL)
+    daemon.proc.wait()
+    checks_before = daemon.checks()
+    daemon.start()
+    wait_for(lambda: daemon.checks() >= checks_before + 3, what="checks after the restart")
+    assert daemon.stop() == 0
+    assert sorted(daemon.events()) == [("fingerprint.first_seen", A), ("model.first_seen", "gpt-4o")]
+    verify = subprocess.run(
+        [sys.executable, "-m", "fpwatch", "--config", str(daemon.config), "export", "--verify"],
+        cwd=daemon.tmp_path,
+        env=daemon.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert verify.returncode == 0 and verify.stdout.startswith("chain OK")
+
+
+def test_metrics_parse_and_move_and_status_endpoint_answers(daemon: DaemonProcess, sim: Simulator) -> None:
+    """/metrics is valid Prometheus text whose counters grow as checks run; /api/v1/status is status --json."""
+    daemon.write()
+    daemon.start()
+    wait_for(lambda: daemon.checks() >= 1, what="a check")
+    first = daemon.metrics()
+    wait_for(lambda: daemon.metrics().get(f"fpwatch_checks_total{{model={MODEL},status=OK}}", 0) >= 3, what="growth")
+    second = daemon.metrics()
+    key = f"fpwatch_checks_total{{model={MODEL},status=OK}}"
+    assert second[key] > first.get(key, 0)
+    assert second["fpwatch_requests_total{outcome=ok,provider=sim}"] >= 12
+    assert second[f"fpwatch_fingerprints_valid{{model={MODEL}}}"] == 1
+    assert second["fpwatch_check_duration_seconds_count{}"] >= 3
+    assert second["fpwatch_schedule_lag_seconds_count{}"] >= 3
+    assert second[f"fpwatch_tokens_total{{kind=output,model={MODEL}}}"] > 0
+    text = httpx.get(f"http://127.0.0.1:{daemon.port}/metrics", timeout=5).text
+    assert "# TYPE fpwatch_notifications_failed_total counter" in text  # declared, though nothing failed
+    status = httpx.get(f"http://127.0.0.1:{daemon.port}/api/v1/status", timeout=5).json()
+    assert status["models"][0]["name"] == MODEL and status["models"][0]["state"] == "ok"
+    assert httpx.get(f"http://127.0.0.1:{daemon.port}/nope", timeout=5).status_code == 404
+    assert daemon.stop() == 0
+
+
+def test_invalid_config_at_start_exits_3_with_every_problem(daemon: DaemonProcess) -> None:
+    """The daemon refuses to start on an invalid config: exit 3, each problem on its own line."""
+    daemon.write()
+    daemon.config.write_text(daemon.config.read_text().replace('interval = "1s"', 'interval = "x"\nfoo = 1'))
+    out = subprocess.run(
+        [sys.executable, "-m", "fpwatch", "--config", str(daemon.config), "run"],
+        cwd=daemon.tmp_path,
+        env=daemon.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 3
+    assert out.stderr.splitlines()[0].startswith("Error: 2 problems in")
