@@ -135,7 +135,7 @@ async def _run_pass(config: Config, models: Sequence[ModelConfig], dry_run: bool
 
     store = _open_store(config, readonly=dry_run)
     try:
-        async with Providers() as providers:
+        async with Providers(config.settings.max_concurrency) as providers:
             ctx = CheckContext(store=store, providers=providers, redact=Redactor(config.secrets), dry_run=dry_run)
             progress = _Progress(len(models))
             results = list(await asyncio.gather(*(progress.track(run_check(m, ctx)) for m in models)))
@@ -604,8 +604,14 @@ def run(ctx: click.Context) -> None:
 
 
 @cli.command()
-@click.option("--pause", default=0.8, show_default=True, help="Seconds between checks (accelerated time).")
-def demo(pause: float) -> None:
+@click.option(
+    "--interval",
+    default=1.0,
+    show_default=True,
+    type=click.FloatRange(min=1),
+    help="Seconds between the daemon's checks.",
+)
+def demo(interval: float) -> None:
     """Watch a scripted story on the built-in simulator: no key, no network, under a minute.
 
     Steady replica rotation stays quiet; a rollout with overlap raises one change and later one
@@ -621,7 +627,7 @@ def demo(pause: float) -> None:
     from fpwatch.logs import configure_logging
 
     configure_logging("error")  # the story itself is the output
-    asyncio.run(play(click.echo, pause=pause))
+    asyncio.run(play(click.echo, interval=interval))
 
 
 # --- simulate ---------------------------------------------------------------------------------------------

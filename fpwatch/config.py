@@ -64,6 +64,7 @@ class Settings:
     listen: str | None = None
     heartbeat_url: Secret | None = None
     retention: timedelta = timedelta(days=90)
+    max_concurrency: int = 64  # requests in flight across all providers
 
 
 @dataclass(frozen=True)
@@ -178,7 +179,7 @@ def parse_config(raw: Mapping[str, Any], *, path: Path, env: Mapping[str, str]) 
 # --- reading ------------------------------------------------------------------------------------------
 
 _TOP = ("fpwatch", "defaults", "providers", "models", "canaries", "alerts", "notify")
-_SETTINGS = ("state", "log_format", "log_level", "listen", "heartbeat_url", "retention")
+_SETTINGS = ("state", "log_format", "log_level", "listen", "heartbeat_url", "retention", "max_concurrency")
 _SCHEDULE = (
     "interval",
     "cron",
@@ -430,6 +431,7 @@ class _Reader:
             listen=listen,
             heartbeat_url=Secret(heartbeat) if heartbeat else None,
             retention=self.duration(tbl, "retention", "fpwatch", timedelta(days=90)),
+            max_concurrency=self.integer(tbl, "max_concurrency", "fpwatch", 64, minimum=1),
         )
 
     def providers(self, value: Any) -> dict[str, ProviderConfig]:
@@ -854,6 +856,7 @@ def effective_config(config: Config) -> dict[str, Any]:
         "log_format": s.log_format,
         "log_level": s.log_level,
         "retention": dur(s.retention),
+        "max_concurrency": s.max_concurrency,
     }
     if s.listen:
         fp["listen"] = s.listen

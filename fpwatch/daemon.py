@@ -56,7 +56,6 @@ from fpwatch.tracking import ModelState
 JOB_PREFIX = "check:"
 DRAIN_SECONDS = 25.0  # below the unit's TimeoutStopSec=30s
 MISFIRE_GRACE_SECONDS = 60
-GLOBAL_CONCURRENCY = 64  # requests in flight across all providers
 HEARTBEAT_EVERY = 60.0
 
 log = get_logger("fpwatch.daemon")
@@ -113,6 +112,7 @@ class Daemon:
         self._last_heartbeat = 0.0
         self._last_status = 0.0
         self._schedule_keys: dict[str, str] = {}
+        self._scheduled_since: dict[str, datetime] = {}  # when each model's current schedule began
 
     # -- lifecycle
 
@@ -123,7 +123,7 @@ class Daemon:
         loop.add_signal_handler(signal.SIGHUP, self.reload_requested.set)
         self.store = Store.open(self.config.settings.state)
         self.states = {m.name: self.store.load_state(m.name) for m in self.config.models}
-        self.providers = Providers(GLOBAL_CONCURRENCY)
+        self.providers = Providers(self.config.settings.max_concurrency)
         self.ctx = CheckContext(store=self.store, providers=self.providers, redact=self.redact)
         self.scheduler.add_listener(self._on_job_event, EVENT_JOB_ERROR | EVENT_JOB_MISSED | EVENT_JOB_MAX_INSTANCES)
         self.scheduler.add_listener(self._on_submitted, EVENT_JOB_SUBMITTED)
@@ -206,6 +206,7 @@ class Daemon:
                 self.scheduler.remove_job(job.id)  # a run already in flight finishes
                 name = job.id.removeprefix(JOB_PREFIX)
                 self._schedule_keys.pop(name, None)
+                self._scheduled_since.pop(name, None)
                 self.states.pop(name, None)
                 self.results.pop(name, None)
                 self.metrics.forget(name)
@@ -221,11 +222,13 @@ class Daemon:
                 self.scheduler.add_job(
                     self._check_job, _trigger(model), id=job_id, args=[model.name], next_run_time=start
                 )
+                self._scheduled_since[model.name] = now
                 if not first:
                     self.states.setdefault(model.name, self.store.load_state(model.name))
                     log.info("model added", model=model.name)
             elif self._schedule_keys.get(model.name) != key:
                 self.scheduler.reschedule_job(job_id, trigger=_trigger(model))
+                self._scheduled_since[model.name] = now
                 log.info("schedule changed", model=model.name, interval=str(model.interval), cron=model.cron)
             self._schedule_keys[model.name] = key
 
@@ -308,11 +311,25 @@ class Daemon:
         ]
         if overdue:
             reasons.append(f"the scheduler is stuck: {len(overdue)} checks overdue (e.g. {overdue[0]})")
-        limit = {m.name: 10 * m.timeout.total_seconds() + 60 for m in self.config.models}
-        stuck = [t for t, since in self.in_flight.items() if time.monotonic() - since > max(limit.values(), default=60)]
+        limit = max((10 * m.timeout.total_seconds() + 60 for m in self.config.models), default=60)
+        stuck = [t for t, since in self.in_flight.items() if time.monotonic() - since > limit]
         if stuck:
-            reasons.append(f"{len(stuck)} checks have run for too long")
+            reasons.append(f"{len(stuck)} checks have run for more than {limit:.0f}s")
+        late = [m.name for m in self.config.models if self._last_check_too_old(m, now)]
+        if late:
+            reasons.append(f"{len(late)} models have not been checked on schedule (e.g. {late[0]})")
         return reasons
+
+    def _last_check_too_old(self, model: ModelConfig, now: datetime) -> bool:
+        """Two missed intervals (plus the request timeout and some slack) without any check attempt."""
+        if model.interval is None:
+            return False  # cron schedules: the overdue-job test above covers them
+        allowed = 2 * model.interval + model.timeout + timedelta(seconds=60)
+        state = self.states.get(model.name)
+        last = state.last_check if state and state.last_check else None
+        scheduled = self._scheduled_since.get(model.name, self.started)
+        since = max(last, scheduled) if last else scheduled
+        return now - since > allowed
 
     async def _watchdog(self) -> None:
         interval = systemd.watchdog_interval()

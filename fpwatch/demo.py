@@ -19,11 +19,10 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
-from fpwatch.check import STATUS_NAMES, CheckContext, CheckResult, run_check
+from fpwatch.check import STATUS_NAMES, CheckResult
 from fpwatch.config import load_config
-from fpwatch.providers import Providers
+from fpwatch.daemon import Daemon
 from fpwatch.simulator import Simulator
-from fpwatch.store import Store
 
 FP_A, FP_B, FP_C = "fp_44709d6fcb", "fp_6ca29cf396", "fp_9d50cd990b"
 CONFIG = """
@@ -31,6 +30,8 @@ CONFIG = """
 state = "demo.db"
 
 [defaults]
+interval = "{interval}"
+jitter = "0"
 learning_period = 3
 grace_period = "3s"
 failure_threshold = 2
@@ -70,40 +71,54 @@ STORY: list[tuple[str, dict[str, object], int, float]] = [
 ]
 
 
-async def play(echo: Callable[[str], None], pause: float = 0.8) -> int:
-    """Run the story, echoing each event and the alert text as it happens; return the event count."""
+async def play(echo: Callable[[str], None], interval: float = 1.0) -> int:
+    """Run the daemon through the story, echoing each check, event and alert; return the event count."""
     with tempfile.TemporaryDirectory(prefix="fpwatch-demo-") as tmp, Simulator(seed=7) as sim:
         sim.update_model("gpt-4o", {"resolved": "gpt-4o-2024-08-06", "outputs": {"1+1=": {"2": 0.9, "Two": 0.1}}})
         config_path = Path(tmp) / "fpwatch.toml"
-        config_path.write_text(CONFIG.format(base_url=sim.base_url))
+        config_path.write_text(CONFIG.format(base_url=sim.base_url, interval=f"{int(interval * 1000)}ms"))
         config = load_config(config_path, env={})
-        model = config.models[0]
-        echo(f"fpwatch demo: simulated provider at {sim.base_url}, state in {config.settings.state}")
-        echo(f"model {model.name}: grace period 3s, learning period 3 checks, 6 samples per check\n")
-        counts: Counter[str] = Counter()
-        with Store.open(config.settings.state) as store:
-            async with Providers() as providers:
-                ctx = CheckContext(store=store, providers=providers)
-                number = 0
-                for chapter, (title, behaviour, checks, seconds) in enumerate(STORY, start=1):
-                    echo(f"== {chapter}. {title}")
-                    sim.update_model("gpt-4o", behaviour)
-                    ends = time.monotonic() + seconds
-                    done = 0
-                    while done < checks or time.monotonic() < ends:
-                        done += 1
-                        number += 1
-                        result = await run_check(model, ctx)
-                        echo(_line(number, result))
-                        for stored in result.events:
-                            counts[stored.event.type] += 1
-                            echo(_alert(stored.event.severity, stored.event.type, stored.event.summary))
-                        await asyncio.sleep(pause)
-                    echo("")
-        echo("Summary: " + ", ".join(f"{n} {t}" for t, n in sorted(counts.items())))
+        echo(
+            f"fpwatch demo: the daemon checks demo/gpt-4o every {interval:g}s on a simulated provider at {sim.base_url}"
+        )
+        echo("(grace period 3s, learning period 3 checks, 6 samples per check; state in a temporary folder)\n")
+        story = _Story(echo)
+        daemon = Daemon(config_path, config, on_result=story.on_result, first_run_spread=0)
+        running = asyncio.create_task(daemon.run())
+        try:
+            for chapter, (title, behaviour, checks, seconds) in enumerate(STORY, start=1):
+                echo(f"== {chapter}. {title}")
+                sim.update_model("gpt-4o", behaviour)
+                ends = time.monotonic() + seconds
+                target = story.checks + checks
+                while story.checks < target or time.monotonic() < ends:
+                    if running.done():
+                        return await running  # the daemon stopped (Ctrl-C): end the story too
+                    await asyncio.sleep(0.05)
+                echo("")
+        finally:
+            daemon.stop_requested.set()
+            await running
+        echo("Summary: " + ", ".join(f"{n} {t}" for t, n in sorted(story.counts.items())))
         echo("Every rotation stayed quiet; the rollout gave one change and one retirement; the outage one")
         echo("model.down and one model.recovered; the rollback is critical. Next: `fpwatch check` on your own config.")
-        return sum(counts.values())
+        return sum(story.counts.values())
+
+
+class _Story:
+    """Collects what the daemon reports and prints it as it happens."""
+
+    def __init__(self, echo: Callable[[str], None]) -> None:
+        self.echo = echo
+        self.checks = 0
+        self.counts: Counter[str] = Counter()
+
+    def on_result(self, result: CheckResult) -> None:
+        self.checks += 1
+        self.echo(_line(self.checks, result))
+        for stored in result.events:
+            self.counts[stored.event.type] += 1
+            self.echo(_alert(stored.event.severity, stored.event.type, stored.event.summary))
 
 
 def _line(number: int, result: CheckResult) -> str:
@@ -114,4 +129,7 @@ def _line(number: int, result: CheckResult) -> str:
 
 def _alert(severity: str, kind: str, summary: str) -> str:
     marker = {"info": "  ", "warning": "! ", "critical": "!!"}[severity]
-    return f"     {marker} [{severity}] {kind}: {summary}"
+    line = f"     {marker} [{severity}] {kind}: {summary}"
+    if severity != "info":  # what a notifier with the default min_severity = "warning" would send
+        line += f"\n         alert -> [fpwatch] {summary}"
+    return line

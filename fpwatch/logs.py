@@ -107,9 +107,11 @@ def configure_logging(
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # httpx logs full URLs at INFO; APScheduler logs every job added and run at INFO.
-    for noisy in ("httpx", "httpcore", "apscheduler"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    # httpx logs full URLs at INFO. APScheduler logs every job added and run at INFO, and its warnings
+    # (missed runs, a run skipped while the previous one runs) are logged by fpwatch's own listener.
+    floor = logging.getLevelName(level.upper())
+    for noisy, at_least in (("httpx", logging.WARNING), ("httpcore", logging.WARNING), ("apscheduler", logging.ERROR)):
+        logging.getLogger(noisy).setLevel(max(at_least, floor))
 
 
 def get_logger(name: str = "fpwatch") -> Any:

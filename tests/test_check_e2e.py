@@ -255,7 +255,7 @@ def test_demo_plays_the_story_and_exits_0(tmp_path: Path) -> None:
     import sys
 
     proc = subprocess.run(
-        [sys.executable, "-m", "fpwatch", "demo", "--pause", "0.05"],
+        [sys.executable, "-m", "fpwatch", "demo"],
         capture_output=True,
         text=True,
         timeout=120,

@@ -347,3 +347,84 @@ def test_invalid_config_at_start_exits_3_with_every_problem(daemon: DaemonProces
     )
     assert out.returncode == 3
     assert out.stderr.splitlines()[0].startswith("Error: 2 problems in")
+
+
+class Sink:
+    """A loopback HTTP server that records every request (heartbeat pings here; apprise json:// later)."""
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+
+        self.requests: list[tuple[str, str]] = []
+        sink = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                sink.requests.append(("GET", self.path))
+                self.send_response(200)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"OK")
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_heartbeat_journald_priorities_and_no_secret_in_logs(
+    tmp_path: Path, daemon: DaemonProcess, sim: Simulator
+) -> None:
+    """The heartbeat URL is pinged after a healthy check; journald lines carry <N>; keys and tokens never appear."""
+    sink = Sink()
+    key, wrong, token = "sk-daemon-key-0123456789abcdef", "sk-wrong-key-echoed-0123456789", "hc-token-5f1c2a9e"
+    try:
+        daemon.write()
+        text = daemon.config.read_text().replace(
+            'log_format = "json"', f'log_format = "json"\nheartbeat_url = "{sink.url}/ping/${{HC_TOKEN}}"'
+        )
+        daemon.config.write_text(
+            text.replace('type = "openai-compatible"', 'type = "openai-compatible"\napi_key = "${K}"')
+        )
+        daemon.env.update(K=key, HC_TOKEN=token)
+        daemon.log.touch()
+        info = daemon.log.stat()
+        daemon.env["JOURNAL_STREAM"] = f"{info.st_dev}:{info.st_ino}"
+        daemon.start()
+        wait_for(lambda: sink.requests, what="a heartbeat ping")
+        assert sink.requests[0] == ("GET", f"/ping/{token}")
+        assert daemon.stop() == 0
+        # A provider that rejects the key and echoes it back: the daemon logs the error, masked.
+        restarted = DaemonProcess(tmp_path, Simulator(api_key=wrong).start())
+        try:
+            restarted.port = daemon.port
+            restarted.env = daemon.env
+            restarted.write()
+            restarted.config.write_text(
+                restarted.config.read_text().replace(
+                    'type = "openai-compatible"', 'type = "openai-compatible"\napi_key = "${K}"'
+                )
+            )
+            restarted.start()
+            wait_for(lambda: "Incorrect API key provided" in daemon.log.read_text(), what="the auth error in the log")
+            assert restarted.stop() == 0
+        finally:
+            restarted.sim.stop()
+    finally:
+        sink.close()
+    lines = daemon.log.read_text().splitlines()
+    assert lines and all(line.startswith(("<3>", "<4>", "<6>", "<7>")) for line in lines)
+    assert any(line.startswith("<4>") and "requests failed" in line for line in lines)
+    everything = daemon.log.read_text() + "".join(
+        p.read_bytes().decode("utf-8", "replace") for p in tmp_path.glob("state.db*")
+    )
+    for secret in (key, token):
+        assert secret not in everything
+    assert "[REDACTED]" in everything
