@@ -1,0 +1,730 @@
+"""Benchmark: the `fpwatch run` daemon watching many models for minutes - its CPU, memory and schedule lag.
+
+Run from the repository root (fpwatch installed, e.g. `pip install -e '.[test]'`); the default run takes
+about 3 minutes:
+
+    python bench/daemon.py                          # 1,000 models every 1m, 200 ms latency, 3 minutes
+    python bench/daemon.py --json                   # the same figures as one JSON object
+    python bench/daemon.py --minutes 6 --warmup 120 --models 2000
+
+What it does: starts the simulator (`fpwatch.simulator.Simulator`) in this process, every model answering
+after `--latency` seconds; writes a config in a temporary folder with `[defaults] interval = --interval`,
+`jitter = --jitter`, `timeout = "30s"`, one `openai-compatible` provider pointing at the simulator
+(`max_concurrency = 32`), `--models` models (`m0000`, `m0001`, ...) each with one canary of `--samples`
+one-token requests, and `listen` on a free loopback port; then runs `python -m fpwatch --config CFG run` as
+a subprocess (log to `daemon.log` next to the config) for `--minutes` in all. The first `--warmup` seconds
+(default 75: the daemon's start-up, its first round of checks, spread over 10 s, and the first minute) are
+left out of the steady-state figures; the window is from the warm-up mark to the end.
+
+How it measures, all from outside the daemon:
+
+- CPU: user + system time of the daemon process (all its threads) from /proc/PID/stat, read at the start
+  of the window and at the end, and every 5 s in between (for the busiest 5 s).
+- memory: VmHWM (peak resident set over the process's life) and VmRSS (resident now) from /proc/PID/status.
+- checks, lag, durations: /metrics scraped at the warm-up mark and at the end; the window's figures are the
+  differences of the two scrapes.
+
+The figures (single run on a noisy 2-core machine: repeat it before trusting a difference of a few percent):
+
+- checks in window: the increase of `fpwatch_checks_total` summed over models and statuses, and per minute.
+  APScheduler adds the jitter to the previous (already jittered) run time, so a model's mean period is
+  interval + jitter / 2 (67.5 s for 1m with 15s), not the interval; the expected rate is shown next to it.
+- CPU time per check: daemon CPU seconds in the window / checks in the window.
+- CPU share: daemon CPU seconds in the window / wall seconds of the window, in % of one core. Aim < 10 %.
+- busiest 5 s: the highest CPU share over one 5 s sampling interval inside the window (bursts).
+- peak RSS: VmHWM at the end of the run (the whole run, start-up included). Aim < 150 MB (MiB, kB / 1024).
+- schedule lag p50 / p99: quantiles of `fpwatch_schedule_lag_seconds` (how late each check was submitted
+  after its scheduled, jittered time) over the window's observations. Only bucket counts exist, so they are
+  bucket-interpolated: linear inside the bucket the quantile falls in, as Prometheus' histogram_quantile
+  does; the bucket bounds are printed with them. "within 2 s" is exact, 2 s being a bucket bound. Aim: p99
+  < 2 s.
+- check duration mean: from `fpwatch_check_duration_seconds` sum / count in the window (ideal: one
+  latency per sample, the samples of a check being sent together).
+- simulator requests: requests the simulator logged inside the window (by its monotonic clock) - a
+  cross-check against checks x samples (checks that straddle the window's edges make them differ slightly).
+- bench process CPU: this process (the simulator and the sampling) in the window, in % of one core - it
+  competes with the daemon for the same 2 cores.
+- whole run: the same figures from the daemon's start to the end (CPU from /proc covers start-up: imports,
+  config, the state database, and the first burst of checks).
+
+It fails (exit 1, with the daemon log's tail) if the daemon exits early, does not answer /healthz, a /metrics
+scrape fails, any check ends with a status other than OK, the simulator answers anything but 200, the
+daemon logs an error, or SIGTERM does not make it exit 0 within 40 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import resource
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from itertools import pairwise
+from pathlib import Path
+from typing import Any
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from fpwatch.durations import parse_duration
+from fpwatch.simulator import Simulator
+
+API_KEY = "sk-fpwatch-bench-8c7b6a5f4e3d2"
+CONCURRENCY = 32
+SAMPLE_EVERY = 5.0  # seconds between /proc samples
+STARTUP_TIMEOUT = 90.0  # seconds for /healthz to answer
+STOP_TIMEOUT = 40.0  # seconds from SIGTERM to exit
+AIM_CPU_SHARE = 10.0  # % of one core
+AIM_RSS_MB = 150.0
+AIM_LAG_P99 = 2.0  # seconds
+LAG = "fpwatch_schedule_lag_seconds"
+DURATION = "fpwatch_check_duration_seconds"
+
+
+class BenchError(Exception):
+    """The daemon did not do what the benchmark needs: the figures would mean nothing."""
+
+
+# --------------------------------------------------------------------------- measuring the process
+
+
+@dataclass
+class ProcSample:
+    at: float  # time.monotonic()
+    cpu: float  # user + system seconds of the process (and of children it waited for)
+    rss_kb: int  # VmRSS
+    hwm_kb: int  # VmHWM, the peak resident set so far
+
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def read_proc(pid: int) -> ProcSample:
+    """CPU and memory of a live process from /proc (Linux only)."""
+    at = time.monotonic()
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError as exc:
+        raise BenchError(f"cannot read /proc/{pid}: {exc}") from exc
+    # The command name (field 2) is in parentheses and may hold spaces: split after the last ")".
+    # Then field 3 (state) is fields[0], so utime (14), stime (15), cutime (16), cstime (17) follow.
+    fields = stat.rsplit(")", 1)[1].split()
+    cpu = sum(int(value) for value in fields[11:15]) / _TICKS
+    memory: dict[str, int] = {}
+    for line in status.splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            memory[key] = int(value.split()[0])  # "  123456 kB"
+    return ProcSample(at, cpu, memory.get("VmRSS", 0), memory.get("VmHWM", 0))
+
+
+def self_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def mb(kb: int) -> float:
+    return kb / 1024
+
+
+# --------------------------------------------------------------------------- /metrics
+
+
+@dataclass
+class Scrape:
+    at: float  # time.monotonic() when the answer arrived
+    checks: dict[str, float] = field(default_factory=dict)  # status -> checks, summed over models
+    lag_buckets: list[tuple[float, float]] = field(default_factory=list)  # (le, cumulative count), ascending
+    lag_count: float = 0.0
+    lag_sum: float = 0.0
+    duration_count: float = 0.0
+    duration_sum: float = 0.0
+
+    @property
+    def total_checks(self) -> float:
+        return sum(self.checks.values())
+
+
+def scrape(port: int) -> Scrape:
+    try:
+        response = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=30)
+    except httpx.HTTPError as exc:
+        raise BenchError(f"/metrics scrape failed: {type(exc).__name__}: {exc}") from exc
+    if response.status_code != 200:
+        raise BenchError(f"/metrics answered {response.status_code}: {response.text[:300]}")
+    result = Scrape(at=time.monotonic())
+    buckets: dict[float, float] = {}
+    try:
+        for family in text_string_to_metric_families(response.text):
+            for sample in family.samples:
+                name, labels, value = sample.name, sample.labels, float(sample.value)
+                if name == "fpwatch_checks_total":
+                    status = labels.get("status", "?")
+                    result.checks[status] = result.checks.get(status, 0.0) + value
+                elif name == f"{LAG}_bucket":
+                    buckets[float(labels["le"])] = value
+                elif name == f"{LAG}_count":
+                    result.lag_count = value
+                elif name == f"{LAG}_sum":
+                    result.lag_sum = value
+                elif name == f"{DURATION}_count":
+                    result.duration_count = value
+                elif name == f"{DURATION}_sum":
+                    result.duration_sum = value
+    except (ValueError, KeyError) as exc:
+        raise BenchError(f"/metrics is not valid Prometheus text: {exc}") from exc
+    if not buckets or not math.isinf(max(buckets)):
+        raise BenchError(f"/metrics has no {LAG} histogram with a +Inf bucket")
+    result.lag_buckets = sorted(buckets.items())
+    return result
+
+
+def bucket_delta(before: Scrape | None, after: Scrape) -> list[tuple[float, float]]:
+    """The histogram of the observations made between two scrapes (all of them without `before`)."""
+    if before is None:
+        return after.lag_buckets
+    earlier = dict(before.lag_buckets)
+    return [(le, count - earlier.get(le, 0.0)) for le, count in after.lag_buckets]
+
+
+def bucket_quantile(q: float, buckets: list[tuple[float, float]]) -> float | None:
+    """The q-quantile of a cumulative histogram, linear inside its bucket (like histogram_quantile).
+
+    A quantile in the +Inf bucket is reported as the highest finite bound (it is at least that).
+    None when the histogram is empty.
+    """
+    total = buckets[-1][1]
+    if total <= 0:
+        return None
+    rank = q * total
+    lower, below = 0.0, 0.0
+    for le, cumulative in buckets:
+        if cumulative >= rank:
+            if math.isinf(le):
+                return lower
+            if cumulative == below:
+                return le
+            return lower + (le - lower) * (rank - below) / (cumulative - below)
+        lower, below = le, cumulative
+    return lower
+
+
+def share_within(bound: float, buckets: list[tuple[float, float]]) -> float | None:
+    """Exact share (0..1) of observations <= bound, when bound is a bucket bound."""
+    total = buckets[-1][1]
+    counts = dict(buckets)
+    if total <= 0 or bound not in counts:
+        return None
+    return counts[bound] / total
+
+
+def bucket_of(value: float | None, buckets: list[tuple[float, float]]) -> str:
+    """The bucket a (quantile) value lies in, as "lower-upper s"."""
+    if value is None:
+        return "n/a"
+    lower = 0.0
+    for le, _ in buckets:
+        if value <= le:
+            return f"{lower:g}-{le:g} s" if not math.isinf(le) else f">{lower:g} s"
+        lower = le
+    return f">{lower:g} s"
+
+
+# --------------------------------------------------------------------------- the daemon
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def write_config(
+    folder: Path, base_url: str, port: int, *, models: int, samples: int, interval: str, jitter: str
+) -> Path:
+    width = max(4, len(str(models - 1)))
+    lines = [
+        "[fpwatch]",
+        'state = "state.db"',
+        'log_format = "json"',
+        'log_level = "warning"',
+        f'listen = "127.0.0.1:{port}"',
+        "",
+        "[defaults]",
+        f'interval = "{interval}"',
+        f'jitter = "{jitter}"',
+        'timeout = "30s"',
+        "",
+        "[providers.sim]",
+        'type = "openai-compatible"',
+        f'base_url = "{base_url}"',
+        'api_key = "${SIM_KEY}"',
+        f"max_concurrency = {CONCURRENCY}",
+        "",
+    ]
+    for i in range(models):
+        lines += ["[[models]]", 'provider = "sim"', f'model = "m{i:0{width}d}"', 'canaries = ["one"]', ""]
+    lines += [
+        "[canaries.one]",
+        'prompt = "x"',
+        "max_tokens = 1",
+        f"samples = {samples}",
+        "logprobs = false",
+        "",
+    ]
+    config = folder / "fpwatch.toml"
+    config.write_text("\n".join(lines))
+    return config
+
+
+def child_env() -> dict[str, str]:
+    env = {**os.environ, "SIM_KEY": API_KEY, "PYTHONUNBUFFERED": "1"}
+    for name in ("FPWATCH_CONFIG", "STATE_DIRECTORY", "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):
+        env.pop(name, None)  # the config must come from --config, the state must sit next to it
+    env.pop("JOURNAL_STREAM", None)  # plain JSON lines in the log file, not journal-prefixed ones
+    return env
+
+
+class Daemon:
+    """`fpwatch run` as a subprocess, its log in a file."""
+
+    def __init__(self, config: Path, port: int) -> None:
+        self.config = config
+        self.port = port
+        self.log = config.parent / "daemon.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.started = 0.0
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def start(self) -> None:
+        with self.log.open("ab") as handle:
+            self.started = time.monotonic()
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "fpwatch", "--config", str(self.config), "run"],
+                cwd=self.config.parent,
+                env=child_env(),
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+            )
+
+    def ensure_alive(self) -> None:
+        assert self.proc is not None
+        code = self.proc.poll()
+        if code is not None:
+            raise BenchError(f"the daemon exited early with code {code}")
+
+    def wait_healthy(self, timeout: float) -> float:
+        """Seconds from the start until /healthz answers 200."""
+        deadline = self.started + timeout
+        while time.monotonic() < deadline:
+            self.ensure_alive()
+            try:
+                if httpx.get(f"http://127.0.0.1:{self.port}/healthz", timeout=2).status_code == 200:
+                    return time.monotonic() - self.started
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise BenchError(f"the daemon's /healthz did not answer 200 within {timeout:g} s")
+
+    def stop(self, timeout: float) -> tuple[int, float]:
+        """SIGTERM, then the exit code and the seconds it took."""
+        assert self.proc is not None
+        started = time.monotonic()
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            code = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired as exc:
+            raise BenchError(f"the daemon did not exit within {timeout:g} s of SIGTERM") from exc
+        return code, time.monotonic() - started
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def log_lines(self) -> list[dict[str, Any]]:
+        lines: list[dict[str, Any]] = []
+        if not self.log.exists():
+            return lines
+        for line in self.log.read_text(errors="replace").splitlines():
+            try:
+                parsed = json.loads(line)
+            except json.JSONDecodeError:
+                parsed = None
+            lines.append(parsed if isinstance(parsed, dict) else {"level": "raw", "event": line})
+        return lines
+
+    def log_tail(self, lines: int = 40) -> str:
+        if not self.log.exists():
+            return "(no log)"
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:]) or "(empty log)"
+
+
+def sample_until(deadline: float, daemon: Daemon, samples: list[ProcSample]) -> None:
+    """Sample /proc every SAMPLE_EVERY seconds until the deadline, watching for an early exit."""
+    next_sample = (samples[-1].at if samples else time.monotonic()) + SAMPLE_EVERY
+    while (now := time.monotonic()) < deadline:
+        daemon.ensure_alive()
+        if now >= next_sample:
+            samples.append(read_proc(daemon.pid))
+            next_sample += SAMPLE_EVERY
+        time.sleep(max(0.01, min(0.5, deadline - now, next_sample - now)))
+    daemon.ensure_alive()
+
+
+# --------------------------------------------------------------------------- the figures
+
+
+@dataclass
+class Figures:
+    models: int
+    interval: str
+    jitter: str
+    samples: int
+    latency: float
+    concurrency: int
+    minutes: float
+    warmup: float
+    # steady state: the window from the warm-up mark to the end
+    window_seconds: float
+    window_cpu_seconds: float
+    window_checks: int
+    window_checks_per_minute: float
+    expected_checks_per_minute: float
+    cpu_per_check_ms: float | None
+    cpu_share_percent: float
+    busiest_5s_cpu_percent: float | None
+    lag_p50: float | None
+    lag_p99: float | None
+    lag_p50_bucket: str
+    lag_p99_bucket: str
+    lag_within_2s_percent: float | None
+    lag_mean: float | None
+    check_duration_mean: float | None
+    sim_requests: int
+    expected_requests: int
+    bench_cpu_share_percent: float
+    # the whole run, from the daemon's start
+    run_seconds: float
+    run_cpu_seconds: float
+    run_checks: int
+    run_cpu_per_check_ms: float | None
+    run_cpu_share_percent: float
+    run_lag_p50: float | None
+    run_lag_p99: float | None
+    run_sim_requests: int
+    startup_seconds: float
+    shutdown_seconds: float
+    # memory
+    peak_rss_mb: float
+    rss_at_warmup_mb: float
+    rss_at_end_mb: float
+    max_sampled_rss_in_window_mb: float
+    # context
+    lag_bucket_bounds: list[float]
+    log_warnings: dict[str, int]
+    load_average: list[float]
+    aim_cpu_share_percent: float
+    aim_peak_rss_mb: float
+    aim_lag_p99: float
+    cpu_met: bool
+    rss_met: bool
+    lag_met: bool
+
+
+def rounded(value: float | None, digits: int = 4) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def bench(args: argparse.Namespace) -> Figures:
+    interval = parse_duration(args.interval).total_seconds()
+    jitter = min(parse_duration(args.jitter).total_seconds(), float(int(interval / 4)))  # as the daemon caps it
+    total = args.minutes * 60
+    scenario: dict[str, Any] = {"models": {"*": {"latency": args.latency}}}
+    with Simulator(scenario, api_key=API_KEY, seed=1) as sim, tempfile.TemporaryDirectory() as tmp:
+        port = free_port()
+        config = write_config(
+            Path(tmp),
+            sim.base_url,
+            port,
+            models=args.models,
+            samples=args.samples,
+            interval=args.interval,
+            jitter=args.jitter,
+        )
+        daemon = Daemon(config, port)
+        try:
+            sim.clear_requests()
+            daemon.start()
+            startup = daemon.wait_healthy(STARTUP_TIMEOUT)
+            samples = [read_proc(daemon.pid)]
+            sample_until(daemon.started + args.warmup, daemon, samples)
+
+            warm_scrape = scrape(port)  # scrape first, then read: neither scrape's cost lands in the window
+            warm = read_proc(daemon.pid)
+            warm_self = self_cpu()
+            samples.append(warm)
+            sample_until(daemon.started + total, daemon, samples)
+            end = read_proc(daemon.pid)
+            end_self = self_cpu()
+            samples.append(end)
+            end_scrape = scrape(port)
+            load = list(os.getloadavg())
+
+            code, shutdown = daemon.stop(STOP_TIMEOUT)
+            if code != 0:
+                raise BenchError(f"the daemon exited {code} after SIGTERM, not 0")
+        except BaseException as exc:
+            daemon.kill()
+            if isinstance(exc, BenchError):
+                raise BenchError(f"{exc}\n--- daemon log tail ({daemon.log}):\n{daemon.log_tail()}") from exc
+            raise
+        requests = sim.requests()
+        log_lines = daemon.log_lines()
+        log_tail = daemon.log_tail()
+
+    def fail(message: str) -> BenchError:
+        return BenchError(f"{message}\n--- daemon log tail:\n{log_tail}")
+
+    bad_checks = {status: n for status, n in end_scrape.checks.items() if status != "OK" and n > 0}
+    if bad_checks:
+        raise fail(f"checks ended with a status other than OK: {bad_checks}")
+    refused = Counter(r.get("status") for r in requests if r.get("status") != 200)
+    if refused:
+        raise fail(f"the simulator answered requests with other statuses than 200: {dict(refused)}")
+    errors = [line for line in log_lines if line.get("level") in ("error", "critical", "exception", "raw")]
+    if errors:
+        raise fail(f"the daemon logged {len(errors)} errors (or non-JSON lines), first: {errors[0]}")
+    if end_scrape.total_checks <= 0:
+        raise fail("the daemon finished no check")
+    warnings = Counter(str(line.get("event")) for line in log_lines if line.get("level") == "warning")
+
+    window = end.at - warm.at
+    window_cpu = end.cpu - warm.cpu
+    window_checks = round(end_scrape.total_checks - warm_scrape.total_checks)
+    buckets = bucket_delta(warm_scrape, end_scrape)
+    run_buckets = bucket_delta(None, end_scrape)
+    lag_count = end_scrape.lag_count - warm_scrape.lag_count
+    duration_count = end_scrape.duration_count - warm_scrape.duration_count
+    in_window = [s for s in samples if warm.at <= s.at <= end.at]
+    busiest = max(
+        (100 * (b.cpu - a.cpu) / (b.at - a.at) for a, b in pairwise(in_window) if b.at > a.at),
+        default=None,
+    )
+    run_seconds = end.at - daemon.started
+    run_checks = round(end_scrape.total_checks)
+    p50, p99 = bucket_quantile(0.5, buckets), bucket_quantile(0.99, buckets)
+    within = share_within(AIM_LAG_P99, buckets)
+    cpu_share = 100 * window_cpu / window
+    return Figures(
+        models=args.models,
+        interval=args.interval,
+        jitter=args.jitter,
+        samples=args.samples,
+        latency=args.latency,
+        concurrency=CONCURRENCY,
+        minutes=args.minutes,
+        warmup=args.warmup,
+        window_seconds=round(window, 3),
+        window_cpu_seconds=round(window_cpu, 3),
+        window_checks=window_checks,
+        window_checks_per_minute=round(60 * window_checks / window, 1),
+        expected_checks_per_minute=round(60 * args.models / (interval + jitter / 2), 1),
+        cpu_per_check_ms=rounded(1000 * window_cpu / window_checks if window_checks else None, 3),
+        cpu_share_percent=round(cpu_share, 2),
+        busiest_5s_cpu_percent=rounded(busiest, 1),
+        lag_p50=rounded(p50),
+        lag_p99=rounded(p99),
+        lag_p50_bucket=bucket_of(p50, buckets),
+        lag_p99_bucket=bucket_of(p99, buckets),
+        lag_within_2s_percent=rounded(None if within is None else 100 * within, 2),
+        lag_mean=rounded((end_scrape.lag_sum - warm_scrape.lag_sum) / lag_count if lag_count else None),
+        check_duration_mean=rounded(
+            (end_scrape.duration_sum - warm_scrape.duration_sum) / duration_count if duration_count else None
+        ),
+        sim_requests=sum(1 for r in requests if warm.at <= r["monotonic"] <= end.at),
+        expected_requests=window_checks * args.samples,
+        bench_cpu_share_percent=round(100 * (end_self - warm_self) / window, 2),
+        run_seconds=round(run_seconds, 3),
+        run_cpu_seconds=round(end.cpu, 3),
+        run_checks=run_checks,
+        run_cpu_per_check_ms=rounded(1000 * end.cpu / run_checks if run_checks else None, 3),
+        run_cpu_share_percent=round(100 * end.cpu / run_seconds, 2),
+        run_lag_p50=rounded(bucket_quantile(0.5, run_buckets)),
+        run_lag_p99=rounded(bucket_quantile(0.99, run_buckets)),
+        run_sim_requests=sum(1 for r in requests if r["monotonic"] <= end.at),
+        startup_seconds=round(startup, 3),
+        shutdown_seconds=round(shutdown, 3),
+        peak_rss_mb=round(mb(end.hwm_kb), 1),
+        rss_at_warmup_mb=round(mb(warm.rss_kb), 1),
+        rss_at_end_mb=round(mb(end.rss_kb), 1),
+        max_sampled_rss_in_window_mb=round(mb(max(s.rss_kb for s in in_window)), 1),
+        lag_bucket_bounds=[le for le, _ in buckets if not math.isinf(le)],
+        log_warnings=dict(warnings.most_common()),
+        load_average=[round(x, 2) for x in load],
+        aim_cpu_share_percent=AIM_CPU_SHARE,
+        aim_peak_rss_mb=AIM_RSS_MB,
+        aim_lag_p99=AIM_LAG_P99,
+        cpu_met=cpu_share < AIM_CPU_SHARE,
+        rss_met=mb(end.hwm_kb) < AIM_RSS_MB,
+        lag_met=p99 is not None and p99 < AIM_LAG_P99,
+    )
+
+
+# --------------------------------------------------------------------------- output
+
+
+def verdict(met: bool) -> str:
+    return "MET" if met else "NOT MET"
+
+
+def seconds(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f} s"
+
+
+def print_table(f: Figures) -> None:
+    bounds = " ".join(f"{b:g}" for b in f.lag_bucket_bounds)
+    rows: list[tuple[str, str]] = [
+        (
+            "setup",
+            f"{f.models} models every {f.interval} (jitter {f.jitter}), {f.samples} request(s) per check, "
+            f"latency {f.latency * 1000:.0f} ms, max_concurrency {f.concurrency}",
+        ),
+        (
+            "run",
+            f"{f.minutes:g} min in all; window = {f.window_seconds:.1f} s after a {f.warmup:g} s warm-up "
+            "(single run, noisy 2-core machine: repeat before comparing)",
+        ),
+        ("-- steady state (window)", ""),
+        (
+            "checks",
+            f"{f.window_checks} ({f.window_checks_per_minute:.0f}/min; expected ~{f.expected_checks_per_minute:.0f}"
+            "/min: mean period = interval + jitter/2)",
+        ),
+        ("daemon CPU", f"{f.window_cpu_seconds:.2f} s user+sys"),
+        ("CPU time per check", f"{f.cpu_per_check_ms:.2f} ms" if f.cpu_per_check_ms is not None else "n/a"),
+        (
+            "CPU share of one core",
+            f"{f.cpu_share_percent:.2f} %  (aim < {f.aim_cpu_share_percent:g} %: {verdict(f.cpu_met)})",
+        ),
+        (
+            "busiest 5 s",
+            f"{f.busiest_5s_cpu_percent:.1f} % of one core" if f.busiest_5s_cpu_percent is not None else "n/a",
+        ),
+        (
+            "schedule lag p50",
+            f"{seconds(f.lag_p50)}  (bucket {f.lag_p50_bucket}; bucket-interpolated)",
+        ),
+        (
+            "schedule lag p99",
+            f"{seconds(f.lag_p99)}  (bucket {f.lag_p99_bucket}; bucket-interpolated)  "
+            f"(aim < {f.aim_lag_p99:g} s: {verdict(f.lag_met)})",
+        ),
+        (
+            "schedule lag <= 2 s",
+            f"{f.lag_within_2s_percent:.2f} % of checks (exact)" if f.lag_within_2s_percent is not None else "n/a",
+        ),
+        ("schedule lag mean", f"{seconds(f.lag_mean)}  (exact, from _sum / _count)"),
+        ("lag bucket bounds", f"{bounds} s, +Inf"),
+        (
+            "check duration mean",
+            f"{seconds(f.check_duration_mean)}  (latency {f.latency:.3f} s)",
+        ),
+        (
+            "simulator requests",
+            f"{f.sim_requests}  (checks x samples = {f.expected_requests}; window edges make them differ a little)",
+        ),
+        ("bench process CPU", f"{f.bench_cpu_share_percent:.2f} % of one core (simulator + sampling, same machine)"),
+        ("-- memory", ""),
+        (
+            "peak RSS (VmHWM)",
+            f"{f.peak_rss_mb:.1f} MB  (aim < {f.aim_peak_rss_mb:g} MB: {verdict(f.rss_met)})",
+        ),
+        (
+            "RSS at warm-up / end",
+            f"{f.rss_at_warmup_mb:.1f} MB / {f.rss_at_end_mb:.1f} MB  "
+            f"(max sampled in window {f.max_sampled_rss_in_window_mb:.1f} MB)",
+        ),
+        ("-- whole run (from the daemon's start)", ""),
+        ("wall / daemon CPU", f"{f.run_seconds:.1f} s / {f.run_cpu_seconds:.2f} s user+sys"),
+        ("checks", f"{f.run_checks}  (simulator requests {f.run_sim_requests})"),
+        (
+            "CPU time per check",
+            f"{f.run_cpu_per_check_ms:.2f} ms" if f.run_cpu_per_check_ms is not None else "n/a",
+        ),
+        ("CPU share of one core", f"{f.run_cpu_share_percent:.2f} %"),
+        (
+            "schedule lag p50 / p99",
+            f"{seconds(f.run_lag_p50)} / {seconds(f.run_lag_p99)}  (bucket-interpolated)",
+        ),
+        ("start to /healthz", f"{f.startup_seconds:.3f} s"),
+        ("SIGTERM to exit 0", f"{f.shutdown_seconds:.3f} s"),
+        ("-- context", ""),
+        ("load average 1/5/15", " ".join(f"{x:.2f}" for x in f.load_average)),
+        (
+            "daemon log warnings",
+            ", ".join(f"{n} x {event!r}" for event, n in f.log_warnings.items()) or "none",
+        ),
+    ]
+    width = max(len(name) for name, _ in rows)
+    for name, value in rows:
+        print(f"{name:<{width}}  {value}".rstrip())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n", 1)[0])
+    parser.add_argument("--models", type=int, default=1000, help="models in the config (default 1000)")
+    parser.add_argument("--interval", default="1m", help='check interval of every model (default "1m")')
+    parser.add_argument("--jitter", default="15s", help='schedule jitter (default "15s")')
+    parser.add_argument("--minutes", type=float, default=3.0, help="length of the whole run, min (default 3)")
+    parser.add_argument("--latency", type=float, default=0.2, help="simulated latency, s (default 0.2)")
+    parser.add_argument("--samples", type=int, default=1, help="requests per check (default 1)")
+    parser.add_argument(
+        "--warmup", type=float, default=75.0, help="seconds left out of the steady-state figures (default 75)"
+    )
+    parser.add_argument("--json", action="store_true", help="print the figures as one JSON object")
+    args = parser.parse_args(argv)
+    for name in ("models", "samples"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be at least 1")
+    for name in ("interval", "jitter"):
+        try:
+            parse_duration(getattr(args, name))
+        except ValueError as exc:
+            parser.error(f"--{name}: {exc}")
+    if parse_duration(args.interval).total_seconds() <= 0:
+        parser.error("--interval must be longer than 0")
+    if args.latency < 0 or args.warmup < 0:
+        parser.error("--latency and --warmup must not be negative")
+    if args.minutes * 60 < args.warmup + 2 * SAMPLE_EVERY:
+        parser.error(f"--minutes must leave at least {2 * SAMPLE_EVERY:g} s after the --warmup")
+    if not Path("/proc/self/stat").exists():
+        parser.error("this benchmark reads /proc: it runs on Linux only")
+    try:
+        figures = bench(args)
+    except BenchError as exc:
+        print(f"bench/daemon.py: FAILED: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(asdict(figures), indent=2))
+    else:
+        print_table(figures)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
