@@ -127,7 +127,7 @@ class Daemon:
         self.ctx = CheckContext(store=self.store, providers=self.providers, redact=self.redact)
         self.scheduler.add_listener(self._on_job_event, EVENT_JOB_ERROR | EVENT_JOB_MISSED | EVENT_JOB_MAX_INSTANCES)
         self.scheduler.add_listener(self._on_submitted, EVENT_JOB_SUBMITTED)
-        self._sync_jobs(first=True)
+        self.sync_jobs(first=True)
         self.scheduler.start()
         self.metrics.reload_ok.set(1)
         self.metrics.reload_time.set(time.time())
@@ -192,14 +192,14 @@ class Daemon:
             log.warning("state and listen changes take effect at the next restart")
         self.config = config
         self.redact.add(config.secrets)
-        self._sync_jobs()
+        self.sync_jobs()
         self.last_reload_ok = True
         self.metrics.reload_ok.set(1)
         self.metrics.reload_time.set(time.time())
         log.info("config reloaded", models=len(config.models))
         systemd.notify("READY=1", f"STATUS={self.status_line()}")
 
-    def _sync_jobs(self, first: bool = False) -> None:
+    def sync_jobs(self, first: bool = False) -> None:
         wanted = {JOB_PREFIX + m.name: m for m in self.config.models}
         for job in self.scheduler.get_jobs():
             if job.id.startswith(JOB_PREFIX) and job.id not in wanted:

@@ -428,3 +428,54 @@ def test_heartbeat_journald_priorities_and_no_secret_in_logs(
     for secret in (key, token):
         assert secret not in everything
     assert "[REDACTED]" in everything
+
+
+def test_reload_keeps_unchanged_schedules_and_moves_changed_ones(tmp_path: Path, sim: Simulator) -> None:
+    """Diffing jobs on reload: an unchanged model keeps its next run time; a changed one is rescheduled."""
+    import asyncio
+
+    from fpwatch.config import load_config
+    from fpwatch.daemon import Daemon
+    from fpwatch.providers import Providers
+    from fpwatch.store import Store
+
+    path = tmp_path / "fpwatch.toml"
+    base = f"""
+[fpwatch]
+state = "state.db"
+[providers.sim]
+type = "openai-compatible"
+base_url = "{sim.base_url}"
+[[models]]
+provider = "sim"
+model = "steady"
+interval = "1h"
+[[models]]
+provider = "sim"
+model = "changing"
+interval = "1h"
+"""
+    path.write_text(base)
+
+    async def scenario() -> tuple[Any, Any, Any, Any, list[str]]:
+        daemon = Daemon(path, load_config(path, env={}), first_run_spread=3600)
+        daemon.store = Store.open(tmp_path / "state.db")
+        daemon.providers = Providers()
+        daemon.sync_jobs(first=True)
+        daemon.scheduler.start(paused=True)
+        before = {job.id: job.next_run_time for job in daemon.scheduler.get_jobs()}
+        path.write_text(
+            base.replace('model = "changing"\ninterval = "1h"', 'model = "changing"\ninterval = "2h"')
+            + '\n[[models]]\nprovider = "sim"\nmodel = "new"\n'
+        )
+        daemon.reload()
+        after = {job.id: job.next_run_time for job in daemon.scheduler.get_jobs()}
+        daemon.scheduler.shutdown(wait=False)
+        daemon.store.close()
+        await daemon.providers.aclose()
+        return before["check:sim/steady"], after["check:sim/steady"], before, after, sorted(after)
+
+    steady_before, steady_after, before, after, jobs = asyncio.run(scenario())
+    assert steady_after == steady_before
+    assert after["check:sim/changing"] != before["check:sim/changing"]
+    assert jobs == ["check:sim/changing", "check:sim/new", "check:sim/steady"]
