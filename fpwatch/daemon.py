@@ -42,9 +42,9 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from fpwatch import systemd
-from fpwatch.check import CheckContext, CheckResult, model_summary, run_check
+from fpwatch.check import CheckContext, CheckResult, model_summary, run_check, state_label
 from fpwatch.config import Config, ModelConfig, display_url, load_config, mask_url, validate_notifier_urls
-from fpwatch.errors import ConfigError
+from fpwatch.errors import ConfigError, FpwatchError
 from fpwatch.http import new_client
 from fpwatch.logs import get_logger
 from fpwatch.metrics import Metrics
@@ -127,11 +127,11 @@ class Daemon:
         self.ctx = CheckContext(store=self.store, providers=self.providers, redact=self.redact)
         self.scheduler.add_listener(self._on_job_event, EVENT_JOB_ERROR | EVENT_JOB_MISSED | EVENT_JOB_MAX_INSTANCES)
         self.scheduler.add_listener(self._on_submitted, EVENT_JOB_SUBMITTED)
+        server = self._start_endpoint()  # first: a taken port should stop us before anything runs
         self.sync_jobs(first=True)
         self.scheduler.start()
         self.metrics.reload_ok.set(1)
         self.metrics.reload_time.set(time.time())
-        server = self._start_endpoint()
         watchdog = asyncio.create_task(self._watchdog())
         log.info("daemon started", models=len(self.config.models), state=str(self.config.settings.state))
         systemd.notify("READY=1", f"STATUS={self.status_line()}")
@@ -312,7 +312,8 @@ class Daemon:
         if overdue:
             reasons.append(f"the scheduler is stuck: {len(overdue)} checks overdue (e.g. {overdue[0]})")
         limit = max((10 * m.timeout.total_seconds() + 60 for m in self.config.models), default=60)
-        stuck = [t for t, since in self.in_flight.items() if time.monotonic() - since > limit]
+        # list(): /healthz runs this on the endpoint's thread while checks come and go.
+        stuck = [t for t, since in list(self.in_flight.items()) if time.monotonic() - since > limit]
         if stuck:
             reasons.append(f"{len(stuck)} checks have run for more than {limit:.0f}s")
         late = [m.name for m in self.config.models if self._last_check_too_old(m, now)]
@@ -342,9 +343,7 @@ class Daemon:
 
     def status_line(self) -> str:
         now = datetime.now(UTC)
-        labels = [
-            model_summary(m, self.states.get(m.name) or ModelState(m.name), now)["state"] for m in self.config.models
-        ]
+        labels = [state_label(self.states.get(m.name) or ModelState(m.name), m, now) for m in self.config.models]
         counts = {label: labels.count(label) for label in dict.fromkeys(labels)}
         parts = ", ".join(f"{n} {label}" for label, n in counts.items())
         return f"watching {len(labels)} models: {parts}" if labels else "watching no models"
@@ -365,7 +364,13 @@ class Daemon:
         from fpwatch.endpoint import serve
 
         host, _, port = listen.rpartition(":")
-        server = serve(host.strip("[]"), int(port), self)
+        try:
+            server = serve(host.strip("[]"), int(port), self)
+        except OSError as exc:
+            self.store.close()
+            raise FpwatchError(
+                f"cannot listen on {listen}: {exc.strerror or exc}; change [fpwatch] listen or stop what uses it"
+            ) from None
         log.info("HTTP endpoint listening", listen=listen)
         return server
 
