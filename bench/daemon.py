@@ -28,7 +28,9 @@ The figures (single run on a noisy 2-core machine: repeat it before trusting a d
 
 - checks in window: the increase of `fpwatch_checks_total` summed over models and statuses, and per minute.
   APScheduler adds the jitter to the previous (already jittered) run time, so a model's mean period is
-  interval + jitter / 2 (67.5 s for 1m with 15s), not the interval; the expected rate is shown next to it.
+  interval + jitter / 2 (67.5 s for 1m with 15s), not the interval; that long-run rate is shown next to it.
+  In a short run the rounds still come in waves (the first round starts within 10 s; each later round is
+  spread wider by the jitter), so the window's rate depends on where the window cuts them.
 - CPU time per check: daemon CPU seconds in the window / checks in the window.
 - CPU share: daemon CPU seconds in the window / wall seconds of the window, in % of one core. Aim < 10 %.
 - busiest 5 s: the highest CPU share over one 5 s sampling interval inside the window (bursts).
@@ -40,8 +42,12 @@ The figures (single run on a noisy 2-core machine: repeat it before trusting a d
   < 2 s.
 - check duration mean: from `fpwatch_check_duration_seconds` sum / count in the window (ideal: one
   latency per sample, the samples of a check being sent together).
-- simulator requests: requests the simulator logged inside the window (by its monotonic clock) - a
-  cross-check against checks x samples (checks that straddle the window's edges make them differ slightly).
+- simulator requests: requests the simulator logged between the two scrape requests (by its monotonic
+  clock, the same as this process's) - a cross-check against checks x samples (checks in flight at either
+  scrape make them differ slightly).
+- one /metrics scrape: the slower of the two scrapes - wall time, and daemon CPU (from /proc reads just
+  before and after it). It is left out of the CPU window; a Prometheus scraping every 15 s would add
+  scrape CPU / 15 s to the CPU share.
 - bench process CPU: this process (the simulator and the sampling) in the window, in % of one core - it
   competes with the daemon for the same 2 cores.
 - whole run: the same figures from the daemon's start to the end (CPU from /proc covers start-up: imports,
@@ -141,6 +147,7 @@ def mb(kb: int) -> float:
 
 @dataclass
 class Scrape:
+    sent: float  # time.monotonic() when the request was sent
     at: float  # time.monotonic() when the answer arrived
     checks: dict[str, float] = field(default_factory=dict)  # status -> checks, summed over models
     lag_buckets: list[tuple[float, float]] = field(default_factory=list)  # (le, cumulative count), ascending
@@ -155,13 +162,14 @@ class Scrape:
 
 
 def scrape(port: int) -> Scrape:
+    sent = time.monotonic()
     try:
         response = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=30)
     except httpx.HTTPError as exc:
         raise BenchError(f"/metrics scrape failed: {type(exc).__name__}: {exc}") from exc
     if response.status_code != 200:
         raise BenchError(f"/metrics answered {response.status_code}: {response.text[:300]}")
-    result = Scrape(at=time.monotonic())
+    result = Scrape(sent=sent, at=time.monotonic())
     buckets: dict[float, float] = {}
     try:
         for family in text_string_to_metric_families(response.text):
@@ -427,6 +435,8 @@ class Figures:
     run_lag_p50: float | None
     run_lag_p99: float | None
     run_sim_requests: int
+    scrape_seconds: float
+    scrape_cpu_seconds: float
     startup_seconds: float
     shutdown_seconds: float
     # memory
@@ -474,7 +484,10 @@ def bench(args: argparse.Namespace) -> Figures:
             samples = [read_proc(daemon.pid)]
             sample_until(daemon.started + args.warmup, daemon, samples)
 
-            warm_scrape = scrape(port)  # scrape first, then read: neither scrape's cost lands in the window
+            # The CPU window runs from just after the first scrape to just before the second: neither
+            # scrape's cost is in it. The /proc reads around each scrape measure what a scrape costs.
+            warm_pre = read_proc(daemon.pid)
+            warm_scrape = scrape(port)
             warm = read_proc(daemon.pid)
             warm_self = self_cpu()
             samples.append(warm)
@@ -483,6 +496,7 @@ def bench(args: argparse.Namespace) -> Figures:
             end_self = self_cpu()
             samples.append(end)
             end_scrape = scrape(port)
+            end_post = read_proc(daemon.pid)
             load = list(os.getloadavg())
 
             code, shutdown = daemon.stop(STOP_TIMEOUT)
@@ -556,7 +570,7 @@ def bench(args: argparse.Namespace) -> Figures:
         check_duration_mean=rounded(
             (end_scrape.duration_sum - warm_scrape.duration_sum) / duration_count if duration_count else None
         ),
-        sim_requests=sum(1 for r in requests if warm.at <= r["monotonic"] <= end.at),
+        sim_requests=sum(1 for r in requests if warm_scrape.sent <= r["monotonic"] < end_scrape.sent),
         expected_requests=window_checks * args.samples,
         bench_cpu_share_percent=round(100 * (end_self - warm_self) / window, 2),
         run_seconds=round(run_seconds, 3),
@@ -566,7 +580,9 @@ def bench(args: argparse.Namespace) -> Figures:
         run_cpu_share_percent=round(100 * end.cpu / run_seconds, 2),
         run_lag_p50=rounded(bucket_quantile(0.5, run_buckets)),
         run_lag_p99=rounded(bucket_quantile(0.99, run_buckets)),
-        run_sim_requests=sum(1 for r in requests if r["monotonic"] <= end.at),
+        run_sim_requests=sum(1 for r in requests if r["monotonic"] < end_scrape.sent),
+        scrape_seconds=round(max(warm_scrape.at - warm_scrape.sent, end_scrape.at - end_scrape.sent), 3),
+        scrape_cpu_seconds=round(max(warm.cpu - warm_pre.cpu, end_post.cpu - end.cpu), 3),
         startup_seconds=round(startup, 3),
         shutdown_seconds=round(shutdown, 3),
         peak_rss_mb=round(mb(end.hwm_kb), 1),
@@ -612,8 +628,8 @@ def print_table(f: Figures) -> None:
         ("-- steady state (window)", ""),
         (
             "checks",
-            f"{f.window_checks} ({f.window_checks_per_minute:.0f}/min; expected ~{f.expected_checks_per_minute:.0f}"
-            "/min: mean period = interval + jitter/2)",
+            f"{f.window_checks} ({f.window_checks_per_minute:.0f}/min; long-run rate ~"
+            f"{f.expected_checks_per_minute:.0f}/min = models / (interval + jitter/2); early rounds come in waves)",
         ),
         ("daemon CPU", f"{f.window_cpu_seconds:.2f} s user+sys"),
         ("CPU time per check", f"{f.cpu_per_check_ms:.2f} ms" if f.cpu_per_check_ms is not None else "n/a"),
@@ -670,6 +686,10 @@ def print_table(f: Figures) -> None:
         (
             "schedule lag p50 / p99",
             f"{seconds(f.run_lag_p50)} / {seconds(f.run_lag_p99)}  (bucket-interpolated)",
+        ),
+        (
+            "one /metrics scrape",
+            f"{f.scrape_seconds:.3f} s wall, {f.scrape_cpu_seconds:.3f} s daemon CPU (the slower of the two)",
         ),
         ("start to /healthz", f"{f.startup_seconds:.3f} s"),
         ("SIGTERM to exit 0", f"{f.shutdown_seconds:.3f} s"),

@@ -9,6 +9,7 @@ headers, `${VAR}` values of secret-looking variables) are wrapped in `Secret` an
 from __future__ import annotations
 
 import difflib
+import functools
 import os
 import re
 import tomllib
@@ -123,8 +124,12 @@ class Config:
     notifiers: tuple[NotifierConfig, ...]
     secrets: frozenset[str] = field(repr=False)  # every loaded secret, for verbatim redaction
 
+    @functools.cached_property
+    def _by_name(self) -> dict[str, ModelConfig]:
+        return {m.name: m for m in self.models}
+
     def model(self, name: str) -> ModelConfig | None:
-        return next((m for m in self.models if m.name == name), None)
+        return self._by_name.get(name)
 
 
 def find_config_path(explicit: str | None, env: Mapping[str, str] | None = None) -> Path:

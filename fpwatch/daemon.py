@@ -61,7 +61,7 @@ HEARTBEAT_EVERY = 60.0
 log = get_logger("fpwatch.daemon")
 
 
-def _trigger(model: ModelConfig) -> BaseTrigger:
+def _trigger(model: ModelConfig, first_run: datetime | None = None) -> BaseTrigger:
     jitter = int(model.jitter.total_seconds()) or None
     if model.cron:
         minute, hour, day, month, day_of_week = model.cron.split()
@@ -75,9 +75,9 @@ def _trigger(model: ModelConfig) -> BaseTrigger:
             jitter=jitter,
         )
     assert model.interval is not None
-    seconds = model.interval.total_seconds()
-    # Jitter spreads load; it must stay well inside the interval or runs would bunch up.
-    return IntervalTrigger(seconds=seconds, jitter=min(jitter or 0, int(seconds / 4)) or None, timezone=model.timezone)
+    # No trigger jitter: APScheduler 3 adds it to the previous, already jittered, run, so a "1m" model
+    # would drift to every 1m + jitter/2. Instead each model gets a fixed random phase (first_run).
+    return IntervalTrigger(seconds=model.interval.total_seconds(), start_date=first_run, timezone=model.timezone)
 
 
 def _schedule_key(model: ModelConfig) -> str:
@@ -92,7 +92,7 @@ class Daemon:
     config_path: Path
     config: Config
     on_result: Callable[[CheckResult], None] | None = None  # the demo shows results as they happen
-    first_run_spread: float = 10.0  # seconds over which the first checks start
+    first_run_spread: float = 60.0  # at most this long before a model's first check
     metrics: Metrics = field(default_factory=Metrics)
     states: dict[str, ModelState] = field(default_factory=dict)
     results: dict[str, CheckResult] = field(default_factory=dict)
@@ -216,21 +216,30 @@ class Daemon:
             key = _schedule_key(model)
             existing = self.scheduler.get_job(job_id) if not first else None
             if existing is None:
-                # Spread the first checks (1,000 models must not all start in the same second).
-                spread = min(self.first_run_spread, model.interval.total_seconds() if model.interval else 60)
-                start = now + timedelta(seconds=random.uniform(0, spread))
+                start = now + timedelta(seconds=random.uniform(0, self._spread(model)))
                 self.scheduler.add_job(
-                    self._check_job, _trigger(model), id=job_id, args=[model.name], next_run_time=start
+                    self._check_job, _trigger(model, start), id=job_id, args=[model.name], next_run_time=start
                 )
                 self._scheduled_since[model.name] = now
                 if not first:
                     self.states.setdefault(model.name, self.store.load_state(model.name))
                     log.info("model added", model=model.name)
             elif self._schedule_keys.get(model.name) != key:
-                self.scheduler.reschedule_job(job_id, trigger=_trigger(model))
+                start = now + timedelta(seconds=random.uniform(0, self._spread(model)))
+                self.scheduler.reschedule_job(job_id, trigger=_trigger(model, start))
                 self._scheduled_since[model.name] = now
                 log.info("schedule changed", model=model.name, interval=str(model.interval), cron=model.cron)
             self._schedule_keys[model.name] = key
+
+    def _spread(self, model: ModelConfig) -> float:
+        """Seconds over which a model's first check, and so its phase, is drawn: its jitter, within bounds.
+
+        1,000 models must not all start in the same second, and nobody should wait long for a first check.
+        """
+        spread = max(model.jitter.total_seconds(), 1.0)
+        if model.interval is not None:
+            spread = min(spread, model.interval.total_seconds())
+        return min(spread, self.first_run_spread)
 
     # -- one check
 
@@ -260,6 +269,8 @@ class Daemon:
             await self._heartbeat()
 
     def _announce(self) -> None:
+        if not systemd.notify_socket():
+            return
         now = time.monotonic()
         if now - self._last_status >= 1.0:  # 1,000 models must not mean 1,000 datagrams a minute
             self._last_status = now

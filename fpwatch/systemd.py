@@ -11,6 +11,10 @@ import socket
 import time
 
 
+def notify_socket() -> str | None:
+    return os.environ.get("NOTIFY_SOCKET") or None
+
+
 def notify(*fields: str) -> bool:
     """Send `READY=1`, `STATUS=...` and the like to systemd; False when not running under it."""
     address = os.environ.get("NOTIFY_SOCKET")
