@@ -50,9 +50,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from _common import API_KEY, child_env, write_config  # bench/ is on sys.path: the script's own folder
+
 from fpwatch.simulator import Simulator
 
-API_KEY = "sk-fpwatch-bench-3f2e1d0c9b8a7"
 AIM_RATIO = 1.3
 AIM_STARTUP = 0.3
 
@@ -87,41 +88,6 @@ class Figures:
     aim_startup: float
     ratio_met: bool
     startup_met: bool
-
-
-def write_config(folder: Path, base_url: str, *, models: int, samples: int, concurrency: int) -> Path:
-    lines = [
-        "[fpwatch]",
-        'state = "state.db"',
-        'log_format = "json"',
-        "",
-        "[providers.sim]",
-        'type = "openai-compatible"',
-        f'base_url = "{base_url}"',
-        'api_key = "${SIM_KEY}"',
-        f"max_concurrency = {concurrency}",
-        "",
-    ]
-    for i in range(models):
-        lines += ["[[models]]", 'provider = "sim"', f'model = "m{i:03d}"', 'canaries = ["one"]', ""]
-    lines += [
-        "[canaries.one]",
-        'prompt = "x"',
-        "max_tokens = 1",
-        f"samples = {samples}",
-        "logprobs = false",
-        "",
-    ]
-    config = folder / "fpwatch.toml"
-    config.write_text("\n".join(lines))
-    return config
-
-
-def child_env() -> dict[str, str]:
-    env = {**os.environ, "SIM_KEY": API_KEY}
-    for name in ("FPWATCH_CONFIG", "STATE_DIRECTORY", "NOTIFY_SOCKET"):
-        env.pop(name, None)  # the config must come from --config, the state must sit next to it
-    return env
 
 
 @dataclass
@@ -196,7 +162,13 @@ def bench(args: argparse.Namespace) -> Figures:
             folder = Path(tmp) / f"run{run}"  # a fresh state database: every run does the same work
             folder.mkdir()
             config = write_config(
-                folder, sim.base_url, models=args.models, samples=args.samples, concurrency=args.concurrency
+                folder,
+                sim.base_url,
+                models=args.models,
+                samples=args.samples,
+                concurrency=args.concurrency,
+                settings=[],
+                defaults=[],
             )
             sim.clear_requests()
             result = run_check(config, env, models=args.models)

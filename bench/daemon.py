@@ -27,10 +27,9 @@ How it measures, all from outside the daemon:
 The figures (single run on a noisy 2-core machine: repeat it before trusting a difference of a few percent):
 
 - checks in window: the increase of `fpwatch_checks_total` summed over models and statuses, and per minute.
-  APScheduler adds the jitter to the previous (already jittered) run time, so a model's mean period is
-  interval + jitter / 2 (67.5 s for 1m with 15s), not the interval; that long-run rate is shown next to it.
-  In a short run the rounds still come in waves (the first round starts within 10 s; each later round is
-  spread wider by the jitter), so the window's rate depends on where the window cuts them.
+  Each model runs exactly every interval at a fixed random phase within its jitter, so the long-run rate is
+  models / interval; the rounds come in waves as wide as the jitter, so a window's rate depends on how many
+  waves it cuts.
 - CPU time per check: daemon CPU seconds in the window / checks in the window.
 - CPU share: daemon CPU seconds in the window / wall seconds of the window, in % of one core. Aim < 10 %.
 - busiest 5 s: the highest CPU share over one 5 s sampling interval inside the window (bursts).
@@ -78,12 +77,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from _common import API_KEY, child_env, write_config  # bench/ is on sys.path: the script's own folder
 from prometheus_client.parser import text_string_to_metric_families
 
 from fpwatch.durations import parse_duration
 from fpwatch.simulator import Simulator
 
-API_KEY = "sk-fpwatch-bench-8c7b6a5f4e3d2"
 CONCURRENCY = 32
 SAMPLE_EVERY = 5.0  # seconds between /proc samples
 STARTUP_TIMEOUT = 90.0  # seconds for /healthz to answer
@@ -256,52 +255,6 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def write_config(
-    folder: Path, base_url: str, port: int, *, models: int, samples: int, interval: str, jitter: str
-) -> Path:
-    width = max(4, len(str(models - 1)))
-    lines = [
-        "[fpwatch]",
-        'state = "state.db"',
-        'log_format = "json"',
-        'log_level = "warning"',
-        f'listen = "127.0.0.1:{port}"',
-        "",
-        "[defaults]",
-        f'interval = "{interval}"',
-        f'jitter = "{jitter}"',
-        'timeout = "30s"',
-        "",
-        "[providers.sim]",
-        'type = "openai-compatible"',
-        f'base_url = "{base_url}"',
-        'api_key = "${SIM_KEY}"',
-        f"max_concurrency = {CONCURRENCY}",
-        "",
-    ]
-    for i in range(models):
-        lines += ["[[models]]", 'provider = "sim"', f'model = "m{i:0{width}d}"', 'canaries = ["one"]', ""]
-    lines += [
-        "[canaries.one]",
-        'prompt = "x"',
-        "max_tokens = 1",
-        f"samples = {samples}",
-        "logprobs = false",
-        "",
-    ]
-    config = folder / "fpwatch.toml"
-    config.write_text("\n".join(lines))
-    return config
-
-
-def child_env() -> dict[str, str]:
-    env = {**os.environ, "SIM_KEY": API_KEY, "PYTHONUNBUFFERED": "1"}
-    for name in ("FPWATCH_CONFIG", "STATE_DIRECTORY", "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):
-        env.pop(name, None)  # the config must come from --config, the state must sit next to it
-    env.pop("JOURNAL_STREAM", None)  # plain JSON lines in the log file, not journal-prefixed ones
-    return env
-
-
 class Daemon:
     """`fpwatch run` as a subprocess, its log in a file."""
 
@@ -462,7 +415,6 @@ def rounded(value: float | None, digits: int = 4) -> float | None:
 
 def bench(args: argparse.Namespace) -> Figures:
     interval = parse_duration(args.interval).total_seconds()
-    jitter = min(parse_duration(args.jitter).total_seconds(), float(int(interval / 4)))  # as the daemon caps it
     total = args.minutes * 60
     scenario: dict[str, Any] = {"models": {"*": {"latency": args.latency}}}
     with Simulator(scenario, api_key=API_KEY, seed=1) as sim, tempfile.TemporaryDirectory() as tmp:
@@ -470,11 +422,11 @@ def bench(args: argparse.Namespace) -> Figures:
         config = write_config(
             Path(tmp),
             sim.base_url,
-            port,
             models=args.models,
             samples=args.samples,
-            interval=args.interval,
-            jitter=args.jitter,
+            concurrency=CONCURRENCY,
+            settings=['log_level = "warning"', f'listen = "127.0.0.1:{port}"'],
+            defaults=[f'interval = "{args.interval}"', f'jitter = "{args.jitter}"', 'timeout = "30s"'],
         )
         daemon = Daemon(config, port)
         try:
@@ -557,7 +509,7 @@ def bench(args: argparse.Namespace) -> Figures:
         window_cpu_seconds=round(window_cpu, 3),
         window_checks=window_checks,
         window_checks_per_minute=round(60 * window_checks / window, 1),
-        expected_checks_per_minute=round(60 * args.models / (interval + jitter / 2), 1),
+        expected_checks_per_minute=round(60 * args.models / interval, 1),
         cpu_per_check_ms=rounded(1000 * window_cpu / window_checks if window_checks else None, 3),
         cpu_share_percent=round(cpu_share, 2),
         busiest_5s_cpu_percent=rounded(busiest, 1),
@@ -629,7 +581,7 @@ def print_table(f: Figures) -> None:
         (
             "checks",
             f"{f.window_checks} ({f.window_checks_per_minute:.0f}/min; long-run rate ~"
-            f"{f.expected_checks_per_minute:.0f}/min = models / (interval + jitter/2); early rounds come in waves)",
+            f"{f.expected_checks_per_minute:.0f}/min = models / interval; checks come in waves as wide as the jitter)",
         ),
         ("daemon CPU", f"{f.window_cpu_seconds:.2f} s user+sys"),
         ("CPU time per check", f"{f.cpu_per_check_ms:.2f} ms" if f.cpu_per_check_ms is not None else "n/a"),

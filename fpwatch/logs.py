@@ -89,7 +89,8 @@ def configure_logging(
         cache_logger_on_first_use=False,
     )
     final: list[Any] = (
-        [redact, structlog.dev.ConsoleRenderer(colors=False)]
+        # plain_traceback: the default would be rich's, which prints every frame's locals (keys included).
+        [redact, structlog.dev.ConsoleRenderer(colors=False, exception_formatter=structlog.dev.plain_traceback)]
         if console
         else [
             structlog.processors.ExceptionRenderer(ExceptionDictTransformer(show_locals=False)),

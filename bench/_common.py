@@ -1,0 +1,54 @@
+"""What the benchmarks share: a config of N simulated models, and a clean environment for fpwatch."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+API_KEY = "sk-fpwatch-bench-3f2e1d0c9b8a7"
+
+
+def write_config(
+    folder: Path,
+    base_url: str,
+    *,
+    models: int,
+    samples: int,
+    concurrency: int,
+    settings: list[str],
+    defaults: list[str],
+) -> Path:
+    """`models` models of one simulated provider, each with one canary of `samples` one-token requests."""
+    width = max(3, len(str(models - 1)))
+    lines = ["[fpwatch]", 'state = "state.db"', 'log_format = "json"', *settings, ""]
+    if defaults:
+        lines += ["[defaults]", *defaults, ""]
+    lines += [
+        "[providers.sim]",
+        'type = "openai-compatible"',
+        f'base_url = "{base_url}"',
+        'api_key = "${SIM_KEY}"',
+        f"max_concurrency = {concurrency}",
+        "",
+    ]
+    for i in range(models):
+        lines += ["[[models]]", 'provider = "sim"', f'model = "m{i:0{width}d}"', 'canaries = ["one"]', ""]
+    lines += ["[canaries.one]", 'prompt = "x"', "max_tokens = 1", f"samples = {samples}", "logprobs = false", ""]
+    config = folder / "fpwatch.toml"
+    config.write_text("\n".join(lines))
+    return config
+
+
+def child_env() -> dict[str, str]:
+    """The environment for fpwatch subprocesses: the simulator's key, nothing that would redirect them."""
+    env = {**os.environ, "SIM_KEY": API_KEY, "PYTHONUNBUFFERED": "1"}
+    for name in (
+        "FPWATCH_CONFIG",
+        "STATE_DIRECTORY",
+        "NOTIFY_SOCKET",
+        "WATCHDOG_USEC",
+        "WATCHDOG_PID",
+        "JOURNAL_STREAM",
+    ):
+        env.pop(name, None)  # the config must come from --config, the state must sit next to it
+    return env
