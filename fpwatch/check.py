@@ -43,6 +43,7 @@ class CheckContext:
     redact: Redactor = field(default_factory=Redactor)
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     dry_run: bool = False
+    route: Callable[[ModelState, StoredEvent], list[str]] | None = None  # notifiers per event; None: notify nobody
 
 
 @dataclass(frozen=True)
@@ -184,7 +185,7 @@ async def _run_check(model: ModelConfig, ctx: CheckContext, check_id: str) -> Ch
             sum(1 for o in observations if not o.ok),
             error,
         )
-        state, stored = ctx.store.record_check(record, observations, apply)
+        state, stored = ctx.store.record_check(record, observations, apply, ctx.route)
     result = CheckResult(model, check_id, started, finished, observations, state, stored, error)
     _log(result)
     return result

@@ -23,6 +23,7 @@ from fpwatch.tracking import SEVERITIES
 if TYPE_CHECKING:
     from fpwatch.check import CheckResult
     from fpwatch.config import Config, ModelConfig
+    from fpwatch.notify import DeliveryReport
     from fpwatch.store import Store
 
 _LEVELS = ["debug", "info", "warning", "error"]
@@ -105,7 +106,7 @@ def check(ctx: click.Context, models: tuple[str, ...], as_json: bool, dry_run: b
         config = obj.config()
         selected = _select_models(config, models)
         _setup_logging(config, obj)
-        results = asyncio.run(_run_pass(config, selected, dry_run))
+        results, delivery = asyncio.run(_run_pass(config, selected, dry_run, notify=not no_notify))
     except FpwatchError as exc:
         exc.exit_code = UNKNOWN  # for a monitor, "could not check" is UNKNOWN whatever the cause
         raise
@@ -115,34 +116,60 @@ def check(ctx: click.Context, models: tuple[str, ...], as_json: bool, dry_run: b
         raise InternalError(exc, UNKNOWN) from exc
     code = worst([r.status for r in results])
     if as_json:
-        click.echo(
-            json.dumps(
-                {"exit_code": code, "status": STATUS_NAMES[code], "models": [r.to_dict() for r in results]},
-                indent=2,
-            )
-        )
+        out: dict[str, Any] = {
+            "exit_code": code,
+            "status": STATUS_NAMES[code],
+            "models": [r.to_dict() for r in results],
+        }
+        if delivery is not None:
+            out["notifications"] = {
+                "delivered": delivery.delivered,
+                "failed": delivery.failed,
+                "expired": delivery.expired,
+            }
+        click.echo(json.dumps(out, indent=2))
     else:
         click.echo(_check_report(results, code, dry_run))
+        if delivery is not None and (delivery.delivered or delivery.failed or delivery.expired):
+            click.echo(
+                f"\nNotifications: {delivery.delivered} delivered, {delivery.failed} failed "
+                f"(queued for retry; `fpwatch status` shows why), {delivery.expired} expired"
+            )
     ctx.exit(code)
 
 
-async def _run_pass(config: Config, models: Sequence[ModelConfig], dry_run: bool) -> list[CheckResult]:
+async def _run_pass(
+    config: Config, models: Sequence[ModelConfig], dry_run: bool, *, notify: bool
+) -> tuple[list[CheckResult], DeliveryReport | None]:
     import asyncio
 
     from fpwatch.check import CheckContext, run_check
+    from fpwatch.notify import Notifier, routes
     from fpwatch.providers import Providers
     from fpwatch.redact import Redactor
 
     store = _open_store(config, readonly=dry_run)
+    sending = notify and not dry_run and bool(config.notifiers)
     try:
         async with Providers(config.settings.max_concurrency) as providers:
-            ctx = CheckContext(store=store, providers=providers, redact=Redactor(config.secrets), dry_run=dry_run)
+            ctx = CheckContext(
+                store=store,
+                providers=providers,
+                redact=Redactor(config.secrets),
+                dry_run=dry_run,
+                route=routes(config) if sending else None,
+            )
             progress = _Progress(len(models))
             results = list(await asyncio.gather(*(progress.track(run_check(m, ctx)) for m in models)))
             progress.done()
+        delivery = None
         if store is not None and not dry_run:
             store.prune_outputs(datetime.now(UTC) - config.settings.retention)
-        return results
+            if sending:
+                # The pass is over: its events go out now, one message per notifier, through the same
+                # outbox the daemon uses (so neither sends what the other already sent).
+                delivery = await Notifier(config, store).deliver(flush=True)
+        return results, delivery
     finally:
         if store is not None:
             store.close()
@@ -228,8 +255,9 @@ def status(ctx: click.Context, as_json: bool) -> None:
     now = datetime.now(UTC)
     with _store_or_empty(config) as store:
         summaries = [model_summary(m, store.load_state(m.name) if store else _fresh(m), now) for m in config.models]
+        notifiers = [store.notifier_status(n.name) for n in config.notifiers] if store else []
     if as_json:
-        click.echo(json.dumps({"models": summaries}, indent=2))
+        click.echo(json.dumps({"models": summaries, "notifiers": notifiers}, indent=2))
         return
     rows = []
     for s in summaries:
@@ -262,6 +290,19 @@ def status(ctx: click.Context, as_json: bool) -> None:
             rows,
         )
     )
+    if notifiers:
+        click.echo()
+        notifier_rows = [
+            [
+                n["name"],
+                str(n["pending_messages"] + n["queued_alerts"]),
+                str(n["expired_messages"]),
+                human(parse_iso_or_none(n["last_delivered"])),
+                shorten(n["last_error"], 70),
+            ]
+            for n in notifiers
+        ]
+        click.echo(table(["NOTIFIER", "WAITING", "EXPIRED", "LAST DELIVERED", "LAST ERROR"], notifier_rows))
 
 
 @cli.command()
@@ -574,6 +615,52 @@ def _drop_none(value: Any) -> Any:
     if isinstance(value, list):
         return [_drop_none(v) for v in value]
     return value
+
+
+# --- notify -----------------------------------------------------------------------------------------------
+
+
+@cli.group("notify")
+def notify_group() -> None:
+    """Notifications: try the configured notifiers."""
+
+
+@notify_group.command("test")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def notify_test(ctx: click.Context, as_json: bool) -> None:
+    """Send a test message to every notifier and report each one's success or its exact error (exit 1 if any failed).
+
+    \b
+    Example:
+      fpwatch notify test
+    """
+    import asyncio
+
+    from fpwatch.config import mask_url
+    from fpwatch.notify import Notifier, test_message
+    from fpwatch.store import Store
+
+    config = _obj(ctx).config()
+    if not config.notifiers:
+        raise FpwatchError(f"no [[notify]] entries in {config.path}; add one (see config.example.toml)")
+    notifier = Notifier(config, Store.memory())
+    title, body, kind = test_message()
+
+    async def send_all() -> list[str | None]:
+        return list(await asyncio.gather(*(notifier.send(n, title, body, kind) for n in config.notifiers)))
+
+    errors = asyncio.run(send_all())
+    rows = [
+        {"name": n.name, "url": mask_url(n.url.reveal()), "ok": error is None, "error": error}
+        for n, error in zip(config.notifiers, errors, strict=True)
+    ]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+    else:
+        for row in rows:
+            click.echo(f"{row['name']}: {'sent' if row['ok'] else 'FAILED: ' + str(row['error'])}  ({row['url']})")
+    ctx.exit(0 if all(r["ok"] for r in rows) else 1)
 
 
 # --- run ------------------------------------------------------------------------------------------------

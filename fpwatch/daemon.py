@@ -48,6 +48,7 @@ from fpwatch.errors import ConfigError, FpwatchError
 from fpwatch.http import new_client
 from fpwatch.logs import get_logger
 from fpwatch.metrics import Metrics
+from fpwatch.notify import Notifier, routes
 from fpwatch.providers import Providers
 from fpwatch.redact import Redactor
 from fpwatch.store import Store
@@ -121,10 +122,7 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop_requested.set)
         loop.add_signal_handler(signal.SIGHUP, self.reload_requested.set)
-        self.store = Store.open(self.config.settings.state)
-        self.states = {m.name: self.store.load_state(m.name) for m in self.config.models}
-        self.providers = Providers(self.config.settings.max_concurrency)
-        self.ctx = CheckContext(store=self.store, providers=self.providers, redact=self.redact)
+        self.open()
         self.scheduler.add_listener(self._on_job_event, EVENT_JOB_ERROR | EVENT_JOB_MISSED | EVENT_JOB_MAX_INSTANCES)
         self.scheduler.add_listener(self._on_submitted, EVENT_JOB_SUBMITTED)
         server = self._start_endpoint()  # first: a taken port should stop us before anything runs
@@ -133,6 +131,7 @@ class Daemon:
         self.metrics.reload_ok.set(1)
         self.metrics.reload_time.set(time.time())
         watchdog = asyncio.create_task(self._watchdog())
+        delivery = asyncio.create_task(self._deliver_forever())
         log.info("daemon started", models=len(self.config.models), state=str(self.config.settings.state))
         systemd.notify("READY=1", f"STATUS={self.status_line()}")
         try:
@@ -146,10 +145,32 @@ class Daemon:
                     self.reload_requested.clear()
                     self.reload()
         finally:
-            await self._shutdown(watchdog, server)
+            await self._shutdown(watchdog, delivery, server)
         return 0
 
-    async def _shutdown(self, watchdog: asyncio.Task[None], server: Any) -> None:
+    def open(self) -> None:
+        """The state database, the providers' clients, the notifier: what checks need."""
+        self.store = Store.open(self.config.settings.state)
+        self.states = {m.name: self.store.load_state(m.name) for m in self.config.models}
+        self.providers = Providers(self.config.settings.max_concurrency)
+        self.notifier = Notifier(self.config, self.store, on_failure=self._delivery_failed)
+        self.ctx = CheckContext(
+            store=self.store, providers=self.providers, redact=self.redact, route=routes(self.config)
+        )
+
+    async def _deliver_forever(self) -> None:
+        """Group and send notifications every second; a failure here never stops the daemon."""
+        while True:
+            try:
+                await self.notifier.deliver()
+            except Exception:
+                log.exception("notification delivery failed unexpectedly; retrying")
+            await asyncio.sleep(1.0)
+
+    def _delivery_failed(self, notifier: str) -> None:
+        self.metrics.notifications_failed.labels(notifier).inc()
+
+    async def _shutdown(self, watchdog: asyncio.Task[None], delivery: asyncio.Task[None], server: Any) -> None:
         systemd.notify("STOPPING=1", "STATUS=draining in-flight checks")
         log.info("stopping", in_flight=len(self.in_flight))
         self.scheduler.pause()
@@ -162,9 +183,14 @@ class Daemon:
                 await asyncio.gather(*pending, return_exceptions=True)
         self.scheduler.shutdown(wait=False)
         await asyncio.sleep(0)  # let the deferred shutdown run
-        watchdog.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await watchdog
+        for task in (watchdog, delivery):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        try:  # what the last checks concluded goes out now; anything undelivered waits in the outbox
+            await asyncio.wait_for(self.notifier.deliver(flush=True), timeout=5)
+        except Exception as exc:
+            log.warning("notifications left in the outbox for the next start", reason=type(exc).__name__)
         if server is not None:
             server.shutdown()
             server.server_close()
@@ -192,6 +218,8 @@ class Daemon:
             log.warning("state and listen changes take effect at the next restart")
         self.config = config
         self.redact.add(config.secrets)
+        self.notifier.configure(config)
+        self.ctx.route = routes(config)
         self.sync_jobs()
         self.last_reload_ok = True
         self.metrics.reload_ok.set(1)

@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import socket
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -142,8 +144,42 @@ def _m001_initial(db: sqlite3.Connection) -> None:
     )
 
 
+def _m002_outbox(db: sqlite3.Connection) -> None:
+    _script(
+        db,
+        """
+        CREATE TABLE alerts (
+            event_id INTEGER NOT NULL,
+            notifier TEXT NOT NULL,
+            created TEXT NOT NULL,
+            message_id INTEGER,
+            PRIMARY KEY (event_id, notifier)
+        );
+        CREATE INDEX alerts_pending ON alerts (notifier, message_id);
+
+        CREATE TABLE outbox (
+            id INTEGER PRIMARY KEY,
+            notifier TEXT NOT NULL,
+            title TEXT NOT NULL,
+            body TEXT NOT NULL,
+            notify_type TEXT NOT NULL,
+            created TEXT NOT NULL,
+            due TEXT NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            last_error TEXT,
+            lease_until TEXT,
+            lease_owner TEXT,
+            status TEXT NOT NULL,
+            finished TEXT
+        );
+        CREATE INDEX outbox_due ON outbox (status, due);
+        """,
+    )
+
+
 MIGRATIONS: list[tuple[str, Callable[[sqlite3.Connection], None]]] = [
     ("001_initial", _m001_initial),
+    ("002_outbox", _m002_outbox),
 ]
 
 
@@ -175,6 +211,17 @@ class StoredEvent:
 
 
 @dataclass(frozen=True)
+class OutboxMessage:
+    id: int
+    notifier: str
+    title: str
+    body: str
+    notify_type: str
+    created: datetime
+    attempts: int
+
+
+@dataclass(frozen=True)
 class CheckRecord:
     id: str
     model: str
@@ -183,6 +230,28 @@ class CheckRecord:
     requests: int
     failures: int
     error: str | None
+
+
+def _lease_owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _owner_alive(owner: str | None) -> bool:
+    """Is the process holding a lease still running? (Owners on other hosts are assumed alive.)"""
+    if not owner:
+        return False
+    host, _, pid = owner.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return True
+    if int(pid) == os.getpid():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists, it is just not ours
+    return True
 
 
 def _not_ours(path: Path | None, exc: Exception) -> StateError:
@@ -326,8 +395,10 @@ class Store:
         check: CheckRecord,
         observations: Sequence[Observation],
         apply: Callable[[ModelState], tuple[ModelState, list[Event]]],
+        route: Callable[[ModelState, StoredEvent], list[str]] | None = None,
     ) -> tuple[ModelState, list[StoredEvent]]:
-        """Atomically: load the model's state, apply the tracker, append observations, save state and events."""
+        """Atomically: load the model's state, apply the tracker, append observations, save state and events,
+        and queue each event for the notifiers `route` names (so no concluded event is ever lost)."""
         with self.transaction() as db:
             state = self._load_state(db, check.model)
             new_state, events = apply(state)
@@ -347,6 +418,12 @@ class Store:
             )
             self._save_state(db, new_state)
             stored = [self._insert_event(db, event, check.id) for event in events]
+            for event in stored:
+                for notifier in route(new_state, event) if route is not None else ():
+                    db.execute(
+                        "INSERT OR IGNORE INTO alerts (event_id, notifier, created) VALUES (?, ?, ?)",
+                        (event.id, notifier, iso(check.finished)),
+                    )
         return new_state, stored
 
     def _append_observations(self, db: sqlite3.Connection, check_id: str, observations: Sequence[Observation]) -> None:
@@ -548,6 +625,113 @@ class Store:
     def _event(row: Sequence[Any]) -> StoredEvent:
         event = Event(parse_iso(row[1]), row[2], row[3], row[5], json.loads(row[6]), row[4])
         return StoredEvent(row[0], event, row[7], parse_iso_or_none(row[8]), row[9])
+
+    # -- notifications
+
+    def pending_alerts(self, notifier: str) -> list[tuple[int, datetime]]:
+        """(event id, queued at) of this notifier's alerts not yet in a message, oldest first."""
+        with self._guard():
+            rows = self.db.execute(
+                "SELECT event_id, created FROM alerts WHERE notifier = ? AND message_id IS NULL ORDER BY event_id",
+                (notifier,),
+            ).fetchall()
+        return [(event_id, parse_iso(created)) for event_id, created in rows]
+
+    def compose_message(
+        self, notifier: str, event_ids: Sequence[int], title: str, body: str, notify_type: str, now: datetime
+    ) -> int | None:
+        """Write one outbox message for these alerts and tie them to it; None if another process got there first."""
+        with self.transaction() as db:
+            marks = ",".join("?" * len(event_ids))
+            free = db.execute(
+                f"SELECT COUNT(*) FROM alerts WHERE notifier = ? AND message_id IS NULL AND event_id IN ({marks})",
+                (notifier, *event_ids),
+            ).fetchone()[0]
+            if free != len(event_ids):
+                return None
+            cursor = db.execute(
+                "INSERT INTO outbox (notifier, title, body, notify_type, created, due, status) "
+                "VALUES (?, ?, ?, ?, ?, ?, 'pending')",
+                (notifier, title, body, notify_type, iso(now), iso(now)),
+            )
+            message_id = cursor.lastrowid
+            db.execute(
+                f"UPDATE alerts SET message_id = ? WHERE notifier = ? AND event_id IN ({marks})",
+                (message_id, notifier, *event_ids),
+            )
+        return message_id
+
+    def claim_due_messages(self, now: datetime, lease: timedelta) -> list[OutboxMessage]:
+        """Pending messages that are due and not leased by another live process; lease them to us.
+
+        A lease names its owner (host:pid), so one left by a process killed mid-send is taken over at
+        once instead of when it runs out.
+        """
+        me = _lease_owner()
+        with self.transaction() as db:
+            rows = db.execute(
+                "SELECT id, notifier, title, body, notify_type, created, attempts, lease_until, lease_owner "
+                "FROM outbox WHERE status = 'pending' AND due <= ? ORDER BY id",
+                (iso(now),),
+            ).fetchall()
+            free = [r for r in rows if r[7] is None or r[7] < iso(now) or not _owner_alive(r[8])]
+            db.executemany(
+                "UPDATE outbox SET lease_until = ?, lease_owner = ? WHERE id = ?",
+                [(iso(now + lease), me, row[0]) for row in free],
+            )
+        return [OutboxMessage(r[0], r[1], r[2], r[3], r[4], parse_iso(r[5]), r[6]) for r in free]
+
+    def mark_delivered(self, message_id: int, now: datetime) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE outbox SET status = 'delivered', finished = ?, attempts = attempts + 1, lease_until = NULL "
+                "WHERE id = ?",
+                (iso(now), message_id),
+            )
+
+    def retry_message(self, message_id: int, due: datetime, error: str) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE outbox SET due = ?, attempts = attempts + 1, last_error = ?, lease_until = NULL WHERE id = ?",
+                (iso(due), error, message_id),
+            )
+
+    def expire_message(self, message_id: int, now: datetime, error: str) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE outbox SET status = 'expired', finished = ?, attempts = attempts + 1, last_error = ?, "
+                "lease_until = NULL WHERE id = ?",
+                (iso(now), error, message_id),
+            )
+
+    def notifier_status(self, notifier: str) -> dict[str, Any]:
+        """Messages waiting, the last error and the last delivery of one notifier."""
+        with self._guard():
+            waiting = self.db.execute(
+                "SELECT COUNT(*) FROM outbox WHERE notifier = ? AND status = 'pending'", (notifier,)
+            ).fetchone()[0]
+            queued = self.db.execute(
+                "SELECT COUNT(*) FROM alerts WHERE notifier = ? AND message_id IS NULL", (notifier,)
+            ).fetchone()[0]
+            failed = self.db.execute(
+                "SELECT last_error, status FROM outbox WHERE notifier = ? AND last_error IS NOT NULL "
+                "ORDER BY id DESC LIMIT 1",
+                (notifier,),
+            ).fetchone()
+            delivered = self.db.execute(
+                "SELECT MAX(finished) FROM outbox WHERE notifier = ? AND status = 'delivered'", (notifier,)
+            ).fetchone()[0]
+            expired = self.db.execute(
+                "SELECT COUNT(*) FROM outbox WHERE notifier = ? AND status = 'expired'", (notifier,)
+            ).fetchone()[0]
+        return {
+            "name": notifier,
+            "pending_messages": waiting,
+            "queued_alerts": queued,
+            "expired_messages": expired,
+            "last_error": failed[0] if failed else None,
+            "last_delivered": delivered,
+        }
 
     # -- audit trail
 

@@ -436,9 +436,6 @@ def test_reload_keeps_unchanged_schedules_and_moves_changed_ones(tmp_path: Path,
 
     from fpwatch.config import load_config
     from fpwatch.daemon import Daemon
-    from fpwatch.providers import Providers
-    from fpwatch.store import Store
-
     path = tmp_path / "fpwatch.toml"
     base = f"""
 [fpwatch]
@@ -459,8 +456,7 @@ interval = "1h"
 
     async def scenario() -> tuple[Any, Any, Any, Any, list[str]]:
         daemon = Daemon(path, load_config(path, env={}), first_run_spread=3600)
-        daemon.store = Store.open(tmp_path / "state.db")
-        daemon.providers = Providers()
+        daemon.open()
         daemon.sync_jobs(first=True)
         daemon.scheduler.start(paused=True)
         before = {job.id: job.next_run_time for job in daemon.scheduler.get_jobs()}

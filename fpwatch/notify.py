@@ -1,0 +1,229 @@
+"""Notifications that are never lost and never spam (DESIGN section 7).
+
+The path of an alert:
+
+1. Routing, in the same transaction that records the event (store.record_check): every
+   `[[notify]]` whose filters match gets an `alerts` row. `model.down` inhibits fingerprint and
+   drift alerts for the model until it recovers; `send_resolved = false` drops `model.recovered`.
+   Nothing is lost between "concluded" and "queued", even under `kill -9`.
+2. Grouping: a notifier's pending alerts become one message once the oldest has waited
+   `group_wait` (the daemon), or at the end of the pass (`fpwatch check`). Composing a message is one
+   transaction that writes it to the outbox and ties its alerts to it, so each (event, notifier) is
+   in exactly one message.
+3. Delivery: one apprise object per notifier, `await async_notify(...)`. Success marks the message
+   delivered; a failure is logged with apprise's reason (the URL masked), counted, and retried with
+   exponential backoff and jitter until it is delivered or 24 h old (then it expires, loudly).
+   Messages are claimed with a lease, so the daemon and a cron `check` never send the same one.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from fpwatch.clock import human, utcnow
+from fpwatch.config import Config, NotifierConfig, mask_url
+from fpwatch.logs import get_logger
+from fpwatch.redact import Redactor
+from fpwatch.store import Store, StoredEvent
+from fpwatch.tracking import SEVERITIES, ModelState
+
+EXPIRY = timedelta(hours=24)
+RETRY_BASE = timedelta(seconds=10)
+RETRY_CAP = timedelta(hours=1)
+INHIBITED_WHILE_DOWN = (
+    "fingerprint.",
+    "model.changed",
+    "model.reverted",
+    "model.retired",
+    "model.first_seen",
+    "canary.",
+)
+_NOTIFY_TYPE = {"info": "info", "warning": "warning", "critical": "failure"}
+
+log = get_logger("fpwatch.notify")
+
+
+def routes(config: Config) -> Callable[[ModelState, StoredEvent], list[str]]:
+    """The notifiers an event goes to, given the model's state after the check that raised it."""
+    tags = {m.name: set(m.tags) for m in config.models}
+
+    def route(state: ModelState, stored: StoredEvent) -> list[str]:
+        event = stored.event
+        if state.down and event.type.startswith(INHIBITED_WHILE_DOWN):
+            return []  # the outage is the news; what a down model "changed" is noise
+        if event.type == "model.recovered" and not config.alerts.send_resolved:
+            return []
+        return [n.name for n in config.notifiers if _matches(n, event.model, event.type, event.severity, tags)]
+
+    return route
+
+
+def _matches(n: NotifierConfig, model: str, kind: str, severity: str, tags: dict[str, set[str]]) -> bool:
+    """`events` lists exactly what to send; without it, every event of at least `min_severity`.
+
+    A recovery goes wherever the outage went (send_resolved), though it is only "info" itself.
+    """
+    if kind == "model.recovered" and (n.events is None or "model.recovered" not in n.events):
+        kind, severity = "model.down", "warning"
+    if n.events is not None:
+        if kind not in n.events:
+            return False
+    elif SEVERITIES.index(severity) < SEVERITIES.index(n.min_severity):
+        return False
+    return n.models is None or model in n.models or bool(tags.get(model, set()) & set(n.models))
+
+
+# --- messages ---------------------------------------------------------------------------------------------
+
+
+def render(events: Sequence[StoredEvent]) -> tuple[str, str, str]:
+    """(title, markdown body, apprise notify type) for one message carrying these events."""
+    worst = max((e.event.severity for e in events), key=SEVERITIES.index)
+    if len(events) == 1:
+        title = f"[fpwatch] {events[0].event.summary}"
+    else:
+        models = sorted({e.event.model for e in events})
+        title = f"[fpwatch] {len(events)} events on {', '.join(models[:3])}{' …' if len(models) > 3 else ''}"
+    body = "\n\n".join(_render_event(e) for e in events)
+    return title[:250], body, _NOTIFY_TYPE[worst]
+
+
+def _render_event(stored: StoredEvent) -> str:
+    e = stored.event
+    d = e.details
+    lines = [f"**{e.severity.upper()}** `{e.type}` — {e.summary}"]
+    if "new" in d:
+        old = ", ".join(d.get("old") or []) or "(none)"
+        lines.append(f"- {old} → **{d['new']}**")
+    if d.get("valid"):
+        lines.append(f"- valid now: {', '.join(d['valid'])}")
+    for key, label in (("first_seen", "first seen"), ("last_seen", "last seen"), ("retired_at", "retired")):
+        if d.get(key):
+            lines.append(f"- {label}: {d[key].replace('T', ' ')[:19]} UTC")
+    if d.get("last_error"):
+        lines.append(f"- last error: {d['last_error'][:300]}")
+    if d.get("examples"):
+        lines.append("- outputs: " + ", ".join(f"`{x[:60]}`" for x in d["examples"][:3]))
+    if "effect_size" in d:
+        lines.append(f"- effect size: {d['effect_size']}")
+    lines.append(f"- at {human(e.time)}; event {stored.id} (`fpwatch ack {stored.id}` to acknowledge)")
+    return "\n".join(lines)
+
+
+# --- delivery ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class DeliveryReport:
+    delivered: int = 0
+    failed: int = 0
+    expired: int = 0
+
+
+class Notifier:
+    """Sends outbox messages through apprise, one apprise object per notifier."""
+
+    def __init__(self, config: Config, store: Store, *, on_failure: Callable[[str], None] | None = None) -> None:
+        self.store = store
+        self.on_failure = on_failure
+        self.configure(config)
+
+    def configure(self, config: Config) -> None:
+        self.config = config
+        self.redact = Redactor(config.secrets)
+        self._apprise: dict[str, Any] = {}
+
+    def _target(self, notifier: NotifierConfig) -> Any:
+        import apprise
+
+        target = self._apprise.get(notifier.name)
+        if target is None:
+            target = apprise.Apprise(asset=apprise.AppriseAsset(app_id="fpwatch", app_desc="fpwatch alerts"))
+            target.add(notifier.url.reveal())
+            self._apprise[notifier.name] = target
+        return target
+
+    async def send(self, notifier: NotifierConfig, title: str, body: str, notify_type: str) -> str | None:
+        """Deliver one message now; None on success, else apprise's reason (secrets masked)."""
+        import apprise
+
+        try:
+            result = await self._target(notifier).async_notify(
+                body=body,
+                title=title,
+                notify_type=apprise.NotifyType(notify_type),
+                body_format=apprise.NotifyFormat.MARKDOWN,
+            )
+        except Exception as exc:  # a plugin bug must not take the daemon down with it
+            return self.redact(f"{type(exc).__name__}: {exc}")
+        if result.status is apprise.AppriseResultStatus.SUCCESS:
+            return None
+        reasons = [entry.message for service in result for attempt in service.attempts for entry in attempt.logs]
+        reason = "; ".join(dict.fromkeys(reasons)) or f"apprise reported {result.status.name}"
+        return self.redact(reason)
+
+    async def deliver(self, now: datetime | None = None, *, flush: bool = False) -> DeliveryReport:
+        """Group what is pending into messages (all of it when `flush`), then send every message that is due."""
+        now = now or utcnow()
+        known = {n.name: n for n in self.config.notifiers}
+        for notifier in self.config.notifiers:
+            pending = self.store.pending_alerts(notifier.name)
+            if not pending:
+                continue
+            oldest = min(created for _, created in pending)
+            if flush or now - oldest >= self.config.alerts.group_wait:
+                ids = [event_id for event_id, _ in pending]
+                events = [e for e in (self.store.event(i) for i in ids) if e is not None]
+                title, body, kind = render(events)
+                self.store.compose_message(notifier.name, ids, title, body, kind, now)
+        report = DeliveryReport()
+        for message in self.store.claim_due_messages(now, lease=timedelta(minutes=2)):
+            target = known.get(message.notifier)
+            if target is None:
+                self.store.expire_message(message.id, now, "the notifier was removed from the config")
+                report.expired += 1
+                continue
+            notifier = target
+            error = await self.send(notifier, message.title, message.body, message.notify_type)
+            if error is None:
+                self.store.mark_delivered(message.id, utcnow())
+                report.delivered += 1
+                log.info("notification delivered", notifier=notifier.name, message_id=message.id)
+                continue
+            report.failed += 1
+            if self.on_failure is not None:
+                self.on_failure(notifier.name)
+            url = mask_url(notifier.url.reveal())
+            if now - message.created >= EXPIRY:
+                self.store.expire_message(message.id, now, error)
+                report.expired += 1
+                log.error("notification expired undelivered", notifier=notifier.name, url=url, reason=error)
+                continue
+            delay = min(RETRY_CAP, RETRY_BASE * 2**message.attempts) * random.uniform(0.5, 1.0)
+            self.store.retry_message(message.id, now + delay, error)
+            log.warning(
+                "notification failed; will retry",
+                notifier=notifier.name,
+                url=url,
+                reason=error,
+                attempt=message.attempts + 1,
+                retry_in=round(delay.total_seconds(), 1),
+            )
+        return report
+
+
+def pending_summary(store: Store, notifiers: Iterable[NotifierConfig]) -> list[dict[str, Any]]:
+    """Per notifier: messages waiting, the last error, the last delivery (for `fpwatch status`)."""
+    return [store.notifier_status(n.name) for n in notifiers]
+
+
+def test_message() -> tuple[str, str, str]:
+    return (
+        "[fpwatch] test notification",
+        "This is a test from `fpwatch notify test`: this notifier is set up correctly.",
+        "info",
+    )

@@ -1,0 +1,250 @@
+"""Notifications through real servers on loopback: an SMTP server (aiosmtpd), JSON and form HTTP sinks."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import http.server
+import json
+import signal
+import socket
+import threading
+import time
+import urllib.parse
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiosmtpd.controller import Controller
+from conftest import Cli
+from test_daemon import DaemonProcess, wait_for
+
+from fpwatch.simulator import Simulator
+
+FP_A, FP_B = "fp_aaaaaaaaaa", "fp_bbbbbbbbbb"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Mailbox:
+    """A real SMTP server on loopback that keeps every message it accepts."""
+
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.messages: list[email.message.EmailMessage] = []
+        self.controller: Controller | None = None
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.messages.append(email.message_from_bytes(envelope.content, policy=email.policy.default))  # type: ignore[arg-type]
+        return "250 OK"
+
+    def start(self) -> Mailbox:
+        self.controller = Controller(self, hostname="127.0.0.1", port=self.port)
+        self.controller.start()
+        return self
+
+    def stop(self) -> None:
+        if self.controller is not None:
+            self.controller.stop()
+            self.controller = None
+
+    @property
+    def url(self) -> str:
+        return f"mailto://127.0.0.1:{self.port}?from=fpwatch@example.org&to=oncall@example.org"
+
+
+class HttpSink:
+    """Records apprise json:// and form:// posts; paths containing "fail" answer 500."""
+
+    def __init__(self) -> None:
+        self.posts: list[tuple[str, dict[str, Any]]] = []
+        sink = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                raw = self.rfile.read(int(self.headers.get("content-length", 0))).decode()
+                if "json" in self.headers.get("content-type", ""):
+                    payload = json.loads(raw)
+                else:
+                    payload = {k: v[0] for k, v in urllib.parse.parse_qs(raw).items()}
+                sink.posts.append((self.path, payload))
+                self.send_response(500 if "fail" in self.path else 200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.base = f"127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def to(self, path: str) -> list[dict[str, Any]]:
+        return [payload for p, payload in self.posts if p.startswith(path)]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def mailbox() -> Iterator[Mailbox]:
+    box = Mailbox().start()
+    yield box
+    box.stop()
+
+
+@pytest.fixture
+def sink() -> Iterator[HttpSink]:
+    server = HttpSink()
+    yield server
+    server.close()
+
+
+def notifiers(*entries: tuple[str, str]) -> str:
+    return "".join(f'\n[[notify]]\nname = "{name}"\nurl = "{url}"\n' for name, url in entries)
+
+
+def test_email_json_and_a_failing_form_sink(cli: Cli, sim: Simulator, mailbox: Mailbox, sink: HttpSink) -> None:
+    """A change reaches the mailbox and the JSON sink; the failing form sink is reported with its reason."""
+    cli.write(
+        extra=notifiers(
+            ("mail", mailbox.url), ("hook", f"json://{sink.base}/hook"), ("broken", f"form://{sink.base}/fail")
+        )
+    )
+    sim.update_model("gpt-4o", {"fingerprints": {FP_A: 1}})
+    assert cli("check").code == 0  # the baseline is info: nothing at min_severity "warning"
+    assert mailbox.messages == [] and sink.posts == []
+    sim.update_model("gpt-4o", {"fingerprints": {FP_B: 1}})
+    result = cli("check")
+    assert result.code == 1
+    assert "Notifications: 2 delivered, 1 failed" in result.stdout
+    (mail,) = mailbox.messages
+    assert mail["Subject"] == f"[fpwatch] sim/gpt-4o: fingerprint changed {FP_A} -> {FP_B}"
+    text = mail.get_body(preferencelist=("plain", "html")).get_content()  # type: ignore[union-attr]
+    assert FP_B in text and "fpwatch ack" in text
+    (hook,) = sink.to("/hook")
+    assert hook["title"] == mail["Subject"] and hook["type"] == "warning" and FP_A in hook["message"]
+    status = cli("status", "--json").json()
+    broken = next(n for n in status["notifiers"] if n["name"] == "broken")
+    assert broken["pending_messages"] == 1 and "error=500" in broken["last_error"]
+    assert all(n["last_error"] is None for n in status["notifiers"] if n["name"] != "broken")
+    again = cli("check")  # nothing new: the delivered message is not sent again
+    assert again.code == 0 and len(mailbox.messages) == 1 and len(sink.to("/hook")) == 1
+
+
+def test_a_pass_with_five_changes_sends_one_message_per_notifier(cli: Cli, sim: Simulator, sink: HttpSink) -> None:
+    """Five models changing in one pass: one grouped message per notifier, naming all five."""
+    models = "\n".join(f'[[models]]\nprovider = "sim"\nmodel = "m{i}"\ncanaries = ["probe"]\n' for i in range(5))
+    cli.write(models='model = "m9"', extra=notifiers(("a", f"json://{sink.base}/a"), ("b", f"json://{sink.base}/b")))
+    cli.config.write_text(cli.config.read_text() + "\n" + models)
+    assert cli("check").code == 0
+    for i in range(5):
+        sim.update_model(f"m{i}", {"fingerprints": {FP_B: 1}})
+    assert cli("check").code == 1
+    (a,) = sink.to("/a")
+    (b,) = sink.to("/b")
+    assert a["title"].startswith("[fpwatch] 5 events on sim/m0, sim/m1, sim/m2")
+    assert all(f"sim/m{i}: fingerprint changed" in a["message"] for i in range(5))
+    assert b["message"] == a["message"]
+
+
+def test_down_inhibits_and_recovery_is_sent(cli: Cli, sim: Simulator, sink: HttpSink) -> None:
+    """A model that goes down sends model.down only (not its noise), then model.recovered."""
+    cli.write(extra=notifiers(("hook", f"json://{sink.base}/hook")))
+    assert cli("check").code == 0
+    sim.update_model("gpt-4o", {"error_rate": 1.0, "error_kinds": ["html"]})
+    cli("check")
+    cli("check")  # failure_threshold = 2: down
+    sim.update_model("gpt-4o", {"error_rate": 0.0})
+    cli("check")
+    titles = [p["title"] for p in sink.to("/hook")]
+    assert len(titles) == 2
+    assert "down, 2 checks in a row failed" in titles[0] and "recovered after 2 failed checks" in titles[1]
+
+
+def test_no_notify_and_notify_test(cli: Cli, sim: Simulator, sink: HttpSink) -> None:
+    """--no-notify records events but queues nothing; `notify test` reports each notifier, exit 1 if one fails."""
+    cli.write(extra=notifiers(("hook", f"json://{sink.base}/hook"), ("broken", f"form://{sink.base}/fail")))
+    cli("check", "--no-notify")
+    sim.update_model("gpt-4o", {"fingerprints": {FP_B: 1}})
+    assert cli("check", "--no-notify").code == 1
+    assert sink.posts == []
+    tested = cli("notify", "test")
+    assert tested.code == 1
+    lines = tested.stdout.splitlines()
+    assert lines[0].startswith("hook: sent")
+    assert lines[1].startswith(
+        "broken: FAILED: Failed to send Form POST notification: Internal server error., error=500."
+    )
+    assert [p["title"] for _, p in sink.posts] == ["[fpwatch] test notification"] * 2
+
+
+def test_smtp_outage_and_kill_9_lose_nothing_and_send_nothing_twice(tmp_path: Path) -> None:
+    """Three events while the mail server is down, the daemon killed -9 and restarted: each arrives exactly once."""
+    mailbox = Mailbox()  # not started yet: the mail server is down
+    sim = Simulator(seed=5).start()
+    daemon = DaemonProcess(tmp_path, sim)
+    try:
+        daemon.write(grace="1h")
+        daemon.config.write_text(
+            daemon.config.read_text() + '\n[alerts]\ngroup_wait = "0s"\n' + notifiers(("mail", mailbox.url))
+        )
+        sim.update_model("gpt-4o", {"fingerprints": {FP_A: 1}})
+        daemon.start()
+        wait_for(lambda: daemon.checks() >= 3, what="the baseline")
+        for fingerprint in ("fp_1111111111", "fp_2222222222", "fp_3333333333"):
+            sim.update_model("gpt-4o", {"fingerprints": {fingerprint: 1}})
+            wait_for(lambda fp=fingerprint: ("fingerprint.changed", fp) in daemon.events(), what=fingerprint)
+        wait_for(lambda: "notification failed; will retry" in daemon.log.read_text(), what="a failed delivery attempt")
+        assert daemon.proc is not None
+        daemon.proc.send_signal(signal.SIGKILL)
+        daemon.proc.wait()
+        mailbox.start()
+        daemon.start()
+        wait_for(lambda: sum(len(re_events(m)) for m in mailbox.messages) >= 3, timeout=60, what="three alerts by mail")
+        time.sleep(3)  # time for any duplicate to show up
+        assert daemon.stop() == 0
+    finally:
+        mailbox.stop()
+        if daemon.proc is not None and daemon.proc.poll() is None:
+            daemon.proc.kill()
+        sim.stop()
+    delivered = [event_id for m in mailbox.messages for event_id in re_events(m)]
+    changed = [e["id"] for e in daemon.cli("events") if e["type"] == "fingerprint.changed"]
+    assert sorted(delivered) == sorted(changed) and len(changed) == 3
+
+
+def re_events(message: email.message.EmailMessage) -> list[int]:
+    import re
+
+    body = message.get_body(preferencelist=("plain", "html"))
+    text = body.get_content() if body is not None else ""
+    return [int(n) for n in re.findall(r"event (\d+) \(", text)]
+
+
+def test_notifier_secrets_never_leak(cli: Cli, sim: Simulator, sink: HttpSink, tmp_path: Path) -> None:
+    """Webhook tokens and SMTP passwords stay out of status, config show, logs, the database and exports."""
+    token, password = "tok-9f8e7d6c5b4a", "smtp-pass-0f1e2d3c"
+    cli.env.update(HOOK_TOKEN=token, SMTP_PASSWORD=password)
+    cli.write(
+        extra=notifiers(
+            ("hook", f"json://{sink.base}/fail?+X-Token=${{HOOK_TOKEN}}"),
+            ("mail", "mailtos://alerts:${SMTP_PASSWORD}@127.0.0.1:9?to=a@example.org"),
+        )
+    )
+    cli("check")
+    sim.update_model("gpt-4o", {"fingerprints": {FP_B: 1}})
+    outputs = [cli("check"), cli("status"), cli("status", "--json"), cli("config", "show"), cli("notify", "test")]
+    outputs += [cli("export"), cli("--debug", "check")]
+    written = "".join(r.stdout + r.stderr for r in outputs)
+    for path in tmp_path.rglob("state.db*"):
+        written += path.read_bytes().decode("utf-8", errors="replace")
+    assert "error=500" in written  # the failure itself is visible
+    for secret in (token, password):
+        assert secret not in written
