@@ -639,6 +639,7 @@ def notify_test(ctx: click.Context, as_json: bool) -> None:
 
     from fpwatch.config import mask_url
     from fpwatch.notify import Notifier, test_message
+    from fpwatch.redact import Redactor
     from fpwatch.store import Store
 
     config = _obj(ctx).config()
@@ -651,8 +652,9 @@ def notify_test(ctx: click.Context, as_json: bool) -> None:
         return list(await asyncio.gather(*(notifier.send(n, title, body, kind) for n in config.notifiers)))
 
     errors = asyncio.run(send_all())
+    redact = Redactor(config.secrets)
     rows = [
-        {"name": n.name, "url": mask_url(n.url.reveal()), "ok": error is None, "error": error}
+        {"name": n.name, "url": redact(mask_url(n.url.reveal())), "ok": error is None, "error": error}
         for n, error in zip(config.notifiers, errors, strict=True)
     ]
     if as_json:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from fpwatch.canaries import BUILTIN_SET, BUILTIN_SET_NAME, Canary, Logprobs, Message
@@ -816,21 +816,29 @@ def display_url(url: str) -> str:
 
 
 def mask_url(url: str) -> str:
-    """A notifier URL with its secrets masked, for `config show` and delivery logs.
+    """A notifier URL with its secrets masked, for `config show`, `notify test` and delivery logs.
 
-    Uses apprise's own privacy form where apprise knows the service (it knows which path parts are
-    tokens); otherwise keeps only the scheme and host.
+    Apprise's own privacy form knows which path parts of each service are tokens, but it keeps query
+    values, and `json://...?+X-Token=...` puts a header there: those values are masked too.
     """
+    shown = None
     try:
         import apprise
 
         plugin = apprise.Apprise.instantiate(url)
         if plugin:
-            return str(plugin.url(privacy=True))  # type: ignore[no-untyped-call]
+            shown = str(plugin.url(privacy=True))  # type: ignore[no-untyped-call]
     except Exception:  # apprise raises assorted errors for odd URLs; masking must never fail
         pass
-    match = re.match(r"([a-zA-Z0-9+.-]+)://(?:[^@/]*@)?([^/:?#]*)", url)
-    return f"{match.group(1)}://{match.group(2)}/{REDACTED}" if match else REDACTED
+    if shown is None:
+        match = re.match(r"([a-zA-Z0-9+.-]+)://(?:[^@/]*@)?([^/:?#]*)", url)
+        return f"{match.group(1)}://{match.group(2)}/{REDACTED}" if match else REDACTED
+    parts = urlsplit(shown)
+    query = []
+    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        private = unquote(key)[:1] in "+-:" or SECRET_NAME.search(key)
+        query.append((key, REDACTED if private and value else value))
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query, safe="*"), parts.fragment))
 
 
 def effective_config(config: Config) -> dict[str, Any]:

@@ -143,7 +143,8 @@ class Notifier:
         target = self._apprise.get(notifier.name)
         if target is None:
             target = apprise.Apprise(asset=apprise.AppriseAsset(app_id="fpwatch", app_desc="fpwatch alerts"))
-            target.add(notifier.url.reveal())
+            if not target.add(notifier.url.reveal()):
+                return None
             self._apprise[notifier.name] = target
         return target
 
@@ -151,8 +152,14 @@ class Notifier:
         """Deliver one message now; None on success, else apprise's reason (secrets masked)."""
         import apprise
 
+        target = self._target(notifier)
+        if target is None:
+            return (
+                f"apprise does not understand the URL of notifier {notifier.name} ({mask_url(notifier.url.reveal())}); "
+                "`fpwatch config check` says more"
+            )
         try:
-            result = await self._target(notifier).async_notify(
+            result = await target.async_notify(
                 body=body,
                 title=title,
                 notify_type=apprise.NotifyType(notify_type),
