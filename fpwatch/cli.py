@@ -700,7 +700,8 @@ def run(ctx: click.Context) -> None:
     type=click.FloatRange(min=1),
     help="Seconds between the daemon's checks.",
 )
-def demo(interval: float) -> None:
+@click.pass_context
+def demo(ctx: click.Context, interval: float) -> None:
     """Watch a scripted story on the built-in simulator: no key, no network, under a minute.
 
     Steady replica rotation stays quiet; a rollout with overlap raises one change and later one
@@ -716,7 +717,7 @@ def demo(interval: float) -> None:
     from fpwatch.logs import configure_logging
 
     configure_logging("error")  # the story itself is the output
-    asyncio.run(play(click.echo, interval=interval))
+    ctx.exit(asyncio.run(play(click.echo, interval=interval)))
 
 
 # --- simulate ---------------------------------------------------------------------------------------------

@@ -165,6 +165,10 @@ def load_config(path: Path | str, env: Mapping[str, str] | None = None) -> Confi
         raise ConfigError([ConfigProblem("", f"cannot read {path}: {exc.strerror}")]) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([ConfigProblem("", f"{path} is not valid TOML: {exc}")]) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            [ConfigProblem("", f"{path} is not UTF-8 text (byte {exc.start}); save it as UTF-8")]
+        ) from None
     return parse_config(raw, path=path, env=env)
 
 
@@ -425,7 +429,9 @@ class _Reader:
             # systemd may pass several colon-separated directories; the first is ours.
             state = (Path(root.split(":")[0]) if root else self.base_dir) / state
         listen = self.string(tbl, "listen", "fpwatch", None)
-        if listen is not None and not re.fullmatch(r"(\[[0-9a-fA-F:]+\]|[^:\s]+):\d{1,5}", listen):
+        if listen is not None and (
+            not re.fullmatch(r"(\[[0-9a-fA-F:]+\]|[^:\s]+):\d{1,5}", listen) or int(listen.rpartition(":")[2]) > 65535
+        ):
             self.problem("fpwatch.listen", f'"{listen}" is not HOST:PORT (for example "127.0.0.1:9464")')
         heartbeat = self.string(tbl, "heartbeat_url", "fpwatch", None, secret=True)
         return Settings(

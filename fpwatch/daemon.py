@@ -43,7 +43,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from fpwatch import systemd
 from fpwatch.check import CheckContext, CheckResult, model_summary, run_check, state_label
-from fpwatch.config import Config, ModelConfig, display_url, load_config, mask_url, validate_notifier_urls
+from fpwatch.config import Config, ModelConfig, load_config, mask_url, validate_notifier_urls
 from fpwatch.errors import ConfigError, FpwatchError
 from fpwatch.http import new_client
 from fpwatch.logs import get_logger
@@ -55,7 +55,7 @@ from fpwatch.store import Store
 from fpwatch.tracking import ModelState
 
 JOB_PREFIX = "check:"
-DRAIN_SECONDS = 25.0  # below the unit's TimeoutStopSec=30s
+DRAIN_SECONDS = 20.0  # + a 5 s notification flush: below the unit's TimeoutStopSec=30s
 MISFIRE_GRACE_SECONDS = 60
 HEARTBEAT_EVERY = 60.0
 
@@ -122,6 +122,9 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop_requested.set)
         loop.add_signal_handler(signal.SIGHUP, self.reload_requested.set)
+        if signal.SIGTERM in _EARLY_SIGNALS:
+            self.stop_requested.set()
+        _EARLY_SIGNALS.clear()  # a SIGHUP during start-up: the config was just read anyway
         self.open()
         self.scheduler.add_listener(self._on_job_event, EVENT_JOB_ERROR | EVENT_JOB_MISSED | EVENT_JOB_MAX_INSTANCES)
         self.scheduler.add_listener(self._on_submitted, EVENT_JOB_SUBMITTED)
@@ -163,6 +166,7 @@ class Daemon:
         while True:
             try:
                 await self.notifier.deliver()
+                await self.providers.prune(keep=set(self.config.providers))
             except Exception:
                 log.exception("notification delivery failed unexpectedly; retrying")
             await asyncio.sleep(1.0)
@@ -207,15 +211,18 @@ class Daemon:
             if problems:
                 raise ConfigError(problems, str(self.config_path))
         except ConfigError as exc:
-            self.last_reload_ok = False
-            self.metrics.reload_ok.set(0)
             for problem in exc.problems:
                 log.error("config reload rejected", problem=str(problem), path=str(self.config_path))
-            log.error("keeping the previous config", problems=len(exc.problems))
-            systemd.notify("READY=1", f"STATUS=reload failed ({len(exc.problems)} problems); {self.status_line()}")
+            self._reload_failed(len(exc.problems))
             return
-        if config.settings.state != self.config.settings.state or config.settings.listen != self.config.settings.listen:
-            log.warning("state and listen changes take effect at the next restart")
+        except Exception as exc:  # an unreadable file, an apprise surprise: never die on a reload
+            log.error("config reload rejected", problem=f"{type(exc).__name__}: {exc}", path=str(self.config_path))
+            self._reload_failed(1)
+            return
+        old, new = self.config.settings, config.settings
+        later = [k for k in ("state", "listen", "max_concurrency", "log_format") if getattr(old, k) != getattr(new, k)]
+        if later:
+            log.warning("these settings take effect at the next restart", settings=later)
         self.config = config
         self.redact.add(config.secrets)
         self.notifier.configure(config)
@@ -225,6 +232,12 @@ class Daemon:
         self.metrics.reload_ok.set(1)
         self.metrics.reload_time.set(time.time())
         log.info("config reloaded", models=len(config.models))
+        systemd.notify("READY=1", f"STATUS={self.status_line()}")
+
+    def _reload_failed(self, problems: int) -> None:
+        self.last_reload_ok = False
+        self.metrics.reload_ok.set(0)
+        log.error("keeping the previous config", problems=problems)
         systemd.notify("READY=1", f"STATUS={self.status_line()}")
 
     def sync_jobs(self, first: bool = False) -> None:
@@ -281,12 +294,20 @@ class Daemon:
         self.metrics.in_flight.set(len(self.in_flight))
         try:
             result = await run_check(model, self.ctx)
+        except asyncio.CancelledError:
+            log.warning("check cancelled at the drain deadline", model=name)
+            return
+        except FpwatchError as exc:  # e.g. the database stayed locked: expected, one line
+            log.warning("check not recorded", model=name, error=str(exc))
+            return
         except Exception:
             log.exception("check crashed", model=name)  # a bug: keep the daemon alive, say so
             return
         finally:
             self.in_flight.pop(task, None)
             self.metrics.in_flight.set(len(self.in_flight))
+        if self.config.model(name) is None:
+            return  # removed by a reload while it ran: forget it, do not resurrect its metrics
         self.states[name] = result.state
         self.results[name] = result
         self.metrics.observe(result)
@@ -316,7 +337,7 @@ class Daemon:
             if response.status_code >= 400:
                 log.warning("heartbeat ping refused", status=response.status_code, url=mask_url(url.reveal()))
         except Exception as exc:  # a dead-man's switch that fails must not stop monitoring
-            log.warning("heartbeat ping failed", error=type(exc).__name__, url=display_url(url.reveal()))
+            log.warning("heartbeat ping failed", error=type(exc).__name__, url=mask_url(url.reveal()))
 
     def _on_submitted(self, event: JobSubmissionEvent) -> None:
         now = datetime.now(UTC)
@@ -371,12 +392,20 @@ class Daemon:
         since = max(last, scheduled) if last else scheduled
         return now - since > allowed
 
+    def stuck(self) -> list[str]:
+        """What a restart would fix: the scheduler not running or not firing (the watchdog's test).
+
+        Slow providers or checks queueing on concurrency limits are reported by /healthz, not
+        punished by a watchdog kill that would lose in-flight checks and fix nothing.
+        """
+        return [r for r in self.health() if r.startswith("the scheduler")]
+
     async def _watchdog(self) -> None:
         interval = systemd.watchdog_interval()
         if interval is None:
             return
         while True:
-            if not self.health():
+            if not self.stuck():
                 systemd.notify("WATCHDOG=1")
             await asyncio.sleep(interval)
 
@@ -385,7 +414,8 @@ class Daemon:
         labels = [state_label(self.states.get(m.name) or ModelState(m.name), m, now) for m in self.config.models]
         counts = {label: labels.count(label) for label in dict.fromkeys(labels)}
         parts = ", ".join(f"{n} {label}" for label, n in counts.items())
-        return f"watching {len(labels)} models: {parts}" if labels else "watching no models"
+        line = f"watching {len(labels)} models: {parts}" if labels else "watching no models"
+        return line if self.last_reload_ok else line + "; the last reload failed (see the log)"
 
     def status(self) -> dict[str, Any]:
         """What /api/v1/status serves: the JSON of `fpwatch status`."""
@@ -414,8 +444,18 @@ class Daemon:
         return server
 
 
+_EARLY_SIGNALS: set[int] = set()
+
+
+def _remember(signum: int, frame: object) -> None:
+    _EARLY_SIGNALS.add(signum)
+
+
 def run_daemon(config_path: Path, *, debug: bool = False) -> int:
     """Load the config, set up logging and run until stopped; return the exit code."""
+    # Until the event loop takes over, a SIGHUP or SIGTERM must not kill us with its default action.
+    for sig in (signal.SIGHUP, signal.SIGTERM):
+        signal.signal(sig, _remember)
     from fpwatch.logs import configure_logging
 
     config = load_config(config_path)

@@ -22,7 +22,9 @@ from pathlib import Path
 from fpwatch.check import STATUS_NAMES, CheckResult
 from fpwatch.config import load_config
 from fpwatch.daemon import Daemon
+from fpwatch.notify import render
 from fpwatch.simulator import Simulator
+from fpwatch.store import StoredEvent
 
 FP_A, FP_B, FP_C = "fp_44709d6fcb", "fp_6ca29cf396", "fp_9d50cd990b"
 CONFIG = """
@@ -71,8 +73,19 @@ STORY: list[tuple[str, dict[str, object], int, float]] = [
 ]
 
 
+EXPECTED = {
+    "fingerprint.first_seen": 2,
+    "model.first_seen": 1,
+    "fingerprint.changed": 1,
+    "fingerprint.retired": 1,
+    "model.down": 1,
+    "model.recovered": 1,
+    "fingerprint.reverted": 1,
+}
+
+
 async def play(echo: Callable[[str], None], interval: float = 1.0) -> int:
-    """Run the daemon through the story, echoing each check, event and alert; return the event count."""
+    """Run the daemon through the story, echoing each check, event and alert; 0 if it went as scripted."""
     with tempfile.TemporaryDirectory(prefix="fpwatch-demo-") as tmp, Simulator(seed=7) as sim:
         sim.update_model("gpt-4o", {"resolved": "gpt-4o-2024-08-06", "outputs": {"1+1=": {"2": 0.9, "Two": 0.1}}})
         config_path = Path(tmp) / "fpwatch.toml"
@@ -100,9 +113,12 @@ async def play(echo: Callable[[str], None], interval: float = 1.0) -> int:
             daemon.stop_requested.set()
             await running
         echo("Summary: " + ", ".join(f"{n} {t}" for t, n in sorted(story.counts.items())))
+        if dict(story.counts) != EXPECTED:
+            echo(f"The story did not go as scripted: expected {EXPECTED}")
+            return 1
         echo("Every rotation stayed quiet; the rollout gave one change and one retirement; the outage one")
         echo("model.down and one model.recovered; the rollback is critical. Next: `fpwatch check` on your own config.")
-        return sum(story.counts.values())
+        return 0
 
 
 class _Story:
@@ -118,7 +134,7 @@ class _Story:
         self.echo(_line(self.checks, result))
         for stored in result.events:
             self.counts[stored.event.type] += 1
-            self.echo(_alert(stored.event.severity, stored.event.type, stored.event.summary))
+            self.echo(_alert(stored))
 
 
 def _line(number: int, result: CheckResult) -> str:
@@ -127,9 +143,11 @@ def _line(number: int, result: CheckResult) -> str:
     return f"  check {number:>2}  {STATUS_NAMES[result.status]:<8} {result.state_label():<8} {shown}"
 
 
-def _alert(severity: str, kind: str, summary: str) -> str:
-    marker = {"info": "  ", "warning": "! ", "critical": "!!"}[severity]
-    line = f"     {marker} [{severity}] {kind}: {summary}"
-    if severity != "info":  # what a notifier with the default min_severity = "warning" would send
-        line += f"\n         alert -> [fpwatch] {summary}"
+def _alert(stored: StoredEvent) -> str:
+    event = stored.event
+    marker = {"info": "  ", "warning": "! ", "critical": "!!"}[event.severity]
+    line = f"     {marker} [{event.severity}] {event.type}: {event.summary}"
+    if event.severity != "info":  # what a notifier with the default min_severity = "warning" would get
+        title, body, _ = render([stored])
+        line += f"\n         alert -> {title}\n" + "\n".join(f"            {b}" for b in body.splitlines()[1:])
     return line

@@ -7,6 +7,7 @@ A small threaded WSGI server from the standard library, as prometheus-client's o
 from __future__ import annotations
 
 import json
+import socket
 import threading
 from collections.abc import Callable, Iterable
 from socketserver import ThreadingMixIn
@@ -14,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import make_wsgi_app
+
+from fpwatch.logs import get_logger
 
 if TYPE_CHECKING:
     from fpwatch.daemon import Daemon
@@ -23,6 +26,14 @@ StartResponse = Callable[..., Any]
 
 class _Server(ThreadingMixIn, WSGIServer):
     daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # Through the log pipeline (JSON, redaction), not raw to stderr.
+        get_logger("fpwatch.endpoint").exception("HTTP endpoint request failed", client=str(client_address[0]))
+
+
+class _Server6(_Server):
+    address_family = socket.AF_INET6
 
 
 class _QuietHandler(WSGIRequestHandler):
@@ -58,6 +69,7 @@ def app(daemon: Daemon) -> Callable[[dict[str, Any], StartResponse], Iterable[by
 
 def serve(host: str, port: int, daemon: Daemon) -> _Server:
     """Start serving in a daemon thread; the caller shuts it down with server.shutdown()."""
-    server = make_server(host, port, app(daemon), server_class=_Server, handler_class=_QuietHandler)
+    server_class = _Server6 if ":" in host else _Server
+    server = make_server(host, port, app(daemon), server_class=server_class, handler_class=_QuietHandler)
     threading.Thread(target=server.serve_forever, name="fpwatch-http", daemon=True).start()
     return server

@@ -90,7 +90,11 @@ def configure_logging(
     )
     final: list[Any] = (
         # plain_traceback: the default would be rich's, which prints every frame's locals (keys included).
-        [redact, structlog.dev.ConsoleRenderer(colors=False, exception_formatter=structlog.dev.plain_traceback)]
+        [
+            structlog.processors.format_exc_info,  # render the traceback to text first, so redaction sees it
+            redact,
+            structlog.dev.ConsoleRenderer(colors=False, exception_formatter=structlog.dev.plain_traceback),
+        ]
         if console
         else [
             structlog.processors.ExceptionRenderer(ExceptionDictTransformer(show_locals=False)),

@@ -30,8 +30,9 @@ INSTALLED_BINARY = "/usr/local/bin/fpwatch"
 CONFIG = "/etc/fpwatch/fpwatch.toml"
 
 # `systemd-analyze security --threshold=` is on the internal 0-100 scale: exposure 1.1 is 11. Measured on
-# systemd 252 (Debian 12): 1.1 for both services. Lower these when the hardening improves; never above 20.
-EXPOSURE_THRESHOLD = {DAEMON: 11, CHECK: 11}
+# systemd 252 (Debian 12): 1.1 for both services; 15 leaves headroom for newer systemd scoring the same
+# unit a little differently. Lower it when the hardening improves; never above 20.
+EXPOSURE_THRESHOLD = {DAEMON: 15, CHECK: 15}
 
 # Settings that must be identical in both services ("same hardening, credentials and state").
 SHARED = (
@@ -96,10 +97,13 @@ def test_daemon_unit_carries_the_contract_settings() -> None:
     assert one(unit, "Service", "Type") == "notify"  # notify-reload needs systemd >= 253
     assert one(unit, "Service", "NotifyAccess") == "main"
     assert shlex.split(one(unit, "Service", "ExecStart")) == [INSTALLED_BINARY, "--config", CONFIG, "run"]
-    assert one(unit, "Service", "ExecReload") == "/bin/kill -HUP $MAINPID"
+    reload = unit["Service"]["ExecReload"]
+    assert shlex.split(reload[0]) == [INSTALLED_BINARY, "--config", CONFIG, "config", "check"]
+    assert reload[-1] == "/bin/kill -HUP $MAINPID"
+    assert one(unit, "Service", "RestartPreventExitStatus") == "3"
     assert one(unit, "Service", "WatchdogSec")
     assert one(unit, "Service", "Restart") == "on-failure"
-    assert one(unit, "Service", "TimeoutStopSec") == "30s"  # the daemon drains within 25 s
+    assert one(unit, "Service", "TimeoutStopSec") == "30s"  # the daemon drains 20 s, flushes alerts 5 s
     assert is_true(one(unit, "Service", "DynamicUser")) or one(unit, "Service", "User")
     assert one(unit, "Service", "StateDirectory") == "fpwatch"
     assert one(unit, "Service", "ConfigurationDirectory") == "fpwatch"

@@ -47,6 +47,7 @@ class ProviderSession:
         self.global_limit = global_limit or contextlib.nullcontext()
         self.adapter = ADAPTERS[provider.type](provider)
         self.clients = ClientPool(provider.max_concurrency, tls=provider.base_url.startswith("https://"))
+        self.active = 0  # requests in flight: a replaced session is closed once this reaches 0
         self.limit = asyncio.Semaphore(provider.max_concurrency)
 
     async def aclose(self) -> None:
@@ -69,6 +70,15 @@ class Providers:
             current = ProviderSession(provider, self.limit)
             self._sessions[provider.name] = current
         return current
+
+    async def prune(self, keep: set[str]) -> None:
+        """Close sessions a reload replaced or removed, once no request uses them."""
+        for name in [n for n in self._sessions if n not in keep]:
+            self._replaced.append(self._sessions.pop(name))
+        idle = [s for s in self._replaced if s.active == 0]
+        self._replaced = [s for s in self._replaced if s.active > 0]
+        for session in idle:
+            await session.aclose()
 
     async def aclose(self) -> None:
         sessions, self._sessions = [*self._sessions.values(), *self._replaced], {}
@@ -102,24 +112,28 @@ async def probe(
     def observed(**fields: Any) -> Observation:
         return Observation(time=sent, model=model.name, canary=canary.name, sample=sample, seed=canary.seed, **fields)
 
-    async with session.limit, session.global_limit, session.clients.lease() as client:
-        try:
-            exchange = await post_json(
-                client,
-                request.url,
-                request.payload,
-                request.headers,
-                params=request.params,
-                timeout=model.timeout.total_seconds(),
-            )
-        except TransportFailure as failure:
-            return observed(
-                ok=False,
-                latency_ms=(time.monotonic() - started) * 1000,
-                attempts=max(1, len(failure.attempts)),
-                error_kind=failure.kind,
-                error=redact(f"{failure} ({_where(model)})"),
-            )
+    session.active += 1
+    try:
+        async with session.limit, session.global_limit, session.clients.lease() as client:
+            try:
+                exchange = await post_json(
+                    client,
+                    request.url,
+                    request.payload,
+                    request.headers,
+                    params=request.params,
+                    timeout=model.timeout.total_seconds(),
+                )
+            except TransportFailure as failure:
+                return observed(
+                    ok=False,
+                    latency_ms=(time.monotonic() - started) * 1000,
+                    attempts=max(1, len(failure.attempts)),
+                    error_kind=failure.kind,
+                    error=redact(f"{failure} ({_where(model)})"),
+                )
+    finally:
+        session.active -= 1
     request_id = exchange.attempts[-1].request_id if exchange.attempts else None
     try:
         parsed = session.adapter.parse(exchange)
