@@ -173,6 +173,23 @@ class Notifier:
         reason = "; ".join(dict.fromkeys(reasons)) or f"apprise reported {result.status.name}"
         return self.redact(reason)
 
+    def _remind(self, now: datetime) -> None:
+        """`repeat_interval` reminders for states still unresolved and not acknowledged."""
+        every = self.config.alerts.repeat_interval
+        if every <= timedelta(0):
+            return
+        for event_id, notifier in self.store.due_reminders(REMINDED, every, now):
+            stored = self.store.event(event_id)
+            if stored is None or not _still_open(self.store, stored):
+                continue
+            title, body, kind = render([stored])
+            title = title.replace("[fpwatch] ", "[fpwatch] reminder: ", 1)
+            body = (
+                f"Still unresolved since {human(stored.event.time)} (`fpwatch ack {event_id}` stops reminders).\n\n"
+                + body
+            )
+            self.store.add_reminder(event_id, notifier, title, body, kind, now)
+
     async def deliver(self, now: datetime | None = None, *, flush: bool = False) -> DeliveryReport:
         """Group what is pending into messages (all of it when `flush`), then send every message that is due."""
         now = now or utcnow()
@@ -187,6 +204,7 @@ class Notifier:
                 events = [e for e in (self.store.event(i) for i in ids) if e is not None]
                 title, body, kind = render(events)
                 self.store.compose_message(notifier.name, ids, title, body, kind, now)
+        self._remind(now)
         report = DeliveryReport()
         for message in self.store.claim_due_messages(now, lease=timedelta(minutes=2)):
             target = known.get(message.notifier)
@@ -221,6 +239,20 @@ class Notifier:
                 retry_in=round(delay.total_seconds(), 1),
             )
         return report
+
+
+# Unresolved states worth a reminder: the event that opened each (canary.drift joins with drift detection).
+REMINDED = ("model.down", "canary.failed")
+
+
+def _still_open(store: Store, event: StoredEvent) -> bool:
+    """Is the state this event opened still unresolved, by the model's current state?"""
+    state = store.load_state(event.event.model)
+    if event.event.type == "model.down":
+        return state.down
+    if event.event.type == "canary.failed":
+        return event.event.details.get("canary") in state.expect_failing
+    return False
 
 
 def pending_summary(store: Store, notifiers: Iterable[NotifierConfig]) -> list[dict[str, Any]]:

@@ -153,6 +153,7 @@ def _m002_outbox(db: sqlite3.Connection) -> None:
             notifier TEXT NOT NULL,
             created TEXT NOT NULL,
             message_id INTEGER,
+            last_reminded TEXT,
             PRIMARY KEY (event_id, notifier)
         );
         CREATE INDEX alerts_pending ON alerts (notifier, message_id);
@@ -660,6 +661,33 @@ class Store:
                 (message_id, notifier, *event_ids),
             )
         return message_id
+
+    def due_reminders(self, event_types: Sequence[str], every: timedelta, now: datetime) -> list[tuple[int, str]]:
+        """(event id, notifier) of unacked alerts of these types, delivered, last sent over `every` ago."""
+        marks = ",".join("?" * len(event_types))
+        with self._guard():
+            rows = self.db.execute(
+                f"""SELECT a.event_id, a.notifier, COALESCE(a.last_reminded, o.finished)
+                    FROM alerts a JOIN events e ON e.id = a.event_id JOIN outbox o ON o.id = a.message_id
+                    WHERE e.type IN ({marks}) AND e.acked_at IS NULL AND o.status = 'delivered'""",
+                tuple(event_types),
+            ).fetchall()
+        return [(event_id, notifier) for event_id, notifier, last in rows if now - parse_iso(last) >= every]
+
+    def add_reminder(
+        self, event_id: int, notifier: str, title: str, body: str, notify_type: str, now: datetime
+    ) -> None:
+        """Queue a reminder message and note when, in one transaction."""
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO outbox (notifier, title, body, notify_type, created, due, status) "
+                "VALUES (?, ?, ?, ?, ?, ?, 'pending')",
+                (notifier, title, body, notify_type, iso(now), iso(now)),
+            )
+            db.execute(
+                "UPDATE alerts SET last_reminded = ? WHERE event_id = ? AND notifier = ?",
+                (iso(now), event_id, notifier),
+            )
 
     def claim_due_messages(self, now: datetime, lease: timedelta) -> list[OutboxMessage]:
         """Pending messages that are due and not leased by another live process; lease them to us.

@@ -248,3 +248,21 @@ def test_notifier_secrets_never_leak(cli: Cli, sim: Simulator, sink: HttpSink, t
     assert "error=500" in written  # the failure itself is visible
     for secret in (token, password):
         assert secret not in written
+
+
+def test_repeat_interval_reminds_until_acknowledged(cli: Cli, sim: Simulator, sink: HttpSink) -> None:
+    """A model that stays down is reminded about every repeat_interval; an ack stops the reminders."""
+    cli.write(extra=notifiers(("hook", f"json://{sink.base}/hook")) + '\n[alerts]\nrepeat_interval = "1s"\n')
+    cli("check")
+    sim.update_model("gpt-4o", {"error_rate": 1.0, "error_kinds": ["html"]})
+    cli("check")
+    cli("check")  # down: the alert goes out
+    time.sleep(1.1)
+    cli("check")  # still down, a second later: a reminder
+    titles = [p["title"] for p in sink.to("/hook")]
+    assert len(titles) == 2 and titles[1].startswith("[fpwatch] reminder: sim/gpt-4o: down")
+    down = cli("events", "--type", "model.down", "--json").json()[0]
+    assert cli("ack", str(down["id"])).code == 0
+    time.sleep(1.1)
+    cli("check")
+    assert len(sink.to("/hook")) == 2  # acknowledged: no more reminders
