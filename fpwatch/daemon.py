@@ -94,6 +94,7 @@ class Daemon:
     config: Config
     on_result: Callable[[CheckResult], None] | None = None  # the demo shows results as they happen
     first_run_spread: float = 60.0  # at most this long before a model's first check
+    drain_seconds: float = DRAIN_SECONDS
     metrics: Metrics = field(default_factory=Metrics)
     states: dict[str, ModelState] = field(default_factory=dict)
     results: dict[str, CheckResult] = field(default_factory=dict)
@@ -179,7 +180,7 @@ class Daemon:
         log.info("stopping", in_flight=len(self.in_flight))
         self.scheduler.pause()
         if self.in_flight:
-            _done, pending = await asyncio.wait(set(self.in_flight), timeout=DRAIN_SECONDS)
+            _done, pending = await asyncio.wait(set(self.in_flight), timeout=self.drain_seconds)
             if pending:
                 log.warning("drain deadline passed; cancelling checks", cancelled=len(pending))
                 for task in pending:

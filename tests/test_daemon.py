@@ -286,19 +286,29 @@ def test_sd_notify_ready_status_watchdog_reloading_stopping(daemon: DaemonProces
 
 
 def test_kill_9_and_restart_keep_state_and_raise_nothing_twice(daemon: DaemonProcess, sim: Simulator) -> None:
-    """After kill -9 mid-run, a restart continues from the database: no baseline event repeats, the chain holds."""
+    """kill -9 in the middle of a check, after a change: the restart continues from the database, and neither the
+    baseline nor the change is raised again; the hash chain holds."""
     sim.update_model("gpt-4o", {"fingerprints": {A: 1}})
-    daemon.write()
+    daemon.write(grace="1h")
     daemon.start()
     wait_for(lambda: daemon.checks() >= 3, what="three checks")
+    sim.update_model("gpt-4o", {"fingerprints": {B: 1}})
+    wait_for(lambda: ("fingerprint.changed", B) in daemon.events(), what="the change")
+    sim.update_model("gpt-4o", {"latency": 3.0})
+    wait_for(lambda: daemon.metrics().get("fpwatch_checks_in_flight{}") == 1, what="a slow check in flight")
     assert daemon.proc is not None
     daemon.proc.send_signal(signal.SIGKILL)
     daemon.proc.wait()
+    sim.update_model("gpt-4o", {"latency": 0.0})
     checks_before = daemon.checks()
     daemon.start()
     wait_for(lambda: daemon.checks() >= checks_before + 3, what="checks after the restart")
     assert daemon.stop() == 0
-    assert sorted(daemon.events()) == [("fingerprint.first_seen", A), ("model.first_seen", "gpt-4o")]
+    assert sorted(daemon.events()) == [
+        ("fingerprint.changed", B),
+        ("fingerprint.first_seen", A),
+        ("model.first_seen", "gpt-4o"),
+    ]
     verify = subprocess.run(
         [sys.executable, "-m", "fpwatch", "--config", str(daemon.config), "export", "--verify"],
         cwd=daemon.tmp_path,
@@ -436,6 +446,7 @@ def test_reload_keeps_unchanged_schedules_and_moves_changed_ones(tmp_path: Path,
 
     from fpwatch.config import load_config
     from fpwatch.daemon import Daemon
+
     path = tmp_path / "fpwatch.toml"
     base = f"""
 [fpwatch]
@@ -475,3 +486,33 @@ interval = "1h"
     assert steady_after == steady_before
     assert after["check:sim/changing"] != before["check:sim/changing"]
     assert jobs == ["check:sim/changing", "check:sim/new", "check:sim/steady"]
+
+
+def test_a_check_past_the_drain_deadline_is_cancelled_cleanly(tmp_path: Path, sim: Simulator) -> None:
+    """Stopping with a check slower than the drain deadline: the check is cancelled, nothing half-written, exit 0."""
+    import asyncio
+
+    from fpwatch.config import load_config
+    from fpwatch.daemon import Daemon
+    from fpwatch.store import Store
+
+    process = DaemonProcess(tmp_path, sim)
+    process.write(interval="1h")
+    config = load_config(process.config, env={})
+    sim.update_model("gpt-4o", {"latency": 30})
+
+    async def scenario() -> tuple[int, float]:
+        daemon = Daemon(process.config, config, first_run_spread=0, drain_seconds=0.5)
+        running = asyncio.create_task(daemon.run())
+        while not daemon.in_flight:
+            await asyncio.sleep(0.05)
+        started = time.monotonic()
+        daemon.stop_requested.set()
+        code = await running
+        return code, time.monotonic() - started
+
+    code, seconds = asyncio.run(scenario())
+    assert code == 0 and seconds < 10
+    with Store.open(tmp_path / "state.db") as store:
+        assert store.load_state("sim/gpt-4o").checks == 0  # the cancelled check left no partial record
+        assert store.verify_chain() == (0, None)
