@@ -112,6 +112,7 @@ class Daemon:
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": MISFIRE_GRACE_SECONDS},
         )
         self._last_heartbeat = 0.0
+        self._loop_tick = time.monotonic()  # the loop's own heartbeat, read by /healthz on another thread
         self._last_status = 0.0
         self._schedule_keys: dict[str, str] = {}
         self._scheduled_since: dict[str, datetime] = {}  # when each model's current schedule began
@@ -154,7 +155,8 @@ class Daemon:
 
     def open(self) -> None:
         """The state database, the providers' clients, the notifier: what checks need."""
-        self.store = Store.open(self.config.settings.state)
+        # SQLite calls run on the event loop: wait at most 5 s for another process's lock, not 30.
+        self.store = Store.open(self.config.settings.state, busy_timeout_ms=5000)
         self.states = {m.name: self.store.load_state(m.name) for m in self.config.models}
         self.providers = Providers(self.config.settings.max_concurrency)
         self.notifier = Notifier(self.config, self.store, on_failure=self._delivery_failed)
@@ -364,6 +366,9 @@ class Daemon:
         reasons = []
         if not self.scheduler.running:
             reasons.append("the scheduler is not running")
+        blocked = time.monotonic() - self._loop_tick
+        if blocked > 5:
+            reasons.append(f"the event loop has been blocked for {blocked:.0f}s (a database lock?)")
         now = datetime.now(UTC)
         overdue = [
             job.id.removeprefix(JOB_PREFIX)
@@ -401,10 +406,23 @@ class Daemon:
         """
         return [r for r in self.health() if r.startswith("the scheduler")]
 
+    async def _tick(self) -> None:
+        while True:
+            self._loop_tick = time.monotonic()
+            await asyncio.sleep(0.5)
+
     async def _watchdog(self) -> None:
+        ticking = asyncio.create_task(self._tick())
+        try:
+            await self._ping_watchdog()
+        finally:
+            ticking.cancel()
+
+    async def _ping_watchdog(self) -> None:
         interval = systemd.watchdog_interval()
         if interval is None:
-            return
+            await asyncio.Event().wait()  # nothing to ping; keep the tick running until cancelled
+        assert interval is not None
         while True:
             if not self.stuck():
                 systemd.notify("WATCHDOG=1")

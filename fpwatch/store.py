@@ -284,9 +284,10 @@ def hashed_fields(obs: Observation, check_id: str) -> dict[str, Any]:
 class Store:
     """fpwatch's state in one SQLite file. Methods speak the domain's words; callers never see SQL."""
 
-    def __init__(self, db: sqlite3.Connection, path: Path | None) -> None:
+    def __init__(self, db: sqlite3.Connection, path: Path | None, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> None:
         self.db = db
         self.path = path
+        self.busy_timeout_ms = busy_timeout_ms
 
     @contextmanager
     def _guard(self) -> Iterator[None]:
@@ -297,23 +298,27 @@ class Store:
             if "locked" in str(exc) or "busy" in str(exc):
                 raise StateError(
                     f"the state database {self.path} stayed locked by another process for "
-                    f"{BUSY_TIMEOUT_MS // 1000}s; is another fpwatch stuck? ({exc})"
+                    f"{self.busy_timeout_ms / 1000:g}s; is another fpwatch stuck? ({exc})"
                 ) from None
             raise StateError(f"state database {self.path}: {exc}") from None
         except sqlite3.DatabaseError as exc:
             raise _not_ours(self.path, exc) from None
 
     @classmethod
-    def open(cls, path: Path | str, *, readonly: bool = False) -> Store:
-        """Open (creating and migrating) the database; readonly opens an existing file without writing."""
+    def open(cls, path: Path | str, *, readonly: bool = False, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> Store:
+        """Open (creating and migrating) the database; readonly opens an existing file without writing.
+
+        `busy_timeout_ms`: how long to wait for another process's write lock before giving up (the
+        daemon waits less than the CLI: its event loop waits with it).
+        """
         path = Path(path)
         try:
             if readonly:
                 db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
             else:
                 path.parent.mkdir(parents=True, exist_ok=True)
-                db = sqlite3.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
-            db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+                db = sqlite3.connect(path, isolation_level=None, timeout=busy_timeout_ms / 1000)
+            db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
             if not readonly:
                 db.execute("PRAGMA journal_mode = WAL")
                 db.execute("PRAGMA synchronous = NORMAL")
@@ -323,7 +328,7 @@ class Store:
             ) from None
         except sqlite3.DatabaseError as exc:
             raise _not_ours(path, exc) from None
-        store = cls(db, path)
+        store = cls(db, path, busy_timeout_ms)
         if readonly:
             store._check_schema()
         else:

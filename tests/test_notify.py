@@ -266,3 +266,16 @@ def test_repeat_interval_reminds_until_acknowledged(cli: Cli, sim: Simulator, si
     time.sleep(1.1)
     cli("check")
     assert len(sink.to("/hook")) == 2  # acknowledged: no more reminders
+
+
+def test_a_flapping_model_sends_nothing(cli: Cli, sim: Simulator, sink: HttpSink) -> None:
+    """A provider failing every other check never reaches failure_threshold: no down, no recovered, no storm."""
+    cli.write(extra=notifiers(("hook", f"json://{sink.base}/hook")))
+    cli("check")
+    for _ in range(3):
+        sim.update_model("gpt-4o", {"error_rate": 1.0, "error_kinds": ["html"]})
+        assert cli("check").code == 3
+        sim.update_model("gpt-4o", {"error_rate": 0.0})
+        assert cli("check").code == 0
+    assert sink.posts == []
+    assert [e["type"] for e in cli("events", "--json").json()] == ["fingerprint.first_seen", "model.first_seen"]
