@@ -18,8 +18,9 @@ The path of an alert:
 
 from __future__ import annotations
 
+import asyncio
 import random
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -34,6 +35,7 @@ from fpwatch.tracking import SEVERITIES, ModelState
 EXPIRY = timedelta(hours=24)
 RETRY_BASE = timedelta(seconds=10)
 RETRY_CAP = timedelta(hours=1)
+LEASE = timedelta(minutes=2)  # longer than one send (apprise's own timeouts are 15-30 s)
 INHIBITED_WHILE_DOWN = (
     "fingerprint.",
     "model.changed",
@@ -188,12 +190,11 @@ class Notifier:
                 f"Still unresolved since {human(stored.event.time)} (`fpwatch ack {event_id}` stops reminders).\n\n"
                 + body
             )
-            self.store.add_reminder(event_id, notifier, title, body, kind, now)
+            self.store.add_reminder(event_id, notifier, title, body, kind, now, every)
 
     async def deliver(self, now: datetime | None = None, *, flush: bool = False) -> DeliveryReport:
         """Group what is pending into messages (all of it when `flush`), then send every message that is due."""
         now = now or utcnow()
-        known = {n.name: n for n in self.config.notifiers}
         for notifier in self.config.notifiers:
             pending = self.store.pending_alerts(notifier.name)
             if not pending:
@@ -206,16 +207,23 @@ class Notifier:
                 self.store.compose_message(notifier.name, ids, title, body, kind, now)
         self._remind(now)
         report = DeliveryReport()
-        for message in self.store.claim_due_messages(now, lease=timedelta(minutes=2)):
-            target = known.get(message.notifier)
-            if target is None:
-                self.store.expire_message(message.id, now, "the notifier was removed from the config")
-                report.expired += 1
-                continue
-            notifier = target
+        # Notifiers send side by side (a hanging SMTP server must not hold back the webhook); each claims one
+        # message at a time, so a lease never runs out while the message waits behind others.
+        await asyncio.gather(*(self._drain(n, report) for n in self.config.notifiers))
+        for message_id, notifier_name in self.store.orphaned_messages({n.name for n in self.config.notifiers}):
+            self.store.expire_message(message_id, utcnow(), "the notifier was removed from the config")
+            report.expired += 1
+            if self.on_failure is not None:
+                self.on_failure(notifier_name)
+            log.error("notification expired: its notifier was removed from the config", notifier=notifier_name)
+        return report
+
+    async def _drain(self, notifier: NotifierConfig, report: DeliveryReport) -> None:
+        while (message := self.store.claim_next_message(notifier.name, utcnow(), lease=LEASE)) is not None:
             error = await self.send(notifier, message.title, message.body, message.notify_type)
+            now = utcnow()
             if error is None:
-                self.store.mark_delivered(message.id, utcnow())
+                self.store.mark_delivered(message.id, now)
                 report.delivered += 1
                 log.info("notification delivered", notifier=notifier.name, message_id=message.id)
                 continue
@@ -238,7 +246,6 @@ class Notifier:
                 attempt=message.attempts + 1,
                 retry_in=round(delay.total_seconds(), 1),
             )
-        return report
 
 
 # Unresolved states worth a reminder: the event that opened each (canary.drift joins with drift detection).
@@ -246,18 +253,23 @@ REMINDED = ("model.down", "canary.failed")
 
 
 def _still_open(store: Store, event: StoredEvent) -> bool:
-    """Is the state this event opened still unresolved, by the model's current state?"""
-    state = store.load_state(event.event.model)
-    if event.event.type == "model.down":
-        return state.down
-    if event.event.type == "canary.failed":
-        return event.event.details.get("canary") in state.expect_failing
-    return False
-
-
-def pending_summary(store: Store, notifiers: Iterable[NotifierConfig]) -> list[dict[str, Any]]:
-    """Per notifier: messages waiting, the last error, the last delivery (for `fpwatch status`)."""
-    return [store.notifier_status(n.name) for n in notifiers]
+    """Is the state this event opened still the open one? (An older outage that ended is not.)"""
+    e = event.event
+    state = store.load_state(e.model)
+    if e.type == "model.down":
+        if not state.down:
+            return False
+    elif e.type == "canary.failed":
+        if e.details.get("canary") not in state.expect_failing:
+            return False
+    else:
+        return False
+    same = [
+        x
+        for x in store.events(model=e.model, types=[e.type])
+        if x.event.details.get("canary") == e.details.get("canary")
+    ]
+    return bool(same) and same[-1].id == event.id
 
 
 def test_message() -> tuple[str, str, str]:

@@ -680,10 +680,17 @@ class Store:
         return [(event_id, notifier) for event_id, notifier, last in rows if now - parse_iso(last) >= every]
 
     def add_reminder(
-        self, event_id: int, notifier: str, title: str, body: str, notify_type: str, now: datetime
+        self, event_id: int, notifier: str, title: str, body: str, notify_type: str, now: datetime, every: timedelta
     ) -> None:
-        """Queue a reminder message and note when, in one transaction."""
+        """Queue a reminder and note when, in one transaction; a no-op if another process just did."""
         with self.transaction() as db:
+            row = db.execute(
+                "SELECT a.last_reminded, o.finished FROM alerts a JOIN outbox o ON o.id = a.message_id "
+                "WHERE a.event_id = ? AND a.notifier = ?",
+                (event_id, notifier),
+            ).fetchone()
+            if row is None or now - parse_iso(row[0] or row[1]) < every:
+                return
             db.execute(
                 "INSERT INTO outbox (notifier, title, body, notify_type, created, due, status) "
                 "VALUES (?, ?, ?, ?, ?, ?, 'pending')",
@@ -694,8 +701,8 @@ class Store:
                 (iso(now), event_id, notifier),
             )
 
-    def claim_due_messages(self, now: datetime, lease: timedelta) -> list[OutboxMessage]:
-        """Pending messages that are due and not leased by another live process; lease them to us.
+    def claim_next_message(self, notifier: str, now: datetime, lease: timedelta) -> OutboxMessage | None:
+        """The oldest due message of this notifier not leased by another live process, leased to us.
 
         A lease names its owner (host:pid), so one left by a process killed mid-send is taken over at
         once instead of when it runs out.
@@ -704,28 +711,38 @@ class Store:
         with self.transaction() as db:
             rows = db.execute(
                 "SELECT id, notifier, title, body, notify_type, created, attempts, lease_until, lease_owner "
-                "FROM outbox WHERE status = 'pending' AND due <= ? ORDER BY id",
-                (iso(now),),
+                "FROM outbox WHERE notifier = ? AND status = 'pending' AND due <= ? ORDER BY id",
+                (notifier, iso(now)),
             ).fetchall()
-            free = [r for r in rows if r[7] is None or r[7] < iso(now) or not _owner_alive(r[8])]
-            db.executemany(
-                "UPDATE outbox SET lease_until = ?, lease_owner = ? WHERE id = ?",
-                [(iso(now + lease), me, row[0]) for row in free],
+            free = next((r for r in rows if r[7] is None or r[7] < iso(now) or not _owner_alive(r[8])), None)
+            if free is None:
+                return None
+            db.execute(
+                "UPDATE outbox SET lease_until = ?, lease_owner = ? WHERE id = ?", (iso(now + lease), me, free[0])
             )
-        return [OutboxMessage(r[0], r[1], r[2], r[3], r[4], parse_iso(r[5]), r[6]) for r in free]
+        return OutboxMessage(free[0], free[1], free[2], free[3], free[4], parse_iso(free[5]), free[6])
+
+    def orphaned_messages(self, notifiers: set[str]) -> list[tuple[int, str]]:
+        """Pending messages of notifiers no longer configured."""
+        with self._guard():
+            rows = self.db.execute("SELECT id, notifier FROM outbox WHERE status = 'pending'").fetchall()
+        return [(message_id, name) for message_id, name in rows if name not in notifiers]
+
+    # Each outcome applies only to a message still pending: a finished one is never rewritten.
 
     def mark_delivered(self, message_id: int, now: datetime) -> None:
         with self.transaction() as db:
             db.execute(
-                "UPDATE outbox SET status = 'delivered', finished = ?, attempts = attempts + 1, lease_until = NULL "
-                "WHERE id = ?",
+                "UPDATE outbox SET status = 'delivered', finished = ?, attempts = attempts + 1, last_error = NULL, "
+                "lease_until = NULL WHERE id = ? AND status = 'pending'",
                 (iso(now), message_id),
             )
 
     def retry_message(self, message_id: int, due: datetime, error: str) -> None:
         with self.transaction() as db:
             db.execute(
-                "UPDATE outbox SET due = ?, attempts = attempts + 1, last_error = ?, lease_until = NULL WHERE id = ?",
+                "UPDATE outbox SET due = ?, attempts = attempts + 1, last_error = ?, lease_until = NULL "
+                "WHERE id = ? AND status = 'pending'",
                 (iso(due), error, message_id),
             )
 
@@ -733,7 +750,7 @@ class Store:
         with self.transaction() as db:
             db.execute(
                 "UPDATE outbox SET status = 'expired', finished = ?, attempts = attempts + 1, last_error = ?, "
-                "lease_until = NULL WHERE id = ?",
+                "lease_until = NULL WHERE id = ? AND status = 'pending'",
                 (iso(now), error, message_id),
             )
 

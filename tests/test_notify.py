@@ -12,6 +12,7 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -279,3 +280,40 @@ def test_a_flapping_model_sends_nothing(cli: Cli, sim: Simulator, sink: HttpSink
         assert cli("check").code == 0
     assert sink.posts == []
     assert [e["type"] for e in cli("events", "--json").json()] == ["fingerprint.first_seen", "model.first_seen"]
+
+
+def test_reminders_only_for_the_outage_still_open(cli: Cli, sim: Simulator, sink: HttpSink) -> None:
+    """Down, recovered, down again: reminders name the second outage only, never the one that ended."""
+    cli.write(extra=notifiers(("hook", f"json://{sink.base}/hook")) + '\n[alerts]\nrepeat_interval = "1s"\n')
+    cli("check")
+    for broken in (True, True, False, True, True):  # down, recovered, down again
+        sim.update_model("gpt-4o", {"error_rate": 1.0 if broken else 0.0, "error_kinds": ["html"]})
+        cli("check")
+    time.sleep(1.1)
+    cli("check")
+    downs = [e["id"] for e in cli("events", "--type", "model.down", "--json").json()]
+    reminders = [p["message"] for p in sink.to("/hook") if p["title"].startswith("[fpwatch] reminder:")]
+    assert len(downs) == 2 and len(reminders) == 1
+    assert f"fpwatch ack {downs[1]}" in reminders[0]
+
+
+def test_a_finished_message_is_never_rewritten(tmp_path: Path) -> None:
+    """Delivery outcomes apply only to pending messages: a late expiry cannot undo a delivery."""
+    from datetime import UTC, datetime
+
+    from fpwatch.store import Store
+
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    with Store.open(tmp_path / "s.db") as store:
+        store.db.execute(
+            "INSERT INTO events (time, model, type, severity, summary, details) VALUES ('x','m','t','info','s','{}')"
+        )
+        store.db.execute("INSERT INTO alerts (event_id, notifier, created) VALUES (1, 'n', ?)", (now.isoformat(),))
+        message_id = store.compose_message("n", [1], "title", "body", "info", now)
+        assert message_id is not None
+        claimed = store.claim_next_message("n", now, lease=timedelta(minutes=2))
+        assert claimed is not None and store.claim_next_message("n", now, lease=timedelta(minutes=2)) is None
+        store.mark_delivered(message_id, now)
+        store.expire_message(message_id, now, "too late")
+        assert store.notifier_status("n")["last_delivered"] is not None
+        assert store.notifier_status("n")["expired_messages"] == 0
