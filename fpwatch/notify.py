@@ -30,7 +30,7 @@ from fpwatch.config import Config, NotifierConfig, mask_url
 from fpwatch.logs import get_logger
 from fpwatch.redact import Redactor
 from fpwatch.store import Store, StoredEvent
-from fpwatch.tracking import SEVERITIES, ModelState
+from fpwatch.tracking import SEVERITIES, ModelState, flapping
 
 EXPIRY = timedelta(hours=24)
 RETRY_BASE = timedelta(seconds=10)
@@ -59,6 +59,9 @@ def routes(config: Config) -> Callable[[ModelState, StoredEvent], list[str]]:
             return []  # the outage is the news; what a down model "changed" is noise
         if event.type == "model.recovered" and not config.alerts.send_resolved:
             return []
+        downs = flapping(state, event.time)
+        if (event.type == "model.down" and downs > 2) or (event.type == "model.recovered" and downs >= 2):
+            return []  # flapping: the second outage said so; hold the rest until the hour is quiet
         return [n.name for n in config.notifiers if _matches(n, event.model, event.type, event.severity, tags)]
 
     return route

@@ -178,9 +178,14 @@ def _m002_outbox(db: sqlite3.Connection) -> None:
     )
 
 
+def _m003_flap_damping(db: sqlite3.Connection) -> None:
+    db.execute("ALTER TABLE model_state ADD COLUMN recent_downs TEXT NOT NULL DEFAULT '[]'")
+
+
 MIGRATIONS: list[tuple[str, Callable[[sqlite3.Connection], None]]] = [
     ("001_initial", _m001_initial),
     ("002_outbox", _m002_outbox),
+    ("003_flap_damping", _m003_flap_damping),
 ]
 
 
@@ -485,7 +490,7 @@ class Store:
         row = db.execute(
             """SELECT checks, first_check, last_check, last_ok, consecutive_failures, down, down_since,
                       last_error, fingerprint_missing, expect_failing, behaviour_fingerprint,
-                      fingerprint_samples, response_model_samples
+                      fingerprint_samples, response_model_samples, recent_downs
                FROM model_state WHERE model = ?""",
             (model,),
         ).fetchone()
@@ -514,11 +519,12 @@ class Store:
             behaviour_fingerprint=row[10],
             fingerprints=SignalSet("fingerprint", signals["fingerprint"], row[11]),
             response_models=SignalSet("response_model", signals["response_model"], row[12]),
+            recent_downs=tuple(parse_iso(t) for t in json.loads(row[13])),
         )
 
     def _save_state(self, db: sqlite3.Connection, s: ModelState) -> None:
         db.execute(
-            """INSERT OR REPLACE INTO model_state VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)""",
+            """INSERT OR REPLACE INTO model_state VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)""",
             (
                 s.model,
                 s.checks,
@@ -534,6 +540,7 @@ class Store:
                 s.behaviour_fingerprint,
                 s.fingerprints.samples,
                 s.response_models.samples,
+                json.dumps([iso(t) for t in s.recent_downs]),
             ),
         )
         for signal_set in (s.fingerprints, s.response_models):

@@ -29,6 +29,9 @@ RETIRE_SIGNIFICANCE = 0.01
 # near e**-count): after this many grace periods unseen it retires anyway.
 RETIRE_CEILING = 7
 SEVERITIES = ("info", "warning", "critical")
+# A model that goes down again within FLAP_WINDOW of an earlier outage is flapping: that second
+# model.down says so, and further down/recovered alerts are held until the window is quiet.
+FLAP_WINDOW = timedelta(hours=1)
 
 SEVERITY = {
     "fingerprint.first_seen": "info",
@@ -119,6 +122,7 @@ class ModelState:
     fingerprint_missing: bool = False
     expect_failing: frozenset[str] = frozenset()
     behaviour_fingerprint: str | None = None
+    recent_downs: tuple[datetime, ...] = ()  # when it went down within FLAP_WINDOW: flap damping
     fingerprints: SignalSet = field(default_factory=lambda: SignalSet("fingerprint"))
     response_models: SignalSet = field(default_factory=lambda: SignalSet("response_model"))
 
@@ -359,28 +363,45 @@ def _failed(
     error = _errors_summary(observations) or "no canary requests were sent"
     events = []
     down, since = state.down, state.down_since
+    recent = tuple(t for t in state.recent_downs if now - t < FLAP_WINDOW)
     if not down and failures >= policy.failure_threshold:
         down, since = True, now
+        recent = (*recent, now)
+        summary = f"{state.model}: down, {failures} checks in a row failed: {error}"
+        if len(recent) >= 2:
+            summary = f"{state.model}: flapping, down {len(recent)} times within an hour: {error}"
         events.append(
             Event(
                 now,
                 state.model,
                 "model.down",
-                f"{state.model}: down, {failures} checks in a row failed: {error}",
-                {"failed_checks": failures, "last_error": error, "last_ok": iso_or_none(state.last_ok)},
+                summary,
+                {
+                    "failed_checks": failures,
+                    "last_error": error,
+                    "last_ok": iso_or_none(state.last_ok),
+                    "downs_last_hour": len(recent),
+                    "flapping": len(recent) >= 2,
+                },
             )
         )
     return (
         replace(
             state,
-            last_check=now,
+            last_check=_latest(state.last_check, now),
             consecutive_failures=failures,
             down=down,
             down_since=since,
             last_error=error,
+            recent_downs=recent,
         ),
         events,
     )
+
+
+def flapping(state: ModelState, now: datetime) -> int:
+    """How many times the model went down within the flap window (2 or more: it is flapping)."""
+    return sum(1 for t in state.recent_downs if now - t < FLAP_WINDOW)
 
 
 def _errors_summary(observations: Sequence[Observation]) -> str | None:

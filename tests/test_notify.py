@@ -317,3 +317,19 @@ def test_a_finished_message_is_never_rewritten(tmp_path: Path) -> None:
         store.expire_message(message_id, now, "too late")
         assert store.notifier_status("n")["last_delivered"] is not None
         assert store.notifier_status("n")["expired_messages"] == 0
+
+
+def test_a_model_flapping_across_the_threshold_is_not_a_storm(cli: Cli, sim: Simulator, sink: HttpSink) -> None:
+    """Five outages in a row: down, recovered, then one "flapping" alert; the rest are held, not sent."""
+    cli.write(extra=notifiers(("hook", f"json://{sink.base}/hook")))
+    cli("check")
+    for _ in range(5):
+        sim.update_model("gpt-4o", {"error_rate": 1.0, "error_kinds": ["html"]})
+        cli("check")
+        cli("check")
+        sim.update_model("gpt-4o", {"error_rate": 0.0})
+        cli("check")
+    titles = [p["title"] for p in sink.to("/hook")]
+    assert len(titles) == 3
+    assert "down, 2 checks" in titles[0] and "recovered" in titles[1] and "flapping, down 2 times" in titles[2]
+    assert len(cli("events", "--type", "model.down", "--json").json()) == 5  # every outage is still recorded

@@ -170,3 +170,22 @@ def test_events_filter_and_ack(tmp_path: Path) -> None:
         acked = store.ack(changed.id or 0, "planned", T0)
         assert acked is not None and acked.ack_comment == "planned" and acked.acked_at == T0
         assert json.loads(json.dumps(acked.to_dict()))["details"]["new"] == "fp_3000000000"
+
+
+def test_a_database_from_every_earlier_schema_migrates_forward(tmp_path: Path) -> None:
+    """A file created by each earlier fpwatch (each prefix of the migrations) opens, migrates and keeps its data."""
+    for upto in range(1, len(MIGRATIONS)):
+        path = tmp_path / f"v{upto}.db"
+        db = sqlite3.connect(path, isolation_level=None)
+        db.execute("CREATE TABLE migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
+        for name, step in MIGRATIONS[:upto]:
+            step(db)
+            db.execute("INSERT INTO migrations VALUES (?, '2026-01-01T00:00:00Z')", (name,))
+        db.execute(
+            "INSERT INTO model_state (model, checks, consecutive_failures, down, fingerprint_missing, expect_failing,"
+            " fingerprint_samples, response_model_samples) VALUES ('m', 7, 0, 0, 0, '[]', 0, 0)"
+        )
+        db.close()
+        with Store.open(path) as store:
+            assert [row[0] for row in store.db.execute("SELECT name FROM migrations")] == [n for n, _ in MIGRATIONS]
+            assert store.load_state("m").checks == 7
