@@ -759,8 +759,9 @@ def _setup_logging(config: Config, obj: _Obj) -> None:
     from fpwatch.logs import configure_logging
     from fpwatch.redact import Redactor
 
-    # The report on stdout already says what happened; stderr carries warnings (or everything with --debug).
-    level = "debug" if obj.debug else max(config.settings.log_level, "warning", key=_LEVELS.index)
+    # The report on stdout already says what happened (events, errors, failed deliveries): stderr carries
+    # only errors, so cron does not mail everything twice; --debug shows every log line.
+    level = "debug" if obj.debug else max(config.settings.log_level, "error", key=_LEVELS.index)
     configure_logging(level, config.settings.log_format, Redactor(config.secrets))
 
 

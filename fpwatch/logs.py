@@ -117,6 +117,10 @@ def configure_logging(
     floor = logging.getLevelName(level.upper())
     for noisy, at_least in (("httpx", logging.WARNING), ("httpcore", logging.WARNING), ("apscheduler", logging.ERROR)):
         logging.getLogger(noisy).setLevel(max(at_least, floor))
+    # apprise collects each delivery attempt's reasons from its own warning records: they must be
+    # emitted whatever we print, so the handler, not the logger, applies our level to them.
+    handler.setLevel(floor)
+    logging.getLogger("apprise").setLevel(min(logging.WARNING, floor))
 
 
 def get_logger(name: str = "fpwatch") -> Any:
