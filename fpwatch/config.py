@@ -27,7 +27,6 @@ from fpwatch.errors import ConfigError, ConfigProblem
 from fpwatch.tracking import SEVERITIES, SEVERITY
 
 PROVIDER_TYPES = ("openai", "azure", "openai-compatible", "anthropic", "gemini")
-IMPLEMENTED_PROVIDER_TYPES = ("openai", "azure", "openai-compatible")
 EVENT_TYPES = tuple(SEVERITY)
 DEFAULT_BASE_URLS = {"openai": "https://api.openai.com/v1"}
 SECRET_NAME = re.compile(r"(key|token|secret|passw(or)?d|auth|credential|cookie)", re.I)
@@ -457,11 +456,9 @@ class _Reader:
             loc = f"providers.{name}"
             tbl = self.table(body, loc, _PROVIDER)
             kind = self.string(tbl, "type", loc, choices=PROVIDER_TYPES)
-            if kind is not None and kind not in IMPLEMENTED_PROVIDER_TYPES:
-                self.problem(
-                    _join(loc, "type"),
-                    f'"{kind}" is not supported yet; use one of {", ".join(IMPLEMENTED_PROVIDER_TYPES)}',
-                )
+            implemented = _implemented_provider_types()
+            if kind is not None and kind not in implemented:
+                self.problem(_join(loc, "type"), f'"{kind}" is not supported yet; use one of {", ".join(implemented)}')
                 kind = None
             base_url = self.string(tbl, "base_url", loc, DEFAULT_BASE_URLS.get(kind or ""))
             if base_url is None and kind in ("azure", "openai-compatible"):
@@ -799,6 +796,13 @@ class _Reader:
             if name and url:
                 out.append(NotifierConfig(name, Secret(url), events, selectors, severity or "warning"))
         return out
+
+
+def _implemented_provider_types() -> tuple[str, ...]:
+    """The adapter registry decides (imported here: providers import this module)."""
+    from fpwatch.providers import ADAPTERS
+
+    return tuple(ADAPTERS)
 
 
 def _join(location: str, key: str) -> str:

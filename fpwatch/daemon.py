@@ -97,7 +97,6 @@ class Daemon:
     drain_seconds: float = DRAIN_SECONDS
     metrics: Metrics = field(default_factory=Metrics)
     states: dict[str, ModelState] = field(default_factory=dict)
-    results: dict[str, CheckResult] = field(default_factory=dict)
     redact: Redactor = field(default_factory=Redactor)  # shared with the log pipeline: reloads add secrets
     started: datetime = field(default_factory=lambda: datetime.now(UTC))
     last_reload_ok: bool = True
@@ -127,10 +126,16 @@ class Daemon:
         if signal.SIGTERM in _EARLY_SIGNALS:
             self.stop_requested.set()
         _EARLY_SIGNALS.clear()  # a SIGHUP during start-up: the config was just read anyway
-        self.open()
+        server = self._start_endpoint()  # first: a taken port should stop us before anything is opened
+        try:
+            self.open()
+        except BaseException:
+            if server is not None:
+                server.shutdown()
+                server.server_close()
+            raise
         self.scheduler.add_listener(self._on_job_event, EVENT_JOB_ERROR | EVENT_JOB_MISSED | EVENT_JOB_MAX_INSTANCES)
         self.scheduler.add_listener(self._on_submitted, EVENT_JOB_SUBMITTED)
-        server = self._start_endpoint()  # first: a taken port should stop us before anything runs
         self.sync_jobs(first=True)
         self.scheduler.start()
         self.metrics.reload_ok.set(1)
@@ -252,7 +257,6 @@ class Daemon:
                 self._schedule_keys.pop(name, None)
                 self._scheduled_since.pop(name, None)
                 self.states.pop(name, None)
-                self.results.pop(name, None)
                 self.metrics.forget(name)
                 log.info("model removed", model=name)
         now = datetime.now(UTC)
@@ -312,7 +316,6 @@ class Daemon:
         if self.config.model(name) is None:
             return  # removed by a reload while it ran: forget it, do not resurrect its metrics
         self.states[name] = result.state
-        self.results[name] = result
         self.metrics.observe(result)
         if self.on_result is not None:
             self.on_result(result)
@@ -406,27 +409,16 @@ class Daemon:
         """
         return [r for r in self.health() if r.startswith("the scheduler")]
 
-    async def _tick(self) -> None:
+    async def _watchdog(self) -> None:
+        """Tick for /healthz's blocked-loop test; ping systemd's watchdog while the scheduler is live."""
+        interval = systemd.watchdog_interval()
+        last_ping = 0.0
         while True:
             self._loop_tick = time.monotonic()
-            await asyncio.sleep(0.5)
-
-    async def _watchdog(self) -> None:
-        ticking = asyncio.create_task(self._tick())
-        try:
-            await self._ping_watchdog()
-        finally:
-            ticking.cancel()
-
-    async def _ping_watchdog(self) -> None:
-        interval = systemd.watchdog_interval()
-        if interval is None:
-            await asyncio.Event().wait()  # nothing to ping; keep the tick running until cancelled
-        assert interval is not None
-        while True:
-            if not self.stuck():
+            if interval is not None and self._loop_tick - last_ping >= interval and not self.stuck():
                 systemd.notify("WATCHDOG=1")
-            await asyncio.sleep(interval)
+                last_ping = self._loop_tick
+            await asyncio.sleep(min(0.5, interval or 0.5))
 
     def status_line(self) -> str:
         now = datetime.now(UTC)
@@ -455,7 +447,6 @@ class Daemon:
         try:
             server = serve(host.strip("[]"), int(port), self)
         except OSError as exc:
-            self.store.close()
             raise FpwatchError(
                 f"cannot listen on {listen}: {exc.strerror or exc}; change [fpwatch] listen or stop what uses it"
             ) from None

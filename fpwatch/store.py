@@ -562,21 +562,6 @@ class Store:
                 ],
             )
 
-    def known_models(self) -> list[str]:
-        with self._guard():
-            return [row[0] for row in self.db.execute("SELECT model FROM model_state ORDER BY model")]
-
-    def last_check(self, model: str) -> CheckRecord | None:
-        with self._guard():
-            row = self.db.execute(
-                "SELECT id, model, started, finished, requests, failures, error FROM checks "
-                "WHERE model = ? ORDER BY started DESC LIMIT 1",
-                (model,),
-            ).fetchone()
-            if row is None:
-                return None
-            return CheckRecord(row[0], row[1], parse_iso(row[2]), parse_iso(row[3]), row[4], row[5], row[6])
-
     # -- events
 
     def _insert_event(self, db: sqlite3.Connection, event: Event, check_id: str | None) -> StoredEvent:
