@@ -8,7 +8,7 @@ change of the model behind the API.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 Logprobs = Literal["auto"] | bool
@@ -66,3 +66,25 @@ BUILTIN_SET: tuple[Canary, ...] = (
 )
 
 BUILTIN_SET_NAME = "default"
+
+
+CAPABILITIES = ("temperature", "logprobs", "seed")
+"""Request options a model may reject (reasoning models reject all three); fpwatch then leaves them out."""
+
+
+def adapt(canary: Canary, unsupported: frozenset[str]) -> Canary:
+    """The canary as this model accepts it: without what it rejects.
+
+    Without temperature 0 the answers are sampled (temperature 1 on reasoning models), so the canary
+    takes twice the samples: the same tests then see the answer distribution, not one draw of it.
+    """
+    if not unsupported:
+        return canary
+    changes: dict[str, object] = {}
+    if "temperature" in unsupported and canary.temperature is not None:
+        changes.update(temperature=None, samples=canary.samples * 2)
+    if "logprobs" in unsupported and canary.logprobs is not False:
+        changes.update(logprobs=False, top_logprobs=None)
+    if "seed" in unsupported and canary.seed is not None:
+        changes.update(seed=None)
+    return replace(canary, **changes) if changes else canary  # type: ignore[arg-type]

@@ -9,18 +9,20 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
 import structlog
 
+from fpwatch import drift
+from fpwatch.canaries import Canary, adapt
 from fpwatch.clock import iso, iso_or_none
 from fpwatch.config import ModelConfig
 from fpwatch.logs import get_logger
 from fpwatch.observation import Observation
-from fpwatch.providers import Providers, probe
+from fpwatch.providers import Providers, ProviderSession, probe
 from fpwatch.redact import Redactor
 from fpwatch.store import CheckRecord, Store, StoredEvent
 from fpwatch.tracking import Event, ModelState, Policy, learning, track
@@ -56,6 +58,8 @@ class CheckResult:
     state: ModelState
     events: list[StoredEvent]
     error: str | None
+    burst: int = 0  # how many of the observations were a drift confirmation burst
+    adapted: Mapping[str, str] = field(default_factory=dict)  # options the model rejected this check -> its words
 
     @property
     def status(self) -> int:
@@ -86,16 +90,24 @@ class CheckResult:
             "error": self.error,
             "requests": len(self.observations),
             "failed_requests": sum(1 for o in self.observations if not o.ok),
+            "burst_requests": self.burst,
+            "adapted": dict(self.adapted),
             "events": [e.to_dict() for e in self.events],
         }
 
 
-def policy_for(model: ModelConfig) -> Policy:
+def canaries_for(model: ModelConfig, unsupported: frozenset[str]) -> list[Canary]:
+    """The model's canaries as it accepts them (without the options it rejected)."""
+    return [adapt(c, unsupported) for c in model.canaries]
+
+
+def policy_for(model: ModelConfig, unsupported: frozenset[str] = frozenset()) -> Policy:
     return Policy(
         grace_period=model.grace_period,
         learning_period=model.learning_period,
         failure_threshold=model.failure_threshold,
         expects={c.name: c.expect for c in model.canaries if c.expect},
+        canary_keys={c.name: drift.canary_key(c) for c in canaries_for(model, unsupported)},
     )
 
 
@@ -111,9 +123,29 @@ def state_label(state: ModelState, model: ModelConfig, now: datetime) -> str:
         return "failing"
     if stale(state, model, now):
         return "stale"
-    if learning(state, policy_for(model), now):
+    if state.drift.open_since is not None:
+        return "drift"  # until a person acks the canary.drift event
+    policy = policy_for(model, state.unsupported)
+    if learning(state, policy, now) or state.drift.learning(policy.canary_keys.values()):
         return "learning"
     return "ok"
+
+
+def drift_summary(model: ModelConfig, state: ModelState) -> dict[str, Any]:
+    """Where drift detection stands for one model (documented in the README)."""
+    keys = policy_for(model, state.unsupported).canary_keys.values()
+    d = state.drift
+    return {
+        "state": "drift" if d.open_since else "learning" if d.learning(keys) else "ok",
+        "reference_samples": d.reference_samples(keys),
+        "reference_needed": drift.REFERENCE_MIN,
+        "open_since": iso_or_none(d.open_since),
+        "last_screen": round(d.screens[-1], 3) if d.screens else None,
+        "screen_threshold": round(drift.robust_threshold(d.screens, drift.SCREEN_K, drift.SCREEN_FLOOR), 3),
+        "screen_hits": d.screen_hits,
+        "bursts": d.bursts,
+        "confirmed": d.confirmed,
+    }
 
 
 def model_summary(model: ModelConfig, state: ModelState, now: datetime) -> dict[str, Any]:
@@ -139,6 +171,8 @@ def model_summary(model: ModelConfig, state: ModelState, now: datetime) -> dict[
         "fingerprint_missing": state.fingerprint_missing,
         "resolved_models": [s.value for s in state.response_models.valid()],
         "behaviour_fingerprint": state.behaviour_fingerprint,
+        "drift": drift_summary(model, state),
+        "unsupported": sorted(state.unsupported),
         "checks": state.checks,
         "consecutive_failures": state.consecutive_failures,
         "last_check": iso_or_none(state.last_check),
@@ -157,38 +191,79 @@ async def run_check(model: ModelConfig, ctx: CheckContext) -> CheckResult:
 
 async def _run_check(model: ModelConfig, ctx: CheckContext, check_id: str) -> CheckResult:
     started = ctx.clock()
+    before = ctx.store.load_state(model.name) if ctx.store is not None else ModelState(model.name)
+    canaries = canaries_for(model, before.unsupported)
     session = ctx.providers.session(model.provider)
-    jobs = [
-        probe(session, model, canary, sample, redact=ctx.redact, clock=ctx.clock)
-        for canary in model.canaries
-        for sample in range(canary.samples)
-    ]
-    observations = list(await asyncio.gather(*jobs))
+    rejected: dict[str, str] = {}  # options the model turned down during this check
+    observations = await _probe_all(session, model, canaries, ctx, rejected)
+    policy = policy_for(model, before.unsupported | frozenset(rejected))
+    burst: list[Observation] = []
+    if not rejected:
+        screened = drift.screen(
+            before.drift,
+            drift.samples_from(observations, policy.canary_keys),
+            policy.canary_keys.values(),
+        )
+        if screened is not None and screened.hit:
+            # One noisy check pages nobody: fresh samples must show the change too.
+            get_logger("fpwatch.check").info(
+                "drift screen hit: confirming with fresh samples",
+                surprise=round(screened.surprise, 2),
+                threshold=round(screened.threshold, 2),
+                logprob_change=screened.logprob,
+            )
+            burst = await _probe_all(session, model, canaries, ctx, rejected, burst=True)
     finished = ctx.clock()
     error = _check_error(model, observations)
-    policy = policy_for(model)
+    adapted = {k: v for k, v in rejected.items() if k not in before.unsupported}
+    for option, words in adapted.items():
+        get_logger("fpwatch.check").warning(
+            f"the model rejects {option}: its canaries leave it out from now on", provider_said=words
+        )
 
     def apply(state: ModelState) -> tuple[ModelState, list[Event]]:
-        return track(state, observations, policy, finished)
+        state = replace(state, unsupported=state.unsupported | frozenset(rejected))
+        return track(state, observations, policy, finished, burst)
 
     if ctx.dry_run or ctx.store is None:
-        before = ctx.store.load_state(model.name) if ctx.store is not None else ModelState(model.name)
         state, events = apply(before)
         stored = [StoredEvent(None, e, check_id) for e in events]
     else:
+        everything = [*observations, *burst]
         record = CheckRecord(
             check_id,
             model.name,
             started,
             finished,
-            len(observations),
-            sum(1 for o in observations if not o.ok),
+            len(everything),
+            sum(1 for o in everything if not o.ok),
             error,
         )
-        state, stored = ctx.store.record_check(record, observations, apply, ctx.route)
-    result = CheckResult(model, check_id, started, finished, observations, state, stored, error)
+        state, stored = ctx.store.record_check(record, everything, apply, ctx.route)
+    result = CheckResult(
+        model, check_id, started, finished, [*observations, *burst], state, stored, error, len(burst), adapted
+    )
     _log(result)
     return result
+
+
+async def _probe_all(
+    session: ProviderSession,
+    model: ModelConfig,
+    canaries: Sequence[Canary],
+    ctx: CheckContext,
+    rejected: dict[str, str],
+    *,
+    burst: bool = False,
+) -> list[Observation]:
+    """Every canary `samples` times (a confirmation burst: drift.burst_size times, numbered after them)."""
+    jobs = [
+        probe(session, model, canary, first + i, redact=ctx.redact, clock=ctx.clock, rejected=rejected)
+        for canary in canaries
+        for first, count in [(canary.samples, drift.burst_size(canary)) if burst else (0, canary.samples)]
+        for i in range(count)
+    ]
+    return list(await asyncio.gather(*jobs))
 
 
 def _log(result: CheckResult) -> None:

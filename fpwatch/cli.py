@@ -226,6 +226,17 @@ def _check_report(results: Sequence[CheckResult], code: int, dry_run: bool) -> s
     if events:
         lines += ["", "Events:"]
         lines += [f"  [{e.event.severity}] {e.event.type}: {e.event.summary}" for e in events]
+    bursts = [r for r in results if r.burst]
+    if bursts:
+        lines += ["", "Drift screen hits (confirmed with fresh samples before any alert):"]
+        for r in bursts:
+            confirmed = any(e.event.type == "canary.drift" for e in r.events)
+            verdict = "confirmed: canary.drift" if confirmed else "not confirmed: serving noise"
+            lines.append(f"  {r.model.name}: {r.burst} more requests, {verdict}")
+    adapted = [(r.model.name, option) for r in results for option in r.adapted]
+    if adapted:
+        lines += ["", "Adapted canaries (the model rejects these options; they are left out from now on):"]
+        lines += [f"  {name}: {option}" for name, option in adapted]
     errors = [r for r in results if r.error]
     if errors:
         lines += ["", "Errors:"]
@@ -265,10 +276,13 @@ def status(ctx: click.Context, as_json: bool) -> None:
             f"{d['system_fingerprint']} (until {d['grace_expires'][5:16].replace('T', ' ')})"
             for d in s["fingerprint_details"]
         )
+        state = s["state"]
+        if state == "learning" and s["drift"]["state"] == "learning":
+            state += f" ({s['drift']['reference_samples']}/{s['drift']['reference_needed']})"
         rows.append(
             [
                 s["name"],
-                s["state"],
+                state,
                 fps or ("(missing)" if s["fingerprint_missing"] else "-"),
                 ", ".join(s["resolved_models"]) or "-",
                 s["behaviour_fingerprint"] or "-",
@@ -290,6 +304,20 @@ def status(ctx: click.Context, as_json: bool) -> None:
             rows,
         )
     )
+    notes = [
+        f"{x['name']}: rejects {', '.join(x['unsupported'])}; its canaries leave them out"
+        for x in summaries
+        if x["unsupported"]
+    ]
+    notes += [
+        f"{x['name']}: canary behaviour changed at {x['drift']['open_since'][:16].replace('T', ' ')} UTC; see "
+        f"`fpwatch events --model {x['name']} --type canary.drift`, then `fpwatch ack ID` to sign it off"
+        for x in summaries
+        if x["drift"]["open_since"]
+    ]
+    if notes:
+        click.echo()
+        click.echo("\n".join(notes))
     if notifiers:
         click.echo()
         notifier_rows = [

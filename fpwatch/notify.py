@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -113,10 +113,36 @@ def _render_event(stored: StoredEvent) -> str:
         lines.append(f"- last error: {d['last_error'][:300]}")
     if d.get("examples"):
         lines.append("- outputs: " + ", ".join(f"`{x[:60]}`" for x in d["examples"][:3]))
-    if "effect_size" in d:
-        lines.append(f"- effect size: {d['effect_size']}")
+    if e.type == "canary.drift":
+        lines += _drift_lines(d)
     lines.append(f"- at {human(e.time)}; event {stored.id} (`fpwatch ack {stored.id}` to acknowledge)")
     return "\n".join(lines)
+
+
+def _drift_lines(d: Mapping[str, Any]) -> list[str]:
+    """The evidence of a canary.drift: what moved, by how much, against what threshold, before and after."""
+    silent = "yes: no fingerprint or resolved-model change" if d.get("silent") else "no: a version signal changed too"
+    lines = [
+        f"- silent: {silent}",
+        f"- effect size: about {float(d.get('effect_size', 0)):.0%} of answers moved (estimated share of traffic)",
+        f"- statistic: {d.get('statistic')} {d.get('value')} over threshold {d.get('threshold')}"
+        + (f" (p = {d['p_value']:.2g})" if d.get("p_value") is not None else ""),
+    ]
+    canaries = d.get("canaries") or {}
+    for name, c in sorted(canaries.items(), key=lambda item: -float(item[1].get("tv", 0)))[:4]:
+        before = ", ".join(f"`{o[:40]}` {p:.0%}" for o, p in (c.get("before") or {}).items())
+        after = ", ".join(f"`{o[:40]}` {p:.0%}" for o, p in (c.get("after") or {}).items())
+        lines.append(f"- {name} (TV {c.get('tv')}): before {before or '-'} → after {after or '-'}")
+    if canaries:
+        top = max(canaries.values(), key=lambda c: float(c.get("tv", 0)))
+        examples = [f"`{x[:80]}`" for x in (top.get("before_examples") or [])[:1]]
+        examples += [f"`{x[:80]}`" for x in (top.get("after_examples") or [])[:1]]
+        if len(examples) == 2:
+            lines.append(f"- example: before {examples[0]}, after {examples[1]}")
+    bfp = d.get("behaviour_fingerprint") or {}
+    if bfp:
+        lines.append(f"- behaviour fingerprint {bfp.get('old')} → **{bfp.get('new')}**")
+    return lines
 
 
 # --- delivery ---------------------------------------------------------------------------------------------
@@ -252,7 +278,7 @@ class Notifier:
 
 
 # Unresolved states worth a reminder: the event that opened each (canary.drift joins with drift detection).
-REMINDED = ("model.down", "canary.failed")
+REMINDED = ("model.down", "canary.failed", "canary.drift")
 
 
 def _still_open(store: Store, event: StoredEvent) -> bool:
@@ -264,6 +290,9 @@ def _still_open(store: Store, event: StoredEvent) -> bool:
             return False
     elif e.type == "canary.failed":
         if e.details.get("canary") not in state.expect_failing:
+            return False
+    elif e.type == "canary.drift":
+        if state.drift.open_since is None:
             return False
     else:
         return False

@@ -23,12 +23,13 @@ import socket
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from fpwatch.clock import iso, iso_or_none, parse_iso, parse_iso_or_none
+from fpwatch.drift import DriftState
 from fpwatch.errors import StateError
 from fpwatch.observation import Observation
 from fpwatch.tracking import Event, ModelState, Signal, SignalSet
@@ -182,10 +183,16 @@ def _m003_flap_damping(db: sqlite3.Connection) -> None:
     db.execute("ALTER TABLE model_state ADD COLUMN recent_downs TEXT NOT NULL DEFAULT '[]'")
 
 
+def _m004_drift(db: sqlite3.Connection) -> None:
+    db.execute("ALTER TABLE model_state ADD COLUMN drift TEXT NOT NULL DEFAULT '{}'")
+    db.execute("ALTER TABLE model_state ADD COLUMN unsupported TEXT NOT NULL DEFAULT '[]'")
+
+
 MIGRATIONS: list[tuple[str, Callable[[sqlite3.Connection], None]]] = [
     ("001_initial", _m001_initial),
     ("002_outbox", _m002_outbox),
     ("003_flap_damping", _m003_flap_damping),
+    ("004_drift", _m004_drift),
 ]
 
 
@@ -490,7 +497,7 @@ class Store:
         row = db.execute(
             """SELECT checks, first_check, last_check, last_ok, consecutive_failures, down, down_since,
                       last_error, fingerprint_missing, expect_failing, behaviour_fingerprint,
-                      fingerprint_samples, response_model_samples, recent_downs
+                      fingerprint_samples, response_model_samples, recent_downs, drift, unsupported
                FROM model_state WHERE model = ?""",
             (model,),
         ).fetchone()
@@ -520,11 +527,13 @@ class Store:
             fingerprints=SignalSet("fingerprint", signals["fingerprint"], row[11]),
             response_models=SignalSet("response_model", signals["response_model"], row[12]),
             recent_downs=tuple(parse_iso(t) for t in json.loads(row[13])),
+            drift=DriftState.from_json(json.loads(row[14])),
+            unsupported=frozenset(json.loads(row[15])),
         )
 
     def _save_state(self, db: sqlite3.Connection, s: ModelState) -> None:
         db.execute(
-            """INSERT OR REPLACE INTO model_state VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)""",
+            """INSERT OR REPLACE INTO model_state VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)""",
             (
                 s.model,
                 s.checks,
@@ -541,6 +550,8 @@ class Store:
                 s.fingerprints.samples,
                 s.response_models.samples,
                 json.dumps([iso(t) for t in s.recent_downs]),
+                json.dumps(s.drift.to_json(), separators=(",", ":")),
+                json.dumps(sorted(s.unsupported)),
             ),
         )
         for signal_set in (s.fingerprints, s.response_models):
@@ -615,8 +626,16 @@ class Store:
             return self._event(row) if row else None
 
     def ack(self, event_id: int, comment: str | None, now: datetime) -> StoredEvent | None:
+        """Record a person's acknowledgement. Acking the latest canary.drift signs off the new behaviour:
+        the model leaves the `drift` state (its reference already follows the new behaviour)."""
         with self.transaction() as db:
             db.execute("UPDATE events SET acked_at = ?, ack_comment = ? WHERE id = ?", (iso(now), comment, event_id))
+            row = db.execute("SELECT * FROM events WHERE id = ?", (event_id,)).fetchone()
+            if row is not None and row[3] == "canary.drift":
+                state = self._load_state(db, row[2])
+                opened = state.drift.open_since
+                if opened is not None and parse_iso(row[1]) >= opened:
+                    self._save_state(db, replace(state, drift=replace(state.drift, open_since=None)))
         return self.event(event_id)
 
     @staticmethod

@@ -20,7 +20,9 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
+from fpwatch import drift
 from fpwatch.clock import human, iso_or_none
+from fpwatch.drift import DriftState, Finding
 from fpwatch.observation import Observation
 
 SignalKind = Literal["fingerprint", "response_model"]
@@ -125,6 +127,8 @@ class ModelState:
     recent_downs: tuple[datetime, ...] = ()  # when it went down within FLAP_WINDOW: flap damping
     fingerprints: SignalSet = field(default_factory=lambda: SignalSet("fingerprint"))
     response_models: SignalSet = field(default_factory=lambda: SignalSet("response_model"))
+    drift: DriftState = field(default_factory=DriftState)
+    unsupported: frozenset[str] = frozenset()  # request options the model rejected (canaries.CAPABILITIES)
 
 
 @dataclass(frozen=True)
@@ -133,6 +137,7 @@ class Policy:
     learning_period: int | timedelta
     failure_threshold: int
     expects: Mapping[str, str] = field(default_factory=dict)  # canary name -> regex
+    canary_keys: Mapping[str, str] = field(default_factory=dict)  # canary name -> drift.canary_key()
 
 
 @dataclass(frozen=True)
@@ -157,34 +162,58 @@ def learning(state: ModelState, policy: Policy, now: datetime) -> bool:
 
 
 def track(
-    state: ModelState, observations: Sequence[Observation], policy: Policy, now: datetime
+    state: ModelState,
+    observations: Sequence[Observation],
+    policy: Policy,
+    now: datetime,
+    burst: Sequence[Observation] = (),
 ) -> tuple[ModelState, list[Event]]:
-    """Apply one check's observations to the model's state; return the new state and its events."""
+    """Apply one check's observations to the model's state; return the new state and its events.
+
+    `burst` holds the fresh samples of a confirmation burst, taken when the drift screen asked for one
+    (drift.screen); they count for fingerprints and resolved models like any other response.
+    """
     ok = [o for o in observations if o.ok]
     if not ok:
         return _failed(state, observations, policy, now)
     events: list[Event] = []
     baseline = learning(state, policy, now)
-    fingerprint_values = [o.system_fingerprint for o in ok if o.system_fingerprint]
+    ok_burst = [o for o in burst if o.ok]
+    ok_all = [*ok, *ok_burst]
+    fingerprint_values = [o.system_fingerprint for o in ok_all if o.system_fingerprint]
     fingerprints, fp_events = _update_signals(
         state.model, state.fingerprints, fingerprint_values, policy, now, baseline
     )
     models, model_events = _update_signals(
         state.model,
         state.response_models,
-        [o.response_model for o in ok if o.response_model],
+        [o.response_model for o in ok_all if o.response_model],
         policy,
         now,
         baseline,
     )
     events += fp_events + model_events
     missing = state.fingerprint_missing
-    carried = sum(1 for o in ok if o.system_fingerprint)
+    carried = sum(1 for o in ok_all if o.system_fingerprint)
     if carried:
         missing = False
     elif state.fingerprints.signals and not missing:
         missing = True
         events.append(_missing_event(state, ok, now))
+    bfp = state.behaviour_fingerprint or behaviour_fingerprint(state.model, now)
+    drift_state, finding = drift.observe(
+        state.drift,
+        drift.samples_from(ok, policy.canary_keys),
+        drift.samples_from(ok_burst, policy.canary_keys),
+        policy.canary_keys.values(),
+        now,
+        signal_changes=[e.time for e in events if e.type in drift.SIGNAL_CHANGES],
+        lookback=policy.grace_period,
+    )
+    if finding is not None:
+        new_bfp = behaviour_fingerprint(state.model, now)
+        events.append(_drift_event(state.model, finding, bfp, new_bfp, now))
+        bfp = new_bfp
     expect_failing, expect_events = _expectations(state, ok, policy, now)
     events += expect_events
     if state.down:
@@ -210,11 +239,26 @@ def track(
         last_error=_errors_summary(observations),
         fingerprint_missing=missing,
         expect_failing=expect_failing,
-        behaviour_fingerprint=state.behaviour_fingerprint or behaviour_fingerprint(state.model, now),
+        behaviour_fingerprint=bfp,
         fingerprints=fingerprints,
         response_models=models,
+        drift=drift_state,
     )
     return new_state, events
+
+
+def _drift_event(model: str, finding: Finding, old_bfp: str, new_bfp: str, now: datetime) -> Event:
+    moved = sorted(finding.canaries.items(), key=lambda item: -float(item[1]["tv"]))
+    name, biggest = moved[0]
+    before = ", ".join(f"{o!r} {p:.0%}" for o, p in list(biggest["before"].items())[:2])
+    after = ", ".join(f"{o!r} {p:.0%}" for o, p in list(biggest["after"].items())[:2])
+    how = "silently (no fingerprint or resolved-model change)" if finding.silent else "with a version change"
+    summary = (
+        f"{model}: canary behaviour changed {how}: about {finding.effect_size:.0%} of answers moved; "
+        f"{name}: {before} -> {after}"
+    )
+    details = {**finding.details(), "behaviour_fingerprint": {"old": old_bfp, "new": new_bfp}}
+    return Event(now, model, "canary.drift", summary, details, "critical" if finding.silent else "warning")
 
 
 def behaviour_fingerprint(model: str, epoch_start: datetime) -> str:

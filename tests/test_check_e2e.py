@@ -37,11 +37,13 @@ def test_steady_state_exits_0_and_reports_the_baseline(cli: Cli, sim: Simulator)
     sim.update_model("gpt-4o", {"fingerprints": {FP_A: 0.5, FP_B: 0.5}})
     second = cli("check", "--json")  # still learning: B joins the baseline
     assert second.code == 0
-    for _ in range(3):
+    for _ in range(5):  # 3 samples a check: the drift reference needs 6 checks (16 samples per canary)
         steady = cli("check", "--json")
         assert steady.code == 0, steady.stdout
         assert [e for e in events_of(steady.json()) if e != "fingerprint.first_seen"] == []
-        assert steady.json()["models"][0]["state"] == "ok"
+    summary = steady.json()["models"][0]
+    assert summary["state"] == "ok", summary["drift"]
+    assert summary["drift"]["state"] == "ok" and summary["drift"]["reference_samples"] >= 16
 
 
 def test_new_fingerprint_exits_1_with_a_nagios_status_line(cli: Cli, sim: Simulator) -> None:

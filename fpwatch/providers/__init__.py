@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Protocol
 
-from fpwatch.canaries import Canary
+from fpwatch.canaries import CAPABILITIES, Canary, adapt
 from fpwatch.config import ModelConfig, ProviderConfig, display_url
 from fpwatch.http import ClientPool, Exchange, TransportFailure, post_json
 from fpwatch.observation import Observation, Parsed, ProbeError
@@ -103,8 +104,53 @@ async def probe(
     *,
     redact: Callable[[str], str],
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    rejected: dict[str, str] | None = None,
 ) -> Observation:
-    """Send one canary request and record what came back, success or failure, as an Observation."""
+    """Send one canary request and record what came back, success or failure, as an Observation.
+
+    With `rejected` given, a 400 that says the model does not support temperature, logprobs or seed
+    is not the end: the option is recorded there (option -> the provider's words), the canary is
+    adapted (canaries.adapt) and the request sent again without it.
+    """
+    for _ in range(len(CAPABILITIES) + 1):
+        observation, option = await _probe_once(session, model, canary, sample, redact=redact, clock=clock)
+        if option is None or rejected is None:
+            return observation
+        rejected[option] = observation.error or option
+        canary = adapt(canary, frozenset({option}))
+    return observation
+
+
+def rejected_option(message: str, canary: Canary) -> str | None:
+    """The capability a 400 says the model lacks ("temperature", "logprobs", "seed"), if the canary sends it."""
+    words = message.split(" — ")[0]  # the provider's words, before fpwatch's hint
+    if not _UNSUPPORTED.search(words):
+        return None
+    sends = {
+        "temperature": canary.temperature is not None,
+        "logprobs": canary.logprobs is not False,
+        "seed": canary.seed is not None,
+    }
+    for match in _OPTION.finditer(words):
+        option = "logprobs" if match.group(1).lower() in ("top_logprobs", "toplogprobs") else match.group(1).lower()
+        if sends[option]:
+            return option
+    return None
+
+
+_UNSUPPORTED = re.compile(r"unsupported|not supported|does not support|only the default", re.IGNORECASE)
+_OPTION = re.compile(r"\b(temperature|top_logprobs|toplogprobs|logprobs|seed)\b", re.IGNORECASE)
+
+
+async def _probe_once(
+    session: ProviderSession,
+    model: ModelConfig,
+    canary: Canary,
+    sample: int,
+    *,
+    redact: Callable[[str], str],
+    clock: Callable[[], datetime],
+) -> tuple[Observation, str | None]:
     request = session.adapter.build_request(model, canary)
     sent = clock()
     started = time.monotonic()
@@ -125,13 +171,14 @@ async def probe(
                     timeout=model.timeout.total_seconds(),
                 )
             except TransportFailure as failure:
-                return observed(
+                failed = observed(
                     ok=False,
                     latency_ms=(time.monotonic() - started) * 1000,
                     attempts=max(1, len(failure.attempts)),
                     error_kind=failure.kind,
                     error=redact(f"{failure} ({_where(model)})"),
                 )
+                return failed, None
     finally:
         session.active -= 1
     request_id = exchange.attempts[-1].request_id if exchange.attempts else None
@@ -139,13 +186,14 @@ async def probe(
         parsed = session.adapter.parse(exchange)
     except ProbeError as error:
         message = str(error)
-        if canary.builtin and "on the canary" in message:
+        option = rejected_option(message, canary) if error.kind == "bad_request" else None
+        if canary.builtin and option is None and "on the canary" in message:
             # The built-in set cannot be edited: say how to replace it instead.
             message = message.split(" — ")[0] + (
                 f" — the built-in canary {canary.name} cannot be changed: define your own canary with the "
                 "setting the provider asks for (see the README) and list it in this model's canaries"
             )
-        return observed(
+        rejected = observed(
             ok=False,
             latency_ms=exchange.latency * 1000,
             request_id=request_id,
@@ -154,7 +202,8 @@ async def probe(
             error_kind=error.kind,
             error=redact(message),
         )
-    return observed(
+        return rejected, option
+    answered = observed(
         ok=True,
         system_fingerprint=parsed.fingerprint,
         fingerprint_state=parsed.fingerprint_state,
@@ -171,6 +220,7 @@ async def probe(
         http_status=exchange.status,
         attempts=len(exchange.attempts),
     )
+    return answered, None
 
 
 def _where(model: ModelConfig) -> str:

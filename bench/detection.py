@@ -1,0 +1,256 @@
+"""Detection benchmark: does fpwatch find real changes fast and stay quiet on serving noise? (DESIGN section 6)
+
+Every request goes through the simulator's noise model (`Simulator.respond`, the code that answers
+HTTP requests, without the sockets) and fpwatch's own request builder, response parser, tracker and
+drift detector, exactly as a check runs them; only the network and the database are left out, so
+90 simulated days take seconds. Side by side with the two naive rules:
+
+- "output": alert when a canary's answer differs from the one the last check got;
+- "fingerprint": alert when the system_fingerprint differs from the last check's.
+
+Usage: python bench/detection.py [--seeds 4] [--trials 100] [--days 90] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import sys
+import time
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from fpwatch import drift
+from fpwatch.canaries import BUILTIN_SET
+from fpwatch.config import parse_config
+from fpwatch.http import Exchange
+from fpwatch.observation import Observation, ProbeError
+from fpwatch.providers.openai import OpenAIAdapter, parse_chat_completion
+from fpwatch.simulator import Simulator, perturbed_logprobs, realistic, routed, shifted, with_fingerprints
+from fpwatch.tracking import ModelState, Policy, track
+
+INTERVAL = timedelta(minutes=15)
+WARMUP = 40  # checks before the change: learning (4 checks) plus a reference of 144 samples per canary
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+MODEL = "sim/model"
+
+CONFIG = """
+[providers.sim]
+type = "openai"
+base_url = "http://127.0.0.1:9/v1"
+api_key = "sk-bench"
+[[models]]
+provider = "sim"
+model = "model"
+"""
+
+
+def _scenarios() -> dict[str, Callable[[dict[str, Any]], dict[str, Any]]]:
+    """name -> the model's settings after the change, given the settings before it."""
+
+    def same_signals(after: dict[str, Any], before: dict[str, Any]) -> dict[str, Any]:
+        out = with_fingerprints(after, before["fingerprints"])
+        out["resolved"] = before["resolved"]
+        return out
+
+    coin = "Heads or tails? Answer with one word only."
+    return {
+        "full swap, silent": lambda a: same_signals(realistic("b"), a),
+        "full swap, new fingerprint": lambda a: realistic("b"),
+        "0.3 TV shift, every border canary": lambda a: shifted(a, 0.3),
+        "0.3 TV shift, one canary only": lambda a: shifted(a, 0.3, prompts=[coin]),
+        "30% of traffic routed elsewhere": lambda a: routed(a, same_signals(realistic("b"), a), 0.3),
+        "10% of traffic routed elsewhere": lambda a: routed(a, same_signals(realistic("b"), a), 0.1),
+        "logprobs only, +0.5 nats": lambda a: perturbed_logprobs(a, 0.5),
+        "new fingerprint, same behaviour": lambda a: with_fingerprints(a, {"fp_0new000000": 1.0}),
+    }
+
+
+@dataclass
+class Tally:
+    alarms: list[int]  # check numbers (after the change) where fpwatch raised canary.drift
+    silent: list[bool]
+    naive_output: list[int]
+    naive_fingerprint: list[int]
+    checks: int = 0
+    requests: int = 0
+    output_tokens: int = 0
+    bursts: int = 0
+
+
+class Monitor:
+    """One model watched by fpwatch (built-in canaries) and by the two naive rules."""
+
+    def __init__(self, seed: int, settings: dict[str, Any]) -> None:
+        config = parse_config(tomllib.loads(CONFIG), path=Path("bench.toml"), env={})
+        self.model = config.model(MODEL)
+        self.adapter = OpenAIAdapter(self.model.provider)
+        self.canaries = list(BUILTIN_SET)
+        self.policy = Policy(
+            self.model.grace_period,
+            self.model.learning_period,
+            self.model.failure_threshold,
+            canary_keys={c.name: drift.canary_key(c) for c in self.canaries},
+        )
+        self.sim = Simulator({"models": {"model": settings}}, seed=seed, log_requests=False)
+        self.state = ModelState(MODEL)
+        self.now = T0
+        self.last_outputs: dict[str, str] = {}
+        self.last_fingerprint: str | None = None
+
+    def set(self, settings: dict[str, Any]) -> None:
+        self.sim.set_scenario({"models": {"model": settings}})
+
+    def _ask(self, burst: bool, tally: Tally) -> list[Observation]:
+        out = []
+        for canary in self.canaries:
+            payload = self.adapter.build_request(self.model, canary).payload
+            count = drift.burst_size(canary) if burst else canary.samples
+            for i in range(count):
+                status, body = self.sim.respond(payload)
+                tally.requests += 1
+                exchange = Exchange(status, {}, json.dumps(body).encode(), 0.0)
+                try:
+                    parsed = parse_chat_completion(exchange)
+                except ProbeError as error:
+                    out.append(Observation(self.now, MODEL, canary.name, i, 1, False, error=str(error)))
+                    continue
+                tally.output_tokens += parsed.output_tokens or 0
+                out.append(
+                    Observation(
+                        self.now,
+                        MODEL,
+                        canary.name,
+                        i,
+                        1,
+                        True,
+                        system_fingerprint=parsed.fingerprint,
+                        fingerprint_state=parsed.fingerprint_state,
+                        response_model=parsed.response_model,
+                        output=parsed.output,
+                        first_token=parsed.first_token,
+                    )
+                )
+        return out
+
+    def check(self, tally: Tally, number: int) -> None:
+        observations = self._ask(False, tally)
+        screened = drift.screen(
+            self.state.drift,
+            drift.samples_from(observations, self.policy.canary_keys),
+            self.policy.canary_keys.values(),
+        )
+        burst = self._ask(True, tally) if screened is not None and screened.hit else []
+        tally.bursts += bool(burst)
+        self.state, events = track(self.state, observations, self.policy, self.now, burst)
+        for event in events:
+            if event.type == "canary.drift":
+                tally.alarms.append(number)
+                tally.silent.append(bool(event.details["silent"]))
+        firsts = {o.canary: o.output or "" for o in reversed(observations) if o.ok and o.sample == 0}
+        if self.last_outputs and any(self.last_outputs.get(c) != text for c, text in firsts.items()):
+            tally.naive_output.append(number)
+        self.last_outputs = firsts
+        fingerprint = next((o.system_fingerprint for o in observations if o.ok), None)
+        if self.last_fingerprint is not None and fingerprint != self.last_fingerprint:
+            tally.naive_fingerprint.append(number)
+        self.last_fingerprint = fingerprint
+        tally.checks += 1
+        self.now += INTERVAL
+
+
+def steady(seed: int, checks: int) -> Tally:
+    """A model that never changes, watched for `checks` checks; alarms after its learning are false."""
+    monitor = Monitor(seed, realistic("a"))
+    tally = Tally([], [], [], [])
+    for number in range(checks):
+        monitor.check(tally, number)
+    return tally
+
+
+def trial(args: tuple[str, int]) -> Tally:
+    """WARMUP quiet checks, then the change, then 3 checks; alarm numbers count from the change (0 = first)."""
+    name, seed = args
+    before = realistic("a")
+    monitor = Monitor(seed, before)
+    warm = Tally([], [], [], [])
+    for number in range(WARMUP):
+        monitor.check(warm, number)
+    monitor.set(_scenarios()[name](before))
+    tally = Tally([], [], [], [])
+    for number in range(3):
+        monitor.check(tally, number)
+    tally.alarms = [*(n - WARMUP for n in warm.alarms), *tally.alarms]  # negative: a false alarm before the change
+    return tally
+
+
+def _share(hits: list[bool]) -> float:
+    return sum(hits) / len(hits) if hits else 0.0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", type=int, default=4, help="steady-state runs (default 4)")
+    parser.add_argument("--trials", type=int, default=100, help="trials per change scenario (default 100)")
+    parser.add_argument("--days", type=float, default=90.0, help="length of each steady-state run (default 90)")
+    parser.add_argument("--quick", action="store_true", help="a smoke run: 1 seed of 3 days, 10 trials")
+    args = parser.parse_args()
+    if args.quick:
+        args.seeds, args.trials, args.days = 1, 10, 3.0
+    checks = int(args.days * 24 * 4)
+    started = time.monotonic()
+    with multiprocessing.Pool(2) as pool:
+        steady_runs = pool.starmap(steady, [(1000 + s, checks) for s in range(args.seeds)])
+        results = {name: pool.map(trial, [(name, 5000 + i) for i in range(args.trials)]) for name in _scenarios()}
+    elapsed = time.monotonic() - started
+
+    learning = drift.REFERENCE_MIN  # checks counted as learning are excluded from false alarms
+    days_watched = sum(t.checks - learning for t in steady_runs) / (24 * 4)
+    per_90 = 90.0 / days_watched
+
+    def per_90_days(pick: Callable[[Tally], list[int]]) -> float:
+        return sum(sum(1 for n in pick(t) if n >= learning) for t in steady_runs) * per_90
+
+    requests = sum(t.requests for t in steady_runs)
+    tokens = sum(t.output_tokens for t in steady_runs)
+    total_checks = sum(t.checks for t in steady_runs)
+    bursts = sum(t.bursts for t in steady_runs)
+    print(f"# fpwatch detection benchmark ({elapsed:.0f} s)\n")
+    print(
+        f"Steady state: {args.seeds} runs x {checks:,} checks at 15 minutes ({args.days:g} days each), "
+        f"built-in canaries, realistic noise (rotating fingerprints, border flips, logprob jitter).\n"
+    )
+    print("| rule | false alarms per model per 90 days |")
+    print("|---|---|")
+    print(f"| fpwatch (screen + confirmation burst) | {per_90_days(lambda t: t.alarms):.2f} |")
+    print(f"| naive: output differs from the last check | {per_90_days(lambda t: t.naive_output):,.0f} |")
+    print(f"| naive: fingerprint differs from the last check | {per_90_days(lambda t: t.naive_fingerprint):,.0f} |")
+    print(
+        f"\nCost: {requests / total_checks:.1f} requests and {tokens / total_checks:.1f} output tokens per check "
+        f"on average, confirmation bursts included (a burst on {bursts / total_checks:.2%} of checks).\n"
+    )
+    print(f"Changes: {args.trials} trials each; the change happens after {WARMUP} quiet checks.\n")
+    print(
+        "| change | fpwatch: 1st check | fpwatch: within 3 | silent flag | "
+        "false alarms before | naive output: 1st check | naive fingerprint: 1st check |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for name, tallies in results.items():
+        first = _share([0 in t.alarms for t in tallies])
+        within3 = _share([any(0 <= n <= 2 for n in t.alarms) for t in tallies])
+        silent = [s for t in tallies for s in t.silent[-1:]] if any(t.silent for t in tallies) else []
+        silent_text = f"{_share(silent):.2f}" if silent else "-"
+        before = sum(1 for t in tallies for n in t.alarms if n < 0)
+        naive_out = _share([0 in t.naive_output for t in tallies])
+        naive_fp = _share([0 in t.naive_fingerprint for t in tallies])
+        print(f"| {name} | {first:.2f} | {within3:.2f} | {silent_text} | {before} | {naive_out:.2f} | {naive_fp:.2f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

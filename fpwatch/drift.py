@@ -1,0 +1,648 @@
+"""Canary drift detection: does the model behind the API still behave as it did? (DESIGN section 6)
+
+Pure: a model's drift state and one check's samples in, the new state and at most one finding out.
+The design follows research/detection-science.md section 8:
+
+- Every canary answer is a categorical outcome (its whitespace-normalised first words), and with
+  logprobs the first token's top-k logprob vector. A model's reference is the distribution of its
+  recent outcomes per canary (the last `REFERENCE_MAX` samples), kept per fingerprint where counts
+  allow (`STRATUM_MIN`) and pooled, plus the running mean of each top-k token's logprob.
+- The **screen** compares the last `WINDOW_CHECKS` checks with the reference: a G statistic on the
+  2 x C table of every canary (per fingerprint stratum), summed across canaries, read as
+  surprise = -log10 p against chi-square; and the mean absolute change of the top-k logprobs (LT).
+  Each has a threshold from the model's own history of that statistic, median + k * 1.4826 * MAD,
+  never below an absolute floor (`SCREEN_FLOOR`, `LOGPROB_FLOOR`).
+- A screen hit asks the caller for a **confirmation burst**: `BURST_FACTOR` x each canary's samples,
+  fresh. The burst alone must reject at `CONFIRM_ALPHA` with an exact permutation test (labels
+  shuffled within each canary and stratum, so rare answers and a small reference are handled
+  honestly), or its logprob change must exceed the threshold. One noisy check cannot page anyone:
+  a false alarm needs a screen hit *and* an independent burst that rejects.
+- A confirmed change is a `Finding`. The caller raises `canary.drift`; the reference restarts from
+  the burst (the new behaviour), so the same change is not reported twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import random
+import statistics
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from fpwatch.canaries import Canary
+from fpwatch.clock import iso, parse_iso
+from fpwatch.observation import Observation
+
+REFERENCE_MIN = 16  # samples per canary before the model leaves `learning` for drift
+REFERENCE_MAX = 240  # samples per canary kept as the reference, oldest dropped first
+WINDOW_CHECKS = 3  # the screen compares this many latest checks with the reference
+STRATUM_MIN = 30  # reference samples a fingerprint needs to get its own stratum
+HISTORY_MAX = 200  # screen statistics kept for the running median and MAD
+HISTORY_MIN = 20  # below this many, only the absolute floors apply
+SCREEN_FLOOR = 2.0  # surprise (-log10 p) the screen needs at least: alpha = 0.01
+SCREEN_K = 4.0  # robust standard deviations above the running median (B3IT's k)
+LOGPROB_FLOOR = 0.2  # nats of mean |change| in top-k logprobs the screen needs at least
+LOGPROB_K = 12.0  # LT's k: logprob statistics are near-Gaussian and very stable
+BURST_FACTOR = 4  # the confirmation burst: this many times each canary's samples
+CONFIRM_ALPHA = 1e-3  # the burst's permutation p-value must be at most this
+PERMUTATIONS = 3000  # enough that the smallest p (1/3001) is well under CONFIRM_ALPHA
+TOP_TOKENS = 8  # top-k tokens kept per sample and per reference
+OUTCOME_WORDS = 8  # an outcome is the answer's first words ...
+OUTCOME_CHARS = 64  # ... at most this long
+EXAMPLE_CHARS = 200
+MAD_SCALE = 1.4826  # MAD -> standard deviation for normal data
+
+SIGNAL_CHANGES = frozenset(
+    {
+        "fingerprint.changed",
+        "fingerprint.reverted",
+        "fingerprint.retired",
+        "model.changed",
+        "model.reverted",
+        "model.retired",
+    }
+)
+"""Events that change the fingerprint valid set or the resolved model: a drift near one is not silent."""
+
+
+# --- samples ------------------------------------------------------------------------------------------------
+
+
+def canary_key(canary: Canary) -> str:
+    """The reference's key: the canary's name plus a digest of what it sends, so an edited canary relearns."""
+    spec = repr(
+        (
+            [(m.role, m.content) for m in canary.messages],
+            canary.seed,
+            canary.temperature,
+            canary.max_tokens,
+        )
+    )
+    return f"{canary.name}#{hashlib.sha256(spec.encode()).hexdigest()[:8]}"
+
+
+def outcome(output: str | None) -> str:
+    """The categorical outcome of one answer: its first words, whitespace-normalised.
+
+    Long answers reproduce exactly only ~7% of the time at temperature 0 and diverge late, so the
+    whole text would make every sample its own category; the first words are what short canaries
+    are about, and where a changed model shows first.
+    """
+    words = (output or "").split()
+    return " ".join(words[:OUTCOME_WORDS])[:OUTCOME_CHARS]
+
+
+@dataclass(frozen=True)
+class Sample:
+    key: str  # canary_key()
+    outcome: str
+    fingerprint: str = ""  # "" when the response carried none
+    top: Mapping[str, float] | None = None  # the first token's top-k logprobs, when given
+    text: str = ""  # the answer, cut to EXAMPLE_CHARS (examples only; not kept in the state)
+
+
+def samples_from(observations: Iterable[Observation], keys: Mapping[str, str]) -> list[Sample]:
+    """The successful observations of known canaries as samples (`keys`: canary name -> canary_key)."""
+    out = []
+    for o in observations:
+        key = keys.get(o.canary)
+        if not o.ok or key is None:
+            continue
+        top: dict[str, float] | None = None
+        if o.first_token is not None:
+            top = dict(o.first_token.top) or {o.first_token.token: o.first_token.logprob}
+            top.setdefault(o.first_token.token, o.first_token.logprob)
+            top = dict(sorted(top.items(), key=lambda item: -item[1])[:TOP_TOKENS])
+        out.append(Sample(key, outcome(o.output), o.system_fingerprint or "", top, (o.output or "")[:EXAMPLE_CHARS]))
+    return out
+
+
+# --- state --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Reference:
+    """One canary's learned behaviour."""
+
+    samples: tuple[tuple[str, str], ...] = ()  # (fingerprint, outcome), oldest first
+    logprobs: Mapping[str, tuple[float, int]] = field(default_factory=dict)  # token -> (running mean, weight)
+    examples: Mapping[str, str] = field(default_factory=dict)  # outcome -> one full answer seen with it
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def add(self, new: Sequence[Sample]) -> Reference:
+        samples = (*self.samples, *((s.fingerprint, s.outcome) for s in new))[-REFERENCE_MAX:]
+        logprobs = dict(self.logprobs)
+        for s in new:
+            if s.top:
+                logprobs = _update_logprobs(logprobs, s.top)
+        examples = dict(self.examples)
+        for s in new:
+            if s.text:
+                examples[s.outcome] = s.text
+        live = {o for _, o in samples}
+        return Reference(samples, logprobs, {o: t for o, t in examples.items() if o in live})
+
+    def distribution(self) -> dict[str, float]:
+        counts = Counter(o for _, o in self.samples)
+        return {o: n / len(self.samples) for o, n in counts.items()} if self.samples else {}
+
+
+@dataclass(frozen=True)
+class WindowCheck:
+    time: datetime
+    samples: tuple[Sample, ...]
+
+
+@dataclass(frozen=True)
+class DriftState:
+    references: Mapping[str, Reference] = field(default_factory=dict)
+    window: tuple[WindowCheck, ...] = ()  # the latest checks, not yet part of the reference
+    screens: tuple[float, ...] = ()  # history of the screen's surprise
+    logprob_screens: tuple[float, ...] = ()  # history of the logprob statistic
+    signal_changes: tuple[datetime, ...] = ()  # recent changes of the valid set or resolved model
+    open_since: datetime | None = None  # a confirmed drift nobody has acknowledged yet
+    screen_hits: int = 0
+    bursts: int = 0
+    confirmed: int = 0
+
+    def learning(self, keys: Iterable[str]) -> bool:
+        return any(len(self.references.get(k, _EMPTY)) < REFERENCE_MIN for k in keys)
+
+    def reference_samples(self, keys: Iterable[str]) -> int:
+        """The smallest reference among these canaries (what `status` shows while learning)."""
+        return min((len(self.references.get(k, _EMPTY)) for k in keys), default=0)
+
+    def to_json(self) -> dict[str, Any]:
+        refs = {}
+        for key, ref in self.references.items():
+            fps = sorted({f for f, _ in ref.samples})
+            outs = sorted({o for _, o in ref.samples})
+            fi, oi = {f: i for i, f in enumerate(fps)}, {o: i for i, o in enumerate(outs)}
+            refs[key] = {
+                "fingerprints": fps,
+                "outcomes": outs,
+                "samples": [[fi[f], oi[o]] for f, o in ref.samples],
+                "logprobs": {t: [round(m, 5), n] for t, (m, n) in ref.logprobs.items()},
+                "examples": dict(ref.examples),
+            }
+        return {
+            "v": 1,
+            "references": refs,
+            "window": [
+                {"time": iso(w.time), "samples": [[s.key, s.fingerprint, s.outcome, s.top] for s in w.samples]}
+                for w in self.window
+            ],
+            "screens": [round(x, 4) for x in self.screens],
+            "logprob_screens": [round(x, 5) for x in self.logprob_screens],
+            "signal_changes": [iso(t) for t in self.signal_changes],
+            "open_since": iso(self.open_since) if self.open_since else None,
+            "counts": [self.screen_hits, self.bursts, self.confirmed],
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> DriftState:
+        if not data:
+            return cls()
+        refs = {}
+        for key, r in data["references"].items():
+            fps, outs = r["fingerprints"], r["outcomes"]
+            refs[key] = Reference(
+                tuple((fps[f], outs[o]) for f, o in r["samples"]),
+                {t: (float(m), int(n)) for t, (m, n) in r["logprobs"].items()},
+                dict(r["examples"]),
+            )
+        window = tuple(
+            WindowCheck(parse_iso(w["time"]), tuple(Sample(k, o, f, top) for k, f, o, top in w["samples"]))
+            for w in data["window"]
+        )
+        hits, bursts, confirmed = data["counts"]
+        return cls(
+            refs,
+            window,
+            tuple(data["screens"]),
+            tuple(data["logprob_screens"]),
+            tuple(parse_iso(t) for t in data["signal_changes"]),
+            parse_iso(data["open_since"]) if data["open_since"] else None,
+            hits,
+            bursts,
+            confirmed,
+        )
+
+
+_EMPTY = Reference()
+
+
+def _update_logprobs(means: dict[str, tuple[float, int]], top: Mapping[str, float]) -> dict[str, tuple[float, int]]:
+    """Fold one sample's top-k into the running means; a token missing from the sample counts as its minimum."""
+    floor = min(top.values())
+    known_floor = min((m for m, _ in means.values()), default=floor)
+    out: dict[str, tuple[float, int]] = {}
+    for token in set(means) | set(top):
+        mean, weight = means.get(token, (known_floor, 0))
+        weight = min(weight + 1, REFERENCE_MAX)
+        out[token] = (mean + (top.get(token, floor) - mean) / weight, weight)
+    if len(out) > 2 * TOP_TOKENS:
+        out = dict(sorted(out.items(), key=lambda item: -item[1][0])[: 2 * TOP_TOKENS])
+    return out
+
+
+# --- statistics ---------------------------------------------------------------------------------------------
+
+
+def total_variation(p: Mapping[str, float], q: Mapping[str, float]) -> float:
+    """Half the L1 distance between two distributions: the share of probability that moved."""
+    return 0.5 * sum(abs(p.get(c, 0.0) - q.get(c, 0.0)) for c in set(p) | set(q))
+
+
+def frequencies(outcomes: Iterable[str]) -> dict[str, float]:
+    counts = Counter(outcomes)
+    n = sum(counts.values())
+    return {c: k / n for c, k in counts.items()} if n else {}
+
+
+def g_statistic(reference: Mapping[str, int], window: Mapping[str, int]) -> tuple[float, int]:
+    """The G (log-likelihood ratio) statistic of the 2 x C table reference-vs-window, and its degrees of freedom."""
+    n_ref, n_win = sum(reference.values()), sum(window.values())
+    if not n_ref or not n_win:
+        return 0.0, 0
+    total = n_ref + n_win
+    g = 0.0
+    categories = set(reference) | set(window)
+    for c in categories:
+        r, w = reference.get(c, 0), window.get(c, 0)
+        column = r + w
+        if r:
+            g += r * math.log(r * total / (column * n_ref))
+        if w:
+            g += w * math.log(w * total / (column * n_win))
+    return 2.0 * g, len(categories) - 1
+
+
+def chi2_logsf(x: float, df: int) -> float:
+    """ln P(X >= x) for X ~ chi-square(df): the regularized upper incomplete gamma Q(df/2, x/2), in logs."""
+    if df <= 0 or x <= 0:
+        return 0.0
+    a, z = df / 2.0, x / 2.0
+    log_prefix = -z + a * math.log(z) - math.lgamma(a)
+    if z < a + 1.0:  # series for the lower function P, then Q = 1 - P
+        term = total = 1.0 / a
+        n = a
+        for _ in range(1000):
+            n += 1.0
+            term *= z / n
+            total += term
+            if abs(term) < abs(total) * 1e-15:
+                break
+        p = math.exp(log_prefix) * total
+        return math.log1p(-p) if p < 1.0 else -math.inf
+    # Continued fraction for Q (modified Lentz).
+    tiny = 1e-300
+    b = z + 1.0 - a
+    c = 1.0 / tiny
+    d = 1.0 / b
+    h = d
+    for i in range(1, 1000):
+        an = -i * (i - a)
+        b += 2.0
+        d = an * d + b
+        d = tiny if abs(d) < tiny else d
+        c = b + an / c
+        c = tiny if abs(c) < tiny else c
+        d = 1.0 / d
+        delta = d * c
+        h *= delta
+        if abs(delta - 1.0) < 1e-15:
+            break
+    return log_prefix + math.log(h)
+
+
+def surprise(g: float, df: int) -> float:
+    """-log10 of the chi-square p-value: 2 means p = 0.01, 6 means one in a million."""
+    return -chi2_logsf(g, df) / math.log(10)
+
+
+def robust_threshold(history: Sequence[float], k: float, floor: float) -> float:
+    """max(floor, median + k * 1.4826 * MAD) over the model's own history; the floor alone while history is short."""
+    if len(history) < HISTORY_MIN:
+        return floor
+    median = statistics.median(history)
+    mad = statistics.median(abs(x - median) for x in history)
+    return max(floor, median + k * MAD_SCALE * mad)
+
+
+def _strata(reference: Reference, samples: Sequence[Sample]) -> list[tuple[list[str], list[str]]]:
+    """(reference outcomes, window outcomes) per stratum: a fingerprint with a reference of its own, or pooled."""
+    by_fp: dict[str, list[str]] = {}
+    for fp, o in reference.samples:
+        by_fp.setdefault(fp, []).append(o)
+    pooled = [o for _, o in reference.samples]
+    groups: dict[str, list[str]] = {}
+    for s in samples:
+        stratum = s.fingerprint if s.fingerprint and len(by_fp.get(s.fingerprint, ())) >= STRATUM_MIN else ""
+        groups.setdefault(stratum, []).append(s.outcome)
+    return [(by_fp[stratum] if stratum else pooled, outs) for stratum, outs in sorted(groups.items())]
+
+
+def pooled_g(references: Mapping[str, Reference], samples: Sequence[Sample]) -> tuple[float, int]:
+    """The G statistic summed over every canary and stratum, with its degrees of freedom."""
+    g_total, df_total = 0.0, 0
+    for key, mine in _by_key(samples).items():
+        reference = references.get(key)
+        if reference is None or not reference.samples:
+            continue
+        for ref, win in _strata(reference, mine):
+            g, df = g_statistic(Counter(ref), Counter(win))
+            g_total += g
+            df_total += df
+    return g_total, df_total
+
+
+def permutation_p(
+    references: Mapping[str, Reference], samples: Sequence[Sample], rng: random.Random, *, alpha: float
+) -> float:
+    """The exact conditional p-value of `pooled_g`: window labels drawn again from each stratum's pooled labels.
+
+    Stops early once the p-value can no longer reach `alpha` (most screens of plain noise end after a
+    few dozen shuffles).
+    """
+    tables = []
+    for key, mine in _by_key(samples).items():
+        reference = references.get(key)
+        if reference is None or not reference.samples:
+            continue
+        for ref, win in _strata(reference, mine):
+            tables.append((ref + win, len(win), Counter(ref + win), len(ref)))
+    observed, _ = pooled_g(references, samples)
+    if not tables or observed <= 0:
+        return 1.0
+    limit = alpha * (PERMUTATIONS + 1)
+    exceed = 0
+    for done in range(1, PERMUTATIONS + 1):
+        g = 0.0
+        for labels, n_win, totals, n_ref in tables:
+            g += _g_given_margins(totals, Counter(rng.sample(labels, n_win)), n_ref, n_win)
+        if g >= observed - 1e-9:
+            exceed += 1
+            if exceed + 1 > limit:
+                return (exceed + 1) / (done + 1)
+    return (exceed + 1) / (PERMUTATIONS + 1)
+
+
+def _g_given_margins(totals: Mapping[str, int], win: Mapping[str, int], n_ref: int, n_win: int) -> float:
+    total = n_ref + n_win
+    g = 0.0
+    for c, column in totals.items():
+        w = win.get(c, 0)
+        r = column - w
+        if r:
+            g += r * math.log(r * total / (column * n_ref))
+        if w:
+            g += w * math.log(w * total / (column * n_win))
+    return 2.0 * g
+
+
+def logprob_change(references: Mapping[str, Reference], samples: Sequence[Sample]) -> float | None:
+    """LT's statistic: the mean absolute change of top-k logprobs (union of tokens, missing ones at the minimum),
+    averaged over the canaries that have logprobs on both sides; None when none has."""
+    changes = []
+    for key, mine in _by_key(samples).items():
+        reference = references.get(key)
+        tops = [s.top for s in mine if s.top]
+        if reference is None or not reference.logprobs or not tops:
+            continue
+        ref_floor = min(m for m, _ in reference.logprobs.values())
+        tokens = set(reference.logprobs) | {t for top in tops for t in top}
+        diffs = []
+        for token in tokens:
+            window_mean = statistics.fmean(top.get(token, min(top.values())) for top in tops)
+            ref_mean = reference.logprobs[token][0] if token in reference.logprobs else ref_floor
+            diffs.append(abs(window_mean - ref_mean))
+        changes.append(statistics.fmean(diffs))
+    return statistics.fmean(changes) if changes else None
+
+
+def _by_key(samples: Iterable[Sample]) -> dict[str, list[Sample]]:
+    out: dict[str, list[Sample]] = {}
+    for s in samples:
+        out.setdefault(s.key, []).append(s)
+    return out
+
+
+# --- decisions ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Screen:
+    """The cheap test every check runs: the latest `WINDOW_CHECKS` checks against the reference."""
+
+    surprise: float
+    threshold: float
+    logprob: float | None
+    logprob_threshold: float
+    samples: int
+
+    @property
+    def outcome_hit(self) -> bool:
+        return self.surprise > self.threshold
+
+    @property
+    def logprob_hit(self) -> bool:
+        return self.logprob is not None and self.logprob > self.logprob_threshold
+
+    @property
+    def hit(self) -> bool:
+        return self.outcome_hit or self.logprob_hit
+
+
+def screen(state: DriftState, samples: Sequence[Sample], keys: Iterable[str]) -> Screen | None:
+    """Screen this check's samples (with the window before them); None while the model is still learning."""
+    keys = list(keys)
+    if not samples or state.learning(keys):
+        return None
+    recent = [s for w in state.window[-(WINDOW_CHECKS - 1) :] for s in w.samples if s.key in keys]
+    window = [*recent, *samples]
+    g, df = pooled_g(state.references, window)
+    return Screen(
+        surprise(g, df),
+        robust_threshold(state.screens, SCREEN_K, SCREEN_FLOOR),
+        logprob_change(state.references, window),
+        robust_threshold(state.logprob_screens, LOGPROB_K, LOGPROB_FLOOR),
+        len(window),
+    )
+
+
+def burst_size(canary: Canary) -> int:
+    """How many fresh samples of this canary a confirmation burst takes."""
+    return BURST_FACTOR * canary.samples
+
+
+@dataclass(frozen=True)
+class Finding:
+    """A confirmed change of canary behaviour: what `canary.drift` reports."""
+
+    statistic: str  # "pooled_g" or "logprob"
+    value: float
+    threshold: float
+    p_value: float | None
+    screen: Screen
+    effect_size: float
+    canaries: Mapping[str, Mapping[str, Any]]  # canary key -> tv, samples, before/after
+    silent: bool
+    burst_samples: int
+    fingerprints: Sequence[str]
+
+    def details(self) -> dict[str, Any]:
+        return {
+            "statistic": self.statistic,
+            "value": round(self.value, 4),
+            "threshold": round(self.threshold, 4),
+            "p_value": self.p_value,
+            "screen": {
+                "surprise": round(self.screen.surprise, 3),
+                "threshold": round(self.screen.threshold, 3),
+                "logprob_change": None if self.screen.logprob is None else round(self.screen.logprob, 4),
+                "logprob_threshold": round(self.screen.logprob_threshold, 4),
+                "samples": self.screen.samples,
+            },
+            "effect_size": round(self.effect_size, 3),
+            "silent": self.silent,
+            "burst_samples": self.burst_samples,
+            "fingerprints": list(self.fingerprints),
+            "canaries": {k: dict(v) for k, v in self.canaries.items()},
+        }
+
+
+def observe(
+    state: DriftState,
+    samples: Sequence[Sample],
+    burst: Sequence[Sample],
+    keys: Iterable[str],
+    now: datetime,
+    *,
+    signal_changes: Sequence[datetime] = (),
+    lookback: timedelta = timedelta(0),
+) -> tuple[DriftState, Finding | None]:
+    """Apply one check's samples (and its confirmation burst, if one was taken) to the drift state."""
+    keys = list(keys)
+    state = _forget(state, set(keys))
+    horizon = max(lookback, _window_span(state, now))
+    changes = tuple(t for t in (*state.signal_changes, *signal_changes) if now - t <= horizon)
+    state = replace(state, signal_changes=changes[-20:])
+    if not samples:
+        return state, None
+    result = screen(state, samples, keys)
+    if result is None:  # learning: everything goes straight into the reference
+        return replace(state, references=_add(state.references, [*samples, *burst])), None
+    state = replace(
+        state,
+        screens=(*state.screens, result.surprise)[-HISTORY_MAX:],
+        logprob_screens=(
+            state.logprob_screens if result.logprob is None else (*state.logprob_screens, result.logprob)[-HISTORY_MAX:]
+        ),
+    )
+    finding = None
+    if result.hit:
+        state = replace(state, screen_hits=state.screen_hits + 1)
+        if burst:
+            state = replace(state, bursts=state.bursts + 1)
+            finding = confirm(state, result, burst, silent=not changes)
+    if finding is not None:
+        # The new behaviour is the reference from now on: relearn it from the burst, forget the window.
+        fresh = _add({}, [*samples, *burst])
+        return replace(state, references=fresh, window=(), open_since=now, confirmed=state.confirmed + 1), finding
+    window = (*state.window, WindowCheck(now, tuple(replace(s, text="") for s in (*samples, *burst))))
+    leaving, window = window[:-WINDOW_CHECKS], window[-WINDOW_CHECKS:]
+    references = _add(state.references, [s for w in leaving for s in w.samples])
+    return replace(state, references=references, window=window), None
+
+
+def confirm(state: DriftState, result: Screen, burst: Sequence[Sample], *, silent: bool) -> Finding | None:
+    """Test the fresh burst alone; a Finding when it rejects too."""
+    content = repr([(s.key, s.outcome, s.fingerprint) for s in burst]).encode()
+    rng = random.Random(
+        hashlib.sha256(content).digest()[:8]
+    )  # deterministic: the same samples always give the same verdict
+    g, df = pooled_g(state.references, burst)
+    p: float | None = None
+    statistic, value, threshold = "pooled_g", g, 0.0
+    confirmed = False
+    if df and surprise(g, df) > 1.0:  # the exact test only where the approximation sees anything at all
+        p = permutation_p(state.references, burst, rng, alpha=CONFIRM_ALPHA)
+        confirmed = p <= CONFIRM_ALPHA
+    if not confirmed:
+        change = logprob_change(state.references, burst)
+        if change is not None and change > result.logprob_threshold:
+            statistic, value, threshold, confirmed = "logprob", change, result.logprob_threshold, True
+    if not confirmed:
+        return None
+    if statistic == "pooled_g":
+        threshold = _g_critical(df)
+    canaries: dict[str, dict[str, Any]] = {}
+    for key, mine in _by_key(burst).items():
+        reference = state.references.get(key, _EMPTY)
+        before = reference.distribution()
+        after = frequencies(s.outcome for s in mine)
+        canaries[key.split("#")[0]] = {
+            "tv": round(total_variation(before, after), 3),
+            "reference_samples": len(reference),
+            "burst_samples": len(mine),
+            "before": _top(before),
+            "after": _top(after),
+            "before_examples": [reference.examples.get(o, o) for o in list(_top(before))[:2]],
+            "after_examples": list(dict.fromkeys(s.text or s.outcome for s in mine))[:2],
+        }
+    effect = max((c["tv"] for c in canaries.values()), default=0.0)
+    return Finding(
+        statistic,
+        value,
+        threshold,
+        p,
+        result,
+        effect,
+        canaries,
+        silent,
+        len(burst),
+        sorted({s.fingerprint for s in burst if s.fingerprint}),
+    )
+
+
+def _g_critical(df: int) -> float:
+    """The G value whose chi-square p is CONFIRM_ALPHA (what the burst had to beat, for people)."""
+    lo, hi = 0.0, 10.0 * df + 100.0
+    target = math.log(CONFIRM_ALPHA)
+    for _ in range(100):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if chi2_logsf(mid, df) > target else (lo, mid)
+    return hi
+
+
+def _top(distribution: Mapping[str, float], most: int = 4) -> dict[str, float]:
+    return {o: round(p, 3) for o, p in sorted(distribution.items(), key=lambda item: -item[1])[:most]}
+
+
+def _add(references: Mapping[str, Reference], samples: Sequence[Sample]) -> dict[str, Reference]:
+    out = dict(references)
+    for key, mine in _by_key(samples).items():
+        out[key] = out.get(key, _EMPTY).add(mine)
+    return out
+
+
+def _forget(state: DriftState, keys: set[str]) -> DriftState:
+    """Drop what belongs to canaries no longer configured (or edited: their key changed)."""
+    if set(state.references) <= keys and all(s.key in keys for w in state.window for s in w.samples):
+        return state
+    return replace(
+        state,
+        references={k: r for k, r in state.references.items() if k in keys},
+        window=tuple(WindowCheck(w.time, tuple(s for s in w.samples if s.key in keys)) for w in state.window),
+    )
+
+
+def _window_span(state: DriftState, now: datetime) -> timedelta:
+    return now - state.window[0].time if state.window else timedelta(0)

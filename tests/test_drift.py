@@ -1,0 +1,322 @@
+"""Drift statistics on fixed inputs with known answers, and the decision rules on seeded synthetic streams."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from collections.abc import Mapping
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from fpwatch import drift
+from fpwatch.canaries import BUILTIN_SET, Canary, Message, adapt
+from fpwatch.drift import DriftState, Reference, Sample
+from fpwatch.observation import FirstToken, Observation
+from fpwatch.providers import rejected_option
+from fpwatch.store import Store
+from fpwatch.tracking import ModelState, Policy, track
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+# --- the statistics, by hand ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("x", "df", "p"),
+    [
+        (3.841458820694124, 1, 0.05),  # the textbook 95% point of chi-square(1)
+        (6.634896601021214, 1, 0.01),
+        (9.21034037197618, 2, 0.01),
+        (18.46682695290317, 4, 0.001),
+        (18.307038053275146, 10, 0.05),
+        (0.5, 3, 0.9188914244),  # below the mean: the series branch
+    ],
+)
+def test_chi_square_tail_matches_tables(x: float, df: int, p: float) -> None:
+    assert math.exp(drift.chi2_logsf(x, df)) == pytest.approx(p, rel=1e-6)
+
+
+def test_chi_square_tail_with_two_degrees_is_exactly_exponential() -> None:
+    for x in (0.1, 1.0, 10.0, 200.0, 2000.0):
+        assert drift.chi2_logsf(x, 2) == pytest.approx(-x / 2, rel=1e-9)  # far tails stay finite in logs
+
+
+def test_surprise_is_minus_log10_p() -> None:
+    assert drift.surprise(6.634896601021214, 1) == pytest.approx(2.0, rel=1e-6)
+    assert drift.surprise(0.0, 3) == 0.0
+
+
+def test_g_statistic_of_a_two_by_two_table() -> None:
+    # ref a:10 b:10, window a:10 b:0 -> G = 20 * (ln 0.75 + 2 ln 1.5) = 10.4650...
+    g, df = drift.g_statistic({"a": 10, "b": 10}, {"a": 10})
+    assert g == pytest.approx(20 * (math.log(0.75) + 2 * math.log(1.5)), rel=1e-12)
+    assert df == 1
+    assert drift.g_statistic({"a": 5, "b": 5}, {"a": 1, "b": 1}) == (0.0, 1)  # same proportions: nothing
+
+
+def test_total_variation() -> None:
+    assert drift.total_variation({"Heads": 0.5, "Tails": 0.5}, {"Heads": 0.8, "Tails": 0.2}) == pytest.approx(0.3)
+    assert drift.total_variation({"a": 1.0}, {"b": 1.0}) == 1.0
+    assert drift.total_variation({"a": 0.5, "b": 0.5}, {"a": 0.5, "b": 0.5}) == 0.0
+
+
+def test_robust_threshold_is_median_plus_k_mad_with_a_floor() -> None:
+    history = [float(x) for x in range(1, 21)]  # median 10.5, MAD 5
+    assert drift.robust_threshold(history, 4.0, 2.0) == pytest.approx(10.5 + 4 * 1.4826 * 5)
+    assert drift.robust_threshold([1.0] * 30, 4.0, 2.0) == 2.0  # a calm history never goes under the floor
+    assert drift.robust_threshold(history[:5], 4.0, 2.0) == 2.0  # too short: the floor alone
+
+
+def test_logprob_change_is_the_mean_absolute_change_over_the_token_union() -> None:
+    reference = {"k": Reference(logprobs={"a": (-0.1, 10), "b": (-2.5, 10)})}
+    window = [Sample("k", "a", top={"a": -0.1, "b": -2.0})]
+    assert drift.logprob_change(reference, window) == pytest.approx(0.25)
+    # A token the reference never had counts at the reference's minimum; one the sample lacks, at the sample's.
+    window = [Sample("k", "a", top={"a": -0.1, "c": -3.0})]
+    # a: 0; b: |-3.0 - (-2.5)| = 0.5; c: |-3.0 - (-2.5)| = 0.5
+    assert drift.logprob_change(reference, window) == pytest.approx(1.0 / 3)
+    assert drift.logprob_change(reference, [Sample("k", "a")]) is None
+
+
+def test_permutation_p_value() -> None:
+    rng = random.Random(1)
+    ref = Reference(tuple(("", o) for o in ["Heads"] * 30 + ["Tails"] * 30))
+    same = [Sample("k", o) for o in ["Heads"] * 8 + ["Tails"] * 8]
+    assert drift.permutation_p({"k": ref}, same, rng, alpha=0.001) == 1.0  # G = 0: nothing to explain
+    tilted = [Sample("k", o) for o in ["Heads"] * 10 + ["Tails"] * 6]
+    assert drift.permutation_p({"k": ref}, tilted, rng, alpha=0.001) > 0.05
+    new = [Sample("k", "Purple") for _ in range(16)]
+    assert drift.permutation_p({"k": ref}, new, rng, alpha=0.001) == pytest.approx(1 / (drift.PERMUTATIONS + 1))
+
+
+def test_fingerprint_strata_absorb_replica_differences() -> None:
+    """Replica A always says Heads, replica B always Tails: a window served by B alone is not a change."""
+    ref = Reference(tuple([("fp_a", "Heads")] * 40 + [("fp_b", "Tails")] * 40))
+    only_b = [Sample("k", "Tails", "fp_b") for _ in range(12)]
+    assert drift.pooled_g({"k": ref}, only_b)[0] == 0.0
+    unknown_fp = [Sample("k", "Tails", "fp_new") for _ in range(12)]  # a new replica is compared with the pool
+    assert drift.pooled_g({"k": ref}, unknown_fp)[0] > 5
+    flipped = [Sample("k", "Heads", "fp_b") for _ in range(12)]  # B changed its answer
+    assert drift.surprise(*drift.pooled_g({"k": ref}, flipped)) > 6
+
+
+def test_outcome_is_the_whitespace_normalised_first_words() -> None:
+    assert drift.outcome("  2\n") == drift.outcome("2") == "2"
+    assert (
+        drift.outcome("The  quick brown fox jumps over the lazy dog again") == "The quick brown fox jumps over the lazy"
+    )
+    assert drift.outcome(None) == ""
+
+
+def test_canary_key_changes_when_the_request_changes() -> None:
+    canary = BUILTIN_SET[1]
+    assert drift.canary_key(canary) == drift.canary_key(replace(canary, samples=9))  # more samples: same question
+    assert drift.canary_key(canary) != drift.canary_key(replace(canary, max_tokens=3))
+    assert drift.canary_key(canary) != drift.canary_key(adapt(canary, frozenset({"temperature"})))
+
+
+# --- capabilities ---------------------------------------------------------------------------------------------
+
+
+def test_adapt_leaves_out_what_the_model_rejects() -> None:
+    canary = Canary("c", (Message("user", "Heads or tails?"),), seed=1, temperature=0.0, samples=3, logprobs=True)
+    assert adapt(canary, frozenset()) is canary
+    reasoning = adapt(canary, frozenset({"temperature", "logprobs", "seed"}))
+    assert (reasoning.temperature, reasoning.logprobs, reasoning.seed, reasoning.samples) == (None, False, None, 6)
+
+
+def _fixture_message(name: str) -> str:
+    body = json.loads((Path(__file__).parent / "fixtures" / "responses" / name).read_text())["body"]
+    return str(body["error"]["message"] if isinstance(body["error"], dict) else body["error"])
+
+
+def test_rejected_option_reads_the_providers_words() -> None:
+    canary = BUILTIN_SET[0]
+    assert rejected_option(_fixture_message("openai-400-unsupported-temperature.json"), canary) == "temperature"
+    said = (
+        "Unsupported value: 'temperature' does not support 0 with this model. Only the default (1) value is supported."
+    )
+    assert rejected_option(said, canary) == "temperature"
+    said = "Unsupported parameter: 'top_logprobs' is not supported with this model."
+    assert rejected_option(said, canary) == "logprobs"
+    assert rejected_option(said, replace(canary, logprobs=False)) is None  # not sent: not the cause
+    assert rejected_option(_fixture_message("openai-400-unsupported-value-o1-mini.json"), canary) is None
+    # fpwatch's own hint after the dash never counts as the provider's words
+    assert rejected_option("Invalid value for 'n' — set temperature = \"default\" (unsupported)", canary) is None
+
+
+# --- decisions on synthetic streams ------------------------------------------------------------------------
+
+STEADY = {
+    "x": {"Hello": 0.5, "Hi": 0.3, "Hey": 0.2},
+    "one": {"2": 1.0},
+    "coin": {"Heads": 0.6, "Tails": 0.4},
+    "color": {"Blue": 0.55, "Red": 0.3, "Green": 0.15},
+}
+OTHER = {
+    "x": {"Greetings": 0.6, "Yo": 0.4},
+    "one": {"2": 1.0},
+    "coin": {"Tails": 0.7, "Heads": 0.3},
+    "color": {"Purple": 0.5, "Green": 0.5},
+}
+FINGERPRINTS = {"fp_a": 0.6, "fp_b": 0.3, "fp_c": 0.1}
+
+
+class Stream:
+    """A seeded model answering the four canaries, checked every 15 minutes through drift.observe."""
+
+    def __init__(self, seed: int) -> None:
+        self.rng = random.Random(seed)
+        self.state = DriftState()
+        self.now = T0
+        self.keys = list(STEADY)
+
+    def draw(self, behaviour: Mapping[str, Mapping[str, float]], n: int, shift: float = 0.0) -> list[Sample]:
+        out = []
+        for key, dist in behaviour.items():
+            top_answer = max(dist, key=lambda a: dist[a])
+            for _ in range(n):
+                answer = self.rng.choices(list(dist), weights=list(dist.values()))[0]
+                top = {
+                    a: min(-1e-4, math.log(p) + self.rng.gauss(0, 0.02) + (shift if a != top_answer else 0.0))
+                    for a, p in dist.items()
+                }
+                fp = self.rng.choices(list(FINGERPRINTS), weights=list(FINGERPRINTS.values()))[0]
+                out.append(Sample(key, answer, fp, top, answer))
+        return out
+
+    def check(
+        self,
+        behaviour: Mapping[str, Mapping[str, float]] = STEADY,
+        shift: float = 0.0,
+        changes: tuple[datetime, ...] = (),
+    ) -> drift.Finding | None:
+        samples = self.draw(behaviour, 4, shift)
+        screened = drift.screen(self.state, samples, self.keys)
+        burst = self.draw(behaviour, 16, shift) if screened is not None and screened.hit else []
+        self.state, finding = drift.observe(
+            self.state, samples, burst, self.keys, self.now, signal_changes=changes, lookback=timedelta(hours=1)
+        )
+        self.now += timedelta(minutes=15)
+        return finding
+
+
+def test_learning_then_quiet_through_a_long_noisy_steady_state() -> None:
+    stream = Stream(seed=7)
+    for _ in range(3):
+        assert stream.check() is None
+    assert stream.state.learning(stream.keys)  # 12 samples per canary: still learning
+    assert stream.check() is None
+    assert not stream.state.learning(stream.keys)
+    findings = [stream.check() for _ in range(2000)]  # three weeks at 15 minutes
+    assert not any(findings)
+    assert stream.state.screen_hits > 0  # the screen did fire on noise; the bursts kept it quiet
+    assert stream.state.bursts == stream.state.screen_hits
+    assert len(stream.state.references["coin"]) == drift.REFERENCE_MAX
+
+
+def test_a_silent_swap_is_confirmed_on_its_first_check_and_then_relearned() -> None:
+    stream = Stream(seed=8)
+    for _ in range(40):
+        assert stream.check() is None
+    finding = stream.check(OTHER)
+    assert finding is not None and finding.silent
+    assert finding.statistic == "pooled_g" and finding.p_value is not None and finding.p_value < drift.CONFIRM_ALPHA
+    assert finding.effect_size > 0.8  # a full swap: nearly every answer of the most-moved canary changed
+    assert finding.canaries["color"]["before"]["Blue"] > 0.3 and "Purple" in finding.canaries["color"]["after"]
+    assert stream.state.open_since is not None and stream.state.confirmed == 1
+    for _ in range(200):  # the new behaviour is the reference now: it is not reported again
+        assert stream.check(OTHER) is None
+
+
+def test_a_change_next_to_a_fingerprint_change_is_not_silent() -> None:
+    stream = Stream(seed=9)
+    for _ in range(40):
+        stream.check()
+    finding = stream.check(OTHER, changes=(stream.now,))
+    assert finding is not None and not finding.silent
+
+
+def test_a_logprob_only_perturbation_is_found_by_the_logprob_statistic() -> None:
+    stream = Stream(seed=10)
+    for _ in range(60):
+        assert stream.check() is None
+    findings = [stream.check(shift=0.6) for _ in range(3)]
+    found = [f for f in findings if f is not None]
+    assert found and found[0].statistic == "logprob" and found[0].value > found[0].threshold
+
+
+def test_drift_state_survives_json() -> None:
+    stream = Stream(seed=11)
+    for _ in range(10):
+        stream.check()
+    stored = json.loads(json.dumps(stream.state.to_json()))
+    again = DriftState.from_json(stored)
+    assert again.to_json() == stream.state.to_json()
+    assert DriftState.from_json({}) == DriftState()
+
+
+# --- through track() and the store -------------------------------------------------------------------------
+
+
+def _observations(
+    model: str, behaviour: Mapping[str, Mapping[str, float]], rng: random.Random, n: int, now: datetime
+) -> list[Observation]:
+    out = []
+    for canary, dist in behaviour.items():
+        for i in range(n):
+            answer = rng.choices(list(dist), weights=list(dist.values()))[0]
+            out.append(
+                Observation(
+                    now,
+                    model,
+                    canary,
+                    i,
+                    1,
+                    True,
+                    system_fingerprint="fp_a",
+                    fingerprint_state="present",
+                    response_model="m-1",
+                    output=answer,
+                    first_token=FirstToken(answer, math.log(dist[answer])),
+                )
+            )
+    return out
+
+
+def test_track_raises_a_critical_silent_drift_with_a_new_behaviour_fingerprint_and_ack_signs_it_off(
+    tmp_path: Path,
+) -> None:
+    policy = Policy(timedelta(hours=1), 3, 3, canary_keys={name: name for name in STEADY})
+    rng = random.Random(3)
+    state, now = ModelState("m"), T0
+    bfp = None
+    for _ in range(30):
+        state, events = track(state, _observations("m", STEADY, rng, 4, now), policy, now)
+        assert not [e for e in events if e.type == "canary.drift"]
+        bfp = bfp or state.behaviour_fingerprint
+        now += timedelta(minutes=15)
+    assert state.behaviour_fingerprint == bfp
+    screen_obs = _observations("m", OTHER, rng, 4, now)
+    burst = _observations("m", OTHER, rng, 16, now)
+    state, events = track(state, screen_obs, policy, now, burst)
+    (event,) = [e for e in events if e.type == "canary.drift"]
+    assert event.severity == "critical" and event.details["silent"] is True
+    assert "silently" in event.summary
+    assert event.details["behaviour_fingerprint"] == {"old": bfp, "new": state.behaviour_fingerprint}
+    assert state.behaviour_fingerprint != bfp
+
+    with Store.open(tmp_path / "state.db") as store:
+        store.migrate()
+        with store.transaction() as db:
+            store._save_state(db, state)  # seeding a state file directly
+            stored = store._insert_event(db, event, None)
+        assert store.load_state("m").drift.open_since == now
+        assert stored.id is not None
+        store.ack(stored.id, "expected: vendor upgrade", now + timedelta(minutes=5))
+        assert store.load_state("m").drift.open_since is None
