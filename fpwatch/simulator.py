@@ -41,6 +41,9 @@ key) every model id is served with the defaults below.
     "What is 17*23? Answer with the number only." = { "391" = 0.97, "392" = 0.03 }
     "*" = "Hello!"
 
+    [models."o3-mini"]                        # a reasoning model: 400 for temperature 0 or logprobs
+    rejects = ["temperature", "logprobs", "top_logprobs"]
+
     [models."*"]                              # any model id not listed above
     latency = 0.01
 
@@ -48,6 +51,9 @@ key) every model id is served with the defaults below.
     at = 5.0
     [phases.models."gpt-4o"]
     fingerprints = { fp_44709d6fcb = 0.5, fp_new0000000 = 0.5 }
+    [phases.models."gpt-4o".route]            # ... and send 30 % of its requests to another model
+    share = 0.3
+    to = { resolved = "gpt-4o-mini-2024-07-18", outputs = { "*" = "Hi there!" } }
 
 Model settings (all optional):
 
@@ -61,16 +67,49 @@ Model settings (all optional):
     derived from the model id.
 ``outputs``
     Answer distributions keyed by prompt. A key matches when it equals the last user message's
-    text; otherwise the longest key that is a substring of it wins; ``"*"`` is the fallback. Each
-    value is a weighted pool of answers (or one answer string). A prompt nothing matches gets one
-    deterministic short answer derived from the model id and the prompt.
+    text; otherwise the longest key that is a substring of it wins; ``"*"`` is the fallback. A key
+    that starts with ``=`` matches only the exact text after it (``"=x"`` answers the prompt ``x``
+    but not ``explain``). Each value is a weighted pool of answers (or one answer string). A prompt
+    nothing matches gets one deterministic short answer derived from the model id and the prompt.
+``long_outputs``
+    Long answers with temperature-0 serving noise, keyed like ``outputs`` and matched together
+    with its keys (the same key here wins over ``outputs``):
+    ``{"*": {"text": "...", "repeat": 0.07, "diverge_after": 0.5}}``; a string is short for
+    ``{"text": ...}``. With probability ``repeat`` (default 0.07, about the exact-repeat rate measured
+    for GPT-4o at temperature 0) the answer is ``text``. Otherwise it equals ``text`` up to a token
+    position k drawn uniformly from ``ceil(diverge_after * n) .. n-1`` (n: the tokens of ``text``;
+    ``diverge_after`` default 0.5), token k is a different word and the rest are words drawn at
+    random, n tokens in all: long answers rarely repeat exactly, and diverge late.
 ``latency``, ``latency_jitter``, ``logprob_jitter``
     Non-negative seconds / standard deviation, default 0.
+``logprob_shift``
+    Nats (default 0, may be negative) added to the reported first-token logprob of every token but
+    the most likely one, in ``top_logprobs`` and for the chosen token, capped at -0.0001: a
+    numerics change that leaves the answers alone.
+``by_fingerprint``
+    Replicas that differ in numerics: ``{"fp_x": {"outputs": {...}, "logprob_shift": 0.3}}``. The
+    fingerprint is drawn before the answer; when it has an entry, the entry's ``outputs`` keys
+    replace the same keys of the model's ``outputs`` and ``long_outputs``, and its
+    ``logprob_shift`` replaces the model's, for that request.
+``route``
+    Partial routing: ``{"share": 0.3, "to": {...}}``. With probability ``share`` (0..1) a request is
+    answered from the settings in ``to`` alone (defaults for what it leaves out) instead of the
+    model's own. ``to`` takes only answer settings: ``resolved``, ``fingerprints``, ``outputs``,
+    ``long_outputs``, ``logprob_jitter``, ``logprob_shift``, ``by_fingerprint``. Latency, errors,
+    faults and ``rejects`` stay the model's.
 ``error_rate``, ``error_kinds``
     Probability (0..1, default 0) that a request gets a fault drawn uniformly from ``error_kinds``
     (default ``["500"]``).
 ``faults``
     One-shot faults, consumed in order by that model's next requests (before ``error_rate``).
+``rejects``
+    A reasoning-style model: a list of request parameters it refuses, from ``"temperature"``,
+    ``"logprobs"``, ``"top_logprobs"``, ``"seed"``. A ``temperature`` other than 1 gets OpenAI's 400
+    ``unsupported_value`` ("Unsupported value: 'temperature' does not support 0 with this model.
+    Only the default (1) value is supported."); ``logprobs: true``, or a ``top_logprobs`` or
+    ``seed`` that is sent, gets 400 ``unsupported_parameter`` ("Unsupported parameter: 'logprobs'
+    is not supported with this model."), with ``param`` naming it. Checked in that order, after
+    the request is validated and before faults, so a refused request uses up no one-shot fault.
 
 Weights are non-negative numbers and need not sum to 1. Models listed by name do not inherit from
 ``"*"``; a model created later by ``update_model``, a phase or ``PATCH /_sim/models/NAME`` starts
@@ -96,6 +135,19 @@ Each fault is an object with a ``kind`` (a bare string such as ``"500"`` is shor
 - ``{"kind": "error", "status": 400, "body": {...}, "headers": {...}}``: exactly that response.
 - ``{"kind": "disconnect"}``: close the connection without answering.
 
+In-process use
+--------------
+``Simulator.respond(body, path=...)`` answers a chat request exactly as a POST of ``body`` to that
+path would (validation, rejections, faults, the request log, the same random draws), without HTTP,
+auth or latency sleeps, and on a simulator that was never started: the detection benchmark drives
+a million requests through it. ``Simulator(log_requests=False)`` keeps no request log (it holds the
+last 100,000 requests otherwise).
+
+``realistic()``, ``shifted()``, ``routed()``, ``perturbed_logprobs()`` and ``with_fingerprints()``
+build model settings for temperature-0 serving noise on ``BUILTIN_PROMPTS`` (fpwatch's built-in
+canaries) and for the changes fpwatch must detect: another model, a moved answer distribution,
+partial routing, a logprob-only change, a fingerprint change.
+
 Admin endpoints (no auth)
 -------------------------
 ``GET /_sim/scenario`` (the current state as a scenario: settings after updates and phases,
@@ -107,6 +159,7 @@ key, only whether auth was ``ok``, ``missing``, ``wrong`` or ``none-required``.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import copy
 import difflib
@@ -124,7 +177,6 @@ import threading
 import time
 import tomllib
 import traceback
-import uuid
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -135,7 +187,18 @@ from types import FrameType, TracebackType
 from typing import Any
 from urllib.parse import SplitResult, parse_qs, unquote, urlsplit
 
-__all__ = ["Simulator", "load_scenario", "serve", "validate_scenario"]
+__all__ = [
+    "BUILTIN_PROMPTS",
+    "Simulator",
+    "load_scenario",
+    "perturbed_logprobs",
+    "realistic",
+    "routed",
+    "serve",
+    "shifted",
+    "validate_scenario",
+    "with_fingerprints",
+]
 
 JsonDict = dict[str, Any]
 
@@ -152,11 +215,35 @@ _MODEL_KEYS = (
     "latency",
     "latency_jitter",
     "outputs",
+    "long_outputs",
     "logprob_jitter",
+    "logprob_shift",
+    "by_fingerprint",
+    "route",
     "error_rate",
     "error_kinds",
     "faults",
+    "rejects",
 )
+# What `route.to` may set: everything that shapes an answer, nothing about how it is served.
+_ANSWER_KEYS = (
+    "resolved",
+    "fingerprints",
+    "outputs",
+    "long_outputs",
+    "logprob_jitter",
+    "logprob_shift",
+    "by_fingerprint",
+)
+_ROUTE_KEYS = ("share", "to")
+_LONG_OUTPUT_KEYS = ("text", "repeat", "diverge_after")
+_BY_FINGERPRINT_KEYS = ("outputs", "logprob_shift")
+_REJECTABLE = ("temperature", "logprobs", "top_logprobs", "seed")
+# The chance that a long answer repeats exactly: GPT-4o's median TARr@10 at temperature 0 in Atil et
+# al.'s data (7-8 %, research notes section 6a), the share of prompts answered identically every time.
+_DEFAULT_REPEAT = 0.07
+_DEFAULT_DIVERGE_AFTER = 0.5
+_MIN_SHIFTED_LOGPROB = -0.0001
 _FAULT_OPTIONS: dict[str, tuple[str, ...]] = {
     "429": ("retry_after", "retry_after_ms", "should_retry"),
     "quota": (),
@@ -253,6 +340,79 @@ def _outputs(value: object, where: str) -> dict[str, dict[str, float]]:
     return {prompt: _weights(dist, _key_loc(where, prompt), "answer") for prompt, dist in prompts.items()}
 
 
+def _signed_number(value: object, where: str) -> float:
+    if not _is_number(value):
+        raise ValueError(f"{where}: expected a number, got {_describe(value)}")
+    return float(value)  # type: ignore[arg-type]  # _is_number checked it
+
+
+def _long_output(value: object, where: str) -> JsonDict:
+    spec = _as_object({"text": value} if isinstance(value, str) else value, where)
+    _check_keys(spec, _LONG_OUTPUT_KEYS, where)
+    if "text" not in spec:
+        raise ValueError(f"{where}: a long output needs 'text'")
+    text = spec["text"]
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError(f"{where}.text: expected a non-empty string, got {text!r}")
+    return {
+        "text": text,
+        "repeat": _number(spec.get("repeat", _DEFAULT_REPEAT), f"{where}.repeat", high=1.0),
+        "diverge_after": _number(spec.get("diverge_after", _DEFAULT_DIVERGE_AFTER), f"{where}.diverge_after", high=1.0),
+    }
+
+
+def _long_outputs(value: object, where: str) -> dict[str, JsonDict]:
+    prompts = _as_object(value, where)
+    return {prompt: _long_output(spec, _key_loc(where, prompt)) for prompt, spec in prompts.items()}
+
+
+def _rejects(value: object, where: str) -> list[str]:
+    if not isinstance(value, list):
+        raise ValueError(f"{where}: expected a list of parameter names, got {_describe(value)}")
+    names: list[str] = []
+    for i, name in enumerate(value):
+        if not isinstance(name, str) or name not in _REJECTABLE:
+            close = difflib.get_close_matches(str(name), _REJECTABLE, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(f"{where}[{i}]: cannot reject {name!r}{hint}; expected any of: {', '.join(_REJECTABLE)}")
+        if name not in names:
+            names.append(name)
+    return names
+
+
+def _by_fingerprint(value: object, where: str) -> dict[str, JsonDict]:
+    replicas = _as_object(value, where)
+    result: dict[str, JsonDict] = {}
+    for fingerprint, spec in replicas.items():
+        loc = _key_loc(where, fingerprint)
+        override = _as_object(spec, loc)
+        _check_keys(override, _BY_FINGERPRINT_KEYS, loc)
+        result[fingerprint] = {key: _validate_setting(key, item, f"{loc}.{key}") for key, item in override.items()}
+    return result
+
+
+def _route(value: object, where: str) -> JsonDict:
+    spec = _as_object(value, where)
+    _check_keys(spec, _ROUTE_KEYS, where)
+    for key in _ROUTE_KEYS:
+        if key not in spec:
+            raise ValueError(f"{where}: a route needs {key!r}")
+    to = _as_object(spec["to"], f"{where}.to")
+    for key in to:
+        if key == "route":
+            raise ValueError(f"{where}.to: a routed-to model cannot route again; remove its 'route'")
+        if key in _MODEL_KEYS and key not in _ANSWER_KEYS:
+            raise ValueError(
+                f"{where}.to.{key}: only answer settings can be routed ({', '.join(_ANSWER_KEYS)}); "
+                f"{key!r} stays the model's own"
+            )
+    _check_keys(to, _ANSWER_KEYS, f"{where}.to")
+    return {
+        "share": _number(spec["share"], f"{where}.share", high=1.0),
+        "to": {key: _validate_setting(key, item, f"{where}.to.{key}") for key, item in to.items()},
+    }
+
+
 def _fault_kind(value: object, where: str) -> str:
     # TOML users naturally write `kind = 500`; status-like kinds are accepted as integers too.
     kind = str(value) if isinstance(value, int) and not isinstance(value, bool) else value
@@ -336,6 +496,16 @@ def _validate_setting(key: str, value: object, where: str) -> object:
         return _faults(value, where, non_empty=True)
     if key == "faults":
         return _faults(value, where)
+    if key == "long_outputs":
+        return _long_outputs(value, where)
+    if key == "logprob_shift":
+        return _signed_number(value, where)
+    if key == "by_fingerprint":
+        return _by_fingerprint(value, where)
+    if key == "route":
+        return _route(value, where)
+    if key == "rejects":
+        return _rejects(value, where)
     return _number(value, where)  # latency, latency_jitter, logprob_jitter
 
 
@@ -439,6 +609,7 @@ def _digest(*parts: str) -> bytes:
     return hashlib.sha256("\x00".join(parts).encode("utf-8")).digest()
 
 
+@functools.lru_cache(maxsize=4096)
 def _default_fingerprint(model: str) -> str:
     return "fp_" + _digest("fingerprint", model).hex()[:10]
 
@@ -461,6 +632,7 @@ class _Pool:
     values: tuple[str, ...]
     cum_weights: tuple[float, ...]
     probs: dict[str, float]
+    total: float
 
     @classmethod
     def of(cls, weights: Mapping[str, float]) -> _Pool:
@@ -472,12 +644,21 @@ class _Pool:
             running += weight
             cumulative.append(running)
         probs = {value: weight / total for value, weight in items}
-        return cls(tuple(value for value, _ in items), tuple(cumulative), probs)
+        return cls(tuple(value for value, _ in items), tuple(cumulative), probs, running)
 
     def draw(self, rng: random.Random) -> str:
-        if len(self.values) == 1:  # no draw: a constant pool does not shift the RNG stream
-            return self.values[0]
-        return rng.choices(self.values, cum_weights=self.cum_weights)[0]
+        values = self.values
+        if len(values) == 1:  # no draw: a constant pool does not shift the RNG stream
+            return values[0]
+        # What rng.choices(values, cum_weights=...) does for one value (the same single random()
+        # call, so the same stream), without its per-call set-up.
+        return values[bisect.bisect(self.cum_weights, rng.random() * self.total, 0, len(values) - 1)]
+
+
+def _first_token_logprobs(first: Mapping[str, float]) -> tuple[tuple[tuple[str, float], ...], dict[str, float]]:
+    """ln P of each first token: ranked most likely first, and by token."""
+    ranked = tuple((token, math.log(prob)) for token, prob in sorted(first.items(), key=lambda item: -item[1]))
+    return ranked, dict(ranked)
 
 
 @dataclass(frozen=True)
@@ -485,8 +666,8 @@ class _Answers:
     """An answer distribution plus the distribution of its first tokens (for logprobs)."""
 
     pool: _Pool
-    first_tokens: tuple[tuple[str, float], ...]  # most likely first
-    first_prob: dict[str, float]
+    first_tokens: tuple[tuple[str, float], ...]  # (token, ln P), most likely first
+    first_logprob: dict[str, float]  # token -> ln P
 
     @classmethod
     def of(cls, weights: Mapping[str, float]) -> _Answers:
@@ -495,50 +676,141 @@ class _Answers:
         for answer, prob in pool.probs.items():
             token = _first_piece(answer)
             first[token] = first.get(token, 0.0) + prob
-        ordered = tuple(sorted(first.items(), key=lambda item: -item[1]))
-        return cls(pool, ordered, first)
+        return cls(pool, *_first_token_logprobs(first))
+
+    def draw(self, rng: random.Random) -> str:
+        return self.pool.draw(rng)
+
+
+_VOCABULARY_HEAD = _VOCABULARY[:-1]
+
+
+def _other_words(word: str) -> tuple[str, ...]:
+    """The words `_LongAnswer.draw` may put in place of `word`: each equally likely."""
+    if word in _VOCABULARY_HEAD:
+        return tuple(other for other in _VOCABULARY if other != word)
+    return _VOCABULARY_HEAD
 
 
 @dataclass(frozen=True)
-class _Behaviour:
-    """One model's settings compiled for fast draws; rebuilt whenever the settings change."""
+class _LongAnswer:
+    """A long answer that repeats exactly with probability `repeat` and otherwise diverges late."""
+
+    text: str
+    prefixes: tuple[str, ...]  # prefixes[k]: the text's first k tokens
+    leads: tuple[str, ...]  # leads[k]: the whitespace before token k
+    words: tuple[str, ...]  # words[k]: token k without that whitespace
+    repeat: float
+    low: int  # the earliest position where an answer diverges
+    first_tokens: tuple[tuple[str, float], ...]  # as in _Answers
+    first_logprob: dict[str, float]
+
+    @classmethod
+    def of(cls, spec: JsonDict) -> _LongAnswer:
+        text: str = spec["text"]
+        repeat: float = spec["repeat"]
+        pieces = _pieces(text)
+        n = len(pieces)
+        low = min(n - 1, math.ceil(spec["diverge_after"] * n))
+        words = tuple(piece.lstrip() for piece in pieces)
+        leads = tuple(piece[: len(piece) - len(word)] for piece, word in zip(pieces, words, strict=True))
+        # The first token is the text's unless the answer diverges at position 0, which happens with
+        # probability (1 - repeat) / n when low is 0, and then is one of the 31 other words, uniformly.
+        diverge_first = (1.0 - repeat) / (n - low) if low == 0 else 0.0
+        first = {pieces[0]: 1.0 - diverge_first}
+        if diverge_first > 0:
+            others = _other_words(words[0])
+            first.update({leads[0] + other: diverge_first / len(others) for other in others})
+        first = {token: prob for token, prob in first.items() if prob > 0}
+        prefixes = tuple("".join(pieces[:k]) for k in range(n))
+        return cls(text, prefixes, leads, words, repeat, low, *_first_token_logprobs(first))
+
+    def draw(self, rng: random.Random) -> str:
+        if rng.random() < self.repeat:
+            return self.text
+        n = len(self.words)
+        k = self.low + rng.randrange(n - self.low)
+        word = rng.choice(_VOCABULARY_HEAD)
+        if word == self.words[k]:
+            word = _VOCABULARY[-1]  # so the replacement is uniform over the 31 words that differ
+        rest = rng.choices(_VOCABULARY, k=n - k - 1)
+        return self.prefixes[k] + self.leads[k] + word + "".join(" " + other for other in rest)
+
+
+_Source = _Answers | _LongAnswer
+
+
+@dataclass(frozen=True)
+class _KeyMatcher:
+    """Prompt keys compiled for matching: exact (and "=" keys), then the longest substring, then "*"."""
+
+    exact: dict[str, str]  # prompt -> key
+    substrings: tuple[str, ...]  # longest first, so the most specific key wins
+    fallback: bool
+
+    @classmethod
+    def of(cls, keys: Iterable[str]) -> _KeyMatcher:
+        keys = list(keys)
+        plain = [key for key in keys if key != "*" and not key.startswith("=")]
+        exact = {key: key for key in plain}
+        exact.update({key[1:]: key for key in keys if key.startswith("=")})
+        return cls(exact, tuple(sorted(plain, key=len, reverse=True)), "*" in keys)
+
+    def key_for(self, prompt: str) -> str | None:
+        key = self.exact.get(prompt)
+        if key is not None:
+            return key
+        for key in self.substrings:
+            if key in prompt:
+                return key
+        return "*" if self.fallback else None
+
+
+@dataclass(frozen=True)
+class _Lookup:
+    matcher: _KeyMatcher
+    sources: dict[str, _Source]
+
+    @classmethod
+    def of(cls, sources: Mapping[str, _Source]) -> _Lookup:
+        return cls(_KeyMatcher.of(sources), dict(sources))
+
+    def find(self, model: str, prompt: str) -> _Source:
+        key = self.matcher.key_for(prompt)
+        return self.sources[key] if key is not None else _default_answers(model, prompt)
+
+
+@dataclass(frozen=True)
+class _Answerer:
+    """The settings that shape an answer, compiled: a model's own, or its route's `to`."""
 
     resolved: _Pool | None
     fingerprints: _Pool | None
-    latency: float
-    latency_jitter: float
-    outputs: dict[str, _Answers]
-    substring_keys: tuple[str, ...]  # longest first, so the most specific key wins
+    lookup: _Lookup
     logprob_jitter: float
-    error_rate: float
-    error_kinds: tuple[JsonDict, ...]
+    logprob_shift: float
+    replicas: dict[str, tuple[_Lookup, float]]  # by_fingerprint: the lookup and logprob shift to use
 
     @classmethod
-    def compile(cls, settings: JsonDict) -> _Behaviour:
+    def compile(cls, settings: JsonDict) -> _Answerer:
         resolved = settings.get("resolved")
         fingerprints = settings.get("fingerprints")
-        outputs = {prompt: _Answers.of(dist) for prompt, dist in settings.get("outputs", {}).items()}
+        outputs: dict[str, _Source] = {p: _Answers.of(d) for p, d in settings.get("outputs", {}).items()}
+        long: dict[str, _Source] = {p: _LongAnswer.of(d) for p, d in settings.get("long_outputs", {}).items()}
+        shift: float = settings.get("logprob_shift", 0.0)
+        replicas: dict[str, tuple[_Lookup, float]] = {}
+        for fingerprint, override in settings.get("by_fingerprint", {}).items():
+            own = {p: _Answers.of(d) for p, d in override.get("outputs", {}).items()}
+            kept = {key: source for key, source in long.items() if key not in own}
+            replicas[fingerprint] = (_Lookup.of({**outputs, **kept, **own}), override.get("logprob_shift", shift))
         return cls(
             resolved=_Pool.of(resolved) if resolved is not None else None,
             fingerprints=_Pool.of(fingerprints) if fingerprints is not None else None,
-            latency=settings.get("latency", 0.0),
-            latency_jitter=settings.get("latency_jitter", 0.0),
-            outputs=outputs,
-            substring_keys=tuple(sorted((key for key in outputs if key != "*"), key=len, reverse=True)),
+            lookup=_Lookup.of({**outputs, **long}),  # a long output wins over an output with its key
             logprob_jitter=settings.get("logprob_jitter", 0.0),
-            error_rate=settings.get("error_rate", 0.0),
-            error_kinds=tuple(settings.get("error_kinds", [{"kind": "500"}])),
+            logprob_shift=shift,
+            replicas=replicas,
         )
-
-    def answers_for(self, model: str, prompt: str) -> _Answers:
-        exact = self.outputs.get(prompt)
-        if exact is not None:
-            return exact
-        for key in self.substring_keys:
-            if key in prompt:
-                return self.outputs[key]
-        fallback = self.outputs.get("*")
-        return fallback if fallback is not None else _default_answers(model, prompt)
 
     def fingerprint(self, model: str, rng: random.Random) -> str:
         return self.fingerprints.draw(rng) if self.fingerprints else _default_fingerprint(model)
@@ -546,11 +818,54 @@ class _Behaviour:
     def resolve(self, model: str, rng: random.Random) -> str:
         return self.resolved.draw(rng) if self.resolved else model
 
+
+@dataclass(frozen=True)
+class _Behaviour:
+    """One model's settings compiled for fast draws; rebuilt whenever the settings change."""
+
+    own: _Answerer
+    route_share: float
+    route_to: _Answerer | None
+    latency: float
+    latency_jitter: float
+    error_rate: float
+    error_kinds: tuple[JsonDict, ...]
+    rejects: frozenset[str]
+
+    @classmethod
+    def compile(cls, settings: JsonDict) -> _Behaviour:
+        route = settings.get("route")
+        return cls(
+            own=_Answerer.compile(settings),
+            route_share=route["share"] if route is not None else 0.0,
+            route_to=_Answerer.compile(route["to"]) if route is not None else None,
+            latency=settings.get("latency", 0.0),
+            latency_jitter=settings.get("latency_jitter", 0.0),
+            error_rate=settings.get("error_rate", 0.0),
+            error_kinds=tuple(settings.get("error_kinds", [{"kind": "500"}])),
+            rejects=frozenset(settings.get("rejects", ())),
+        )
+
+    def answerer(self, rng: random.Random) -> _Answerer:
+        """The model's own answer settings, or its route's with probability `route_share`."""
+        share = self.route_share
+        if self.route_to is None or share <= 0:
+            return self.own
+        return self.route_to if share >= 1 or rng.random() < share else self.own
+
     def delay(self, rng: random.Random) -> float:
         return self.latency + (rng.uniform(0.0, self.latency_jitter) if self.latency_jitter else 0.0)
 
 
 # --------------------------------------------------------------------------- replies
+
+# Request and completion ids only need to be unique, not secret: a urandom-seeded generator of its
+# own is ten times faster than uuid4 and leaves the scenario's seeded RNG stream alone.
+_ids = random.Random(random.SystemRandom().getrandbits(64))
+
+
+def _hex_id(digits: int) -> str:
+    return f"{_ids.getrandbits(digits * 4):0{digits}x}"
 
 
 @dataclass
@@ -694,7 +1009,7 @@ def _html_page(status: int) -> _Reply:
 def _malformed(model: str) -> _Reply:
     # Cut off mid-string, as a body is when a proxy or the connection gives up half-way.
     body = (
-        f'{{"id":"chatcmpl-{uuid.uuid4().hex[:29]}","object":"chat.completion","created":{int(time.time())},'
+        f'{{"id":"chatcmpl-{_hex_id(29)}","object":"chat.completion","created":{int(time.time())},'
         f'"model":{json.dumps(model)},"choices":[{{"index":0,"message":{{"role":"assistant","content":"Hel'
     )
     return _Reply(200, raw=body.encode("utf-8"))
@@ -739,6 +1054,12 @@ class _Route:
 _AZURE_DEPLOYMENT_PATH = re.compile(r"^/openai/deployments/([^/]+)/chat/completions$")
 
 
+@functools.lru_cache(maxsize=256)
+def _split_target(target: str) -> SplitResult:
+    return urlsplit(target)
+
+
+@functools.lru_cache(maxsize=256)
 def _match_route(method: str, url: SplitResult) -> _Route:
     path = url.path.rstrip("/") or "/"
     if method == "POST" and path == "/v1/chat/completions":
@@ -783,7 +1104,7 @@ def _parse_json(raw: bytes) -> object:
         return _INVALID_JSON
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: built once per request, and a frozen __init__ costs ~1 us here
 class _ChatRequest:
     model: str
     prompt: str
@@ -792,6 +1113,9 @@ class _ChatRequest:
     logprobs: bool
     top_logprobs: int
     route: _Route
+    temperature: object = None  # as sent; None when not sent (checked only against `rejects`)
+    seed: object = None
+    top_logprobs_sent: bool = False
 
 
 def _wrong_type(param: str, expected: str, value: object) -> _Rejected:
@@ -872,7 +1196,34 @@ def _parse_chat(body: object, route: _Route) -> _ChatRequest:
         logprobs=logprobs is True,
         top_logprobs=top_logprobs or 0,
         route=route,
+        temperature=body.get("temperature"),
+        seed=body.get("seed"),
+        top_logprobs_sent=top_logprobs is not None,
     )
+
+
+def _format_value(value: object) -> str:
+    """A sent value as OpenAI's messages show it: 0.0 as "0", 0.2 as "0.2"."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _refusal(req: _ChatRequest, rejects: frozenset[str]) -> _Reply | None:
+    """OpenAI's 400 for a parameter a reasoning model does not take, or None."""
+    temperature = req.temperature
+    if "temperature" in rejects and temperature is not None and not (_is_number(temperature) and temperature == 1):
+        message = (
+            f"Unsupported value: 'temperature' does not support {_format_value(temperature)} with this model. "
+            "Only the default (1) value is supported."
+        )
+        return _openai_error(400, message, "invalid_request_error", "temperature", "unsupported_value")
+    sent = {"logprobs": req.logprobs, "top_logprobs": req.top_logprobs_sent, "seed": req.seed is not None}
+    for param in ("logprobs", "top_logprobs", "seed"):
+        if param in rejects and sent[param]:
+            message = f"Unsupported parameter: '{param}' is not supported with this model."
+            return _openai_error(400, message, "invalid_request_error", param, "unsupported_parameter")
+    return None
 
 
 def _new_entry(method: str, path: str, model: str | None, body: object, auth: str, request_id: str) -> JsonDict:
@@ -893,15 +1244,19 @@ def _new_entry(method: str, path: str, model: str | None, body: object, auth: st
         "max_completion_tokens": fields.get("max_completion_tokens"),
         "logprobs": fields.get("logprobs"),
         "top_logprobs": fields.get("top_logprobs"),
-        "body_keys": sorted(str(key) for key in fields),
+        # A tuple, so that the garbage collector can stop tracking an entry of plain values: a full
+        # log of 100,000 tracked entries made every request ~10 us slower. requests() gives a list.
+        "body_keys": tuple(sorted(str(key) for key in fields)),
     }
 
 
 def _token_logprob(token: str, logprob: float, top: list[tuple[str, float]]) -> JsonDict:
-    def entry(text: str, value: float) -> JsonDict:
-        return {"token": text, "logprob": value, "bytes": list(text.encode("utf-8"))}
-
-    return {**entry(token, logprob), "top_logprobs": [entry(text, value) for text, value in top]}
+    return {
+        "token": token,
+        "logprob": logprob,
+        "bytes": list(token.encode("utf-8")),
+        "top_logprobs": [{"token": text, "logprob": value, "bytes": list(text.encode("utf-8"))} for text, value in top],
+    }
 
 
 _AZURE_FILTER_OK = {
@@ -925,7 +1280,7 @@ def _completion_body(
         "finish_reason": finish,
     }
     body: JsonDict = {
-        "id": "chatcmpl-" + uuid.uuid4().hex[:29],
+        "id": "chatcmpl-" + _hex_id(29),
         "object": "chat.completion",
         "created": int(time.time()),
         "model": resolved,
@@ -964,6 +1319,7 @@ class Simulator:
         port: int = 0,
         api_key: str | None = None,
         seed: int | None = None,
+        log_requests: bool = True,
     ) -> None:
         self._host = host
         self._port = port
@@ -982,6 +1338,7 @@ class Simulator:
         self._phases_applied = 0
         self._phase_start: float | None = None  # the phase clock starts when serving starts
         self._log: deque[JsonDict] = deque(maxlen=_MAX_LOG_ENTRIES)
+        self._log_requests = log_requests  # off for benchmarks: no entry to build per request
         validated = validate_scenario(scenario if scenario is not None else {})
         with self._lock:
             self._install(validated)
@@ -1062,13 +1419,35 @@ class Simulator:
             self._apply_due_phases()  # a due phase that sets faults must not replace these later
             self._faults.setdefault(name, deque()).extend(clean)
 
+    def respond(self, body: dict[str, Any], *, path: str = "/v1/chat/completions") -> tuple[int, dict[str, Any]]:
+        """Answer `body` as a POST to `path` would be answered, in-process: (status, JSON body).
+
+        The same validation, rejections, faults, request log and random draws as over HTTP, but no
+        auth (the caller is trusted: logged as "ok", or "none-required" without a key) and no
+        sleeping (latency and timeout faults only count). Works whether or not the simulator was
+        started; the first call starts the phase clock if nothing has. A fault without a JSON body
+        gives ``(status, {"raw": text})`` (html, malformed) or ``(0, {})`` (disconnect); response
+        headers such as Retry-After are not returned.
+        """
+        auth = "none-required" if self._api_key is None else "ok"
+        reply = self._serve_api("POST", _split_target(path), body, auth, None, in_process=True)
+        if reply.disconnect:
+            return 0, {}
+        if reply.raw is not None:
+            return reply.status, {"raw": reply.raw.decode("utf-8")}
+        payload: dict[str, Any] = reply.payload  # type: ignore[assignment]  # API replies carry JSON objects
+        return reply.status, payload
+
     def requests(self) -> list[dict[str, Any]]:
         """Copies of the request log, oldest first (admin requests are not logged)."""
         with self._lock:
             entries = [dict(entry) for entry in self._log]
         # Nested values (body_keys, a client's odd `seed`) are never mutated once logged, so the
         # deep copy can happen outside the lock and a large log does not stall live requests.
-        return copy.deepcopy(entries)
+        copies = copy.deepcopy(entries)
+        for entry in copies:
+            entry["body_keys"] = list(entry["body_keys"])
+        return copies
 
     def clear_requests(self) -> None:
         with self._lock:
@@ -1103,7 +1482,7 @@ class Simulator:
 
     def _apply_due_phases(self) -> None:
         # Phases are applied lazily, when state is next read: no timer thread to manage or race with.
-        if self._phase_start is None:
+        if self._phase_start is None or self._phases_applied >= len(self._phases):
             return
         elapsed = time.monotonic() - self._phase_start
         while self._phases_applied < len(self._phases) and self._phases[self._phases_applied]["at"] <= elapsed:
@@ -1140,17 +1519,27 @@ class Simulator:
     def _handle_api(
         self, method: str, target: str, authorization: str | None, api_key: str | None, raw: bytes
     ) -> _Reply:
-        url = urlsplit(target)
-        route = _match_route(method, url)
         body = _parse_json(raw)
         auth, sent_key = _authenticate(self._api_key, authorization, api_key)
-        request_id = "req_" + uuid.uuid4().hex
-        body_model = body.get("model") if isinstance(body, dict) else None
-        model = route.deployment or (body_model if isinstance(body_model, str) else None)
-        entry = _new_entry(method, url.path, model, body, auth, request_id)
+        return self._serve_api(method, urlsplit(target), body, auth, sent_key)
+
+    def _serve_api(
+        self, method: str, url: SplitResult, body: object, auth: str, sent_key: str | None, *, in_process: bool = False
+    ) -> _Reply:
+        """Everything after reading the request, shared by HTTP and `respond()`."""
+        route = _match_route(method, url)
+        request_id = "req_" + _hex_id(32)
         early = _precheck(method, url.path, route, body, auth, sent_key)
+        entry: JsonDict | None = None
+        if self._log_requests:
+            body_model = body.get("model") if isinstance(body, dict) else None
+            model = route.deployment or (body_model if isinstance(body_model, str) else None)
+            entry = _new_entry(method, url.path, model, body, auth, request_id)
         with self._lock:
-            self._log.append(entry)
+            if entry is not None:
+                self._log.append(entry)
+            if in_process and self._phase_start is None:
+                self._phase_start = time.monotonic()
             self._apply_due_phases()
             if isinstance(early, _Reply):
                 reply = early
@@ -1158,8 +1547,9 @@ class Simulator:
                 reply = _Reply(200, self._model_list())
             else:
                 reply = self._answer_chat(early, request_id)
-            entry["status"] = None if reply.disconnect else reply.status
-            entry["fault"] = reply.fault
+            if entry is not None:
+                entry["status"] = None if reply.disconnect else reply.status
+                entry["fault"] = reply.fault
         reply.headers.setdefault("x-request-id", request_id)
         return reply
 
@@ -1175,6 +1565,10 @@ class Simulator:
         behaviour = self._behaviour_for(req.model)
         if behaviour is None:
             return _model_not_found(req.model, req.route.deployment is not None)
+        if behaviour.rejects:
+            refusal = _refusal(req, behaviour.rejects)
+            if refusal is not None:
+                return refusal
         fault = self._next_fault(req.model, behaviour)
         delay = behaviour.delay(self._rng)
         if fault is not None and fault["kind"] != "timeout":
@@ -1188,39 +1582,52 @@ class Simulator:
         return reply
 
     def _completion(self, req: _ChatRequest, behaviour: _Behaviour) -> JsonDict:
-        answers = behaviour.answers_for(req.model, req.prompt)
-        answer = answers.pool.draw(self._rng)
+        rng = self._rng
+        answerer = behaviour.answerer(rng)
+        fingerprint = answerer.fingerprint(req.model, rng)  # before the answer: replicas may differ
+        replica = answerer.replicas.get(fingerprint) if answerer.replicas else None
+        lookup, shift = replica if replica is not None else (answerer.lookup, answerer.logprob_shift)
+        source = lookup.find(req.model, req.prompt)
+        answer = source.draw(rng)
         pieces = _pieces(answer)
         finish = "stop"
         if req.limit is not None and len(pieces) > req.limit:
             pieces = pieces[: req.limit]
             answer = "".join(pieces)
             finish = "length"
-        logprobs = self._logprobs(pieces, answers, req.top_logprobs, behaviour.logprob_jitter) if req.logprobs else None
-        fingerprint = behaviour.fingerprint(req.model, self._rng)
-        resolved = behaviour.resolve(req.model, self._rng)
+        logprobs = (
+            self._logprobs(pieces, source, req.top_logprobs, answerer.logprob_jitter, shift) if req.logprobs else None
+        )
+        resolved = answerer.resolve(req.model, rng)
         return _completion_body(req, answer, finish, len(pieces), logprobs, resolved, fingerprint)
 
-    def _logprobs(self, pieces: list[str], answers: _Answers, top_n: int, jitter: float) -> JsonDict:
-        """First token: ln P(first token) under the answer distribution; later tokens: near-certain."""
+    def _logprobs(self, pieces: list[str], source: _Source, top_n: int, jitter: float, shift: float) -> JsonDict:
+        """First token: ln P(first token) under the answer distribution; later tokens: near-certain.
+
+        `shift` moves every first token but the most likely one (capped at -0.0001).
+        """
         if not pieces:
             return {"content": [], "refusal": None}
-        jittered: dict[str, float] = {}
-
-        def logprob(token: str, base: float) -> float:
-            # One jittered value per token, so the chosen token and its top_logprobs entry agree.
-            if token not in jittered:
-                noise = self._rng.gauss(0.0, jitter) if jitter else 0.0
-                jittered[token] = min(0.0, base + noise)
-            return jittered[token]
-
+        rng = self._rng
         first = pieces[0]
-        chosen = logprob(first, math.log(answers.first_prob[first]))
-        top = [(token, logprob(token, math.log(prob))) for token, prob in answers.first_tokens[:top_n]]
+        ranked = source.first_tokens[:top_n]
+        most_likely = source.first_tokens[0][0]
+        # One value per token, so the chosen token and its top_logprobs entry agree; the chosen token
+        # draws its noise first, then the ranked tokens in order.
+        logprobs = source.first_logprob
+        values: dict[str, float] = {}
+        for token in [first, *[token for token, _ in ranked]]:
+            if token in values:
+                continue
+            value = logprobs[token] + (rng.gauss(0.0, jitter) if jitter else 0.0)
+            moved = shift and token != most_likely
+            values[token] = min(_MIN_SHIFTED_LOGPROB, value + shift) if moved else min(0.0, value)
+        chosen = values[first]
+        top = [(token, values[token]) for token, _ in ranked]
         top.sort(key=lambda item: -item[1])
         content = [_token_logprob(first, chosen, top)]
         for piece in pieces[1:]:
-            value = min(0.0, -0.001 + (self._rng.gauss(0.0, jitter) if jitter else 0.0))
+            value = min(0.0, -0.001 + (rng.gauss(0.0, jitter) if jitter else 0.0))
             content.append(_token_logprob(piece, value, [(piece, value)] if top_n else []))
         return {"content": content, "refusal": None}
 
@@ -1439,6 +1846,199 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Connection", "close")
         self.end_headers()
         self.wfile.write(body)
+
+
+# --------------------------------------------------------------------------- realistic noise and model changes
+
+# The prompts of fpwatch's built-in canary set (fpwatch/canaries.py, BUILTIN_SET), repeated so that
+# the simulator imports nothing from fpwatch; a test checks that the two agree.
+BUILTIN_PROMPTS: tuple[str, ...] = (
+    "x",
+    "Reply in one token. 1+1=",
+    "Heads or tails? Answer with one word only.",
+    "Name one color. Answer with one word only.",
+)
+_X, _ONE_PLUS_ONE, _COIN, _COLOR = BUILTIN_PROMPTS
+_REPLIES_TO_X = (
+    "Hello! How can I",
+    "It seems like your",
+    "Could you clarify?",
+    "Hi! What would you",
+    "Sure, what do you",
+    "x",
+)
+_OTHER_COLORS = ("Red", "Green", "Purple", "Teal", "Orange", "Yellow")
+_FINGERPRINT_WEIGHTS = (0.6, 0.3, 0.1)  # a main pool and two smaller ones, as OpenAI's rotate
+_LONG_WORDS = 60
+
+
+def _settings_copy(settings: dict[str, Any], where: str) -> JsonDict:
+    """Validated, normalised and deep-copied: the helpers never share state with their inputs."""
+    return copy.deepcopy(_validate_settings(settings, where))
+
+
+def _long_text(variant: str) -> str:
+    """About 60 words, a different text for each variant, the same on every run and platform."""
+    digest = _digest("realistic-text", variant, "1") + _digest("realistic-text", variant, "2")
+    words = [_VOCABULARY[byte % len(_VOCABULARY)] for byte in digest[:_LONG_WORDS]]
+    sentences = [" ".join(words[i : i + 10]).capitalize() + "." for i in range(0, len(words), 10)]
+    return " ".join(sentences)
+
+
+def _realistic_outputs(variant: str) -> dict[str, dict[str, float]]:
+    if variant == "a":
+        x = {"Hello! How can I": 0.5, "It seems like your": 0.3, "Could you clarify?": 0.15, "x": 0.05}
+        one = {"2": 0.97, " 2": 0.03}
+        coin = {"Heads": 0.6, "Tails": 0.4}
+        color = {"Blue": 0.55, "Red": 0.3, "Green": 0.15}
+    else:  # another model: every number below comes from the variant string
+        d = _digest("realistic", variant)
+        start = d[0] % len(_REPLIES_TO_X)
+        x = {_REPLIES_TO_X[(start + i) % len(_REPLIES_TO_X)]: w for i, w in enumerate((0.6, 0.3, 0.1))}
+        flip = round(0.005 + 0.045 * d[1] / 255, 4)
+        one = {"2": round(1 - flip, 4), " 2": flip}  # a different model still knows 1+1
+        tails = round(0.55 + 0.3 * d[2] / 255, 4)  # "Tails" favoured, unlike variant "a"
+        heads_word, tails_word = ("heads", "tails") if d[3] % 2 else ("Heads", "Tails")
+        coin = {tails_word: tails, heads_word: round(1 - tails, 4)}
+        favourite = d[4] % len(_OTHER_COLORS)  # never "Blue", variant "a"'s favourite
+        third = (favourite + 1 + d[5] % (len(_OTHER_COLORS) - 1)) % len(_OTHER_COLORS)
+        top = round(0.4 + 0.3 * d[6] / 255, 4)
+        blue = round((1 - top) * 0.7, 4)
+        color = {_OTHER_COLORS[favourite]: top, "Blue": blue, _OTHER_COLORS[third]: round(1 - top - blue, 4)}
+    # "=x": the prompt "x" exactly; a plain "x" key would also catch every prompt containing an x.
+    return {"=" + _X: x, _ONE_PLUS_ONE: one, _COIN: coin, _COLOR: color}
+
+
+def realistic(variant: str = "a") -> dict[str, Any]:
+    """Model settings for a model that answers `BUILTIN_PROMPTS` as a real one does at temperature 0.
+
+    Near-deterministic answers with rare flips between nearly tied first tokens (variant "a":
+    1+1 -> "2" 0.97 / " 2" 0.03; coin -> "Heads" 0.6 / "Tails" 0.4; color -> "Blue" 0.55 / "Red" 0.3
+    / "Green" 0.15; "x" -> four short replies), three fingerprints rotating 0.6 / 0.3 / 0.1, logprob
+    jitter 0.02, a resolved model name, and a "*" long output (60 words, exact-repeat rate 0.07) so
+    that every other prompt shows long-output noise.
+
+    Any other variant string is a different model, derived deterministically from the string: its
+    own fingerprints and resolved name, "Tails" favoured (perhaps lower-case), a favourite color
+    other than "Blue", other replies to "x" and another long text; it still answers 1+1 with "2".
+    """
+    digest = _digest("realistic", variant)
+    fingerprints = {
+        "fp_" + _digest("realistic-fingerprint", variant, str(i)).hex()[:10]: weight
+        for i, weight in enumerate(_FINGERPRINT_WEIGHTS)
+    }
+    settings = {
+        "resolved": f"simulated-{variant}-2024-{1 + digest[7] % 12:02d}-{1 + digest[8] % 28:02d}",
+        "fingerprints": fingerprints,
+        "outputs": _realistic_outputs(variant),
+        "long_outputs": {"*": {"text": _long_text(variant), "repeat": _DEFAULT_REPEAT, "diverge_after": 0.5}},
+        "logprob_jitter": 0.02,
+    }
+    return _settings_copy(settings, f"realistic({variant!r})")
+
+
+def _nearby_answer(answer: str, taken: Iterable[str]) -> str:
+    """A new answer that differs from `answer` in its first token only: "Blue" -> "blue", "2" -> "2."."""
+    taken = set(taken)
+    first = _first_piece(answer)
+    word = first.lstrip()
+    lead, rest = first[: len(first) - len(word)], answer[len(first) :]
+    candidates = [word.lower(), word.capitalize(), word + "."]
+    i = 2
+    while True:
+        for candidate in (lead + variant + rest for variant in candidates):
+            if candidate != answer and candidate not in taken:
+                return candidate
+        candidates, i = [f"{word}({i})"], i + 1
+
+
+def _shift_distribution(weights: Mapping[str, float], tv: float) -> dict[str, float]:
+    """Move exactly `tv` of probability mass, as `shifted` documents; returns probabilities."""
+    total = sum(weight for weight in weights.values() if weight > 0)
+    probs = {answer: weight / total for answer, weight in weights.items() if weight > 0}
+    order = sorted(probs, key=lambda answer: -probs[answer])  # stable: ties keep their order
+    if len(order) >= 2 and tv <= 1 - probs[order[1]]:
+        receiver = order[1]
+    else:
+        receiver = _nearby_answer(order[0], probs)
+        probs[receiver] = 0.0
+    remaining = tv
+    for donor in order:
+        if donor == receiver or remaining <= 0:
+            continue
+        take = min(probs[donor], remaining)
+        probs[donor] -= take
+        remaining -= take
+    probs[receiver] += tv
+    return {answer: prob for answer, prob in probs.items() if prob > 0}
+
+
+def shifted(settings: dict[str, Any], tv: float = 0.3, prompts: Iterable[str] | None = None) -> dict[str, Any]:
+    """A copy of `settings` whose answer distribution for each prompt has moved by total variation `tv`.
+
+    `prompts` are prompts as a request sends them, matched to `outputs` keys the way requests are
+    (so "x" finds a "=x" key); default: every key of `outputs`. For each of those distributions p
+    (weights normalised to probabilities), with its answers ordered by decreasing probability (ties
+    in their order) and a1, a2 the first two:
+
+    - the receiver is a2 if there is one and tv <= 1 - p(a2); otherwise a new answer next to a1
+      (its first word lower-cased, capitalised or followed by ".", whichever is new);
+    - the donors are all other answers in that order; tv is taken from them greedily (from a1 first,
+      as much as it has, then from the next) and added to the receiver.
+
+    Only donors lose and only the receiver gains, so the total variation distance between the old
+    and the new distribution is exactly tv (on whole answers). The usual case, tv <= p(a1), moves tv
+    from a1 to a2: coin 0.6/0.4 with tv 0.3 becomes 0.3/0.7. Nothing else changes (fingerprints,
+    long_outputs, by_fingerprint, route). ValueError: tv outside [0, 1], a prompt that no `outputs`
+    key answers (or that `long_outputs` answers), or invalid settings.
+    """
+    result = _settings_copy(settings, "settings")
+    if not _is_number(tv) or not 0 <= tv <= 1:
+        raise ValueError(f"tv: must be a number between 0 and 1, got {tv!r}")
+    outputs: dict[str, dict[str, float]] = result.get("outputs", {})
+    long_outputs: dict[str, JsonDict] = result.get("long_outputs", {})
+    if prompts is None:
+        keys = list(outputs)
+    else:
+        matcher = _KeyMatcher.of([*outputs, *long_outputs])
+        keys = []
+        for prompt in prompts:
+            key = matcher.key_for(prompt)
+            if key is None or key in long_outputs:
+                answered = "long_outputs, which shifted() leaves alone" if key is not None else "no outputs key"
+                raise ValueError(f"prompts: {prompt!r} is answered by {answered}")
+            keys.append(key)
+    for key in dict.fromkeys(keys):  # each distribution moves once, even when two prompts share it
+        outputs[key] = _shift_distribution(outputs[key], tv)
+    return result
+
+
+def routed(settings: dict[str, Any], to: dict[str, Any], share: float) -> dict[str, Any]:
+    """A copy of `settings` that answers `share` of the requests from `to` (see ``route``).
+
+    Only the answer settings of `to` are kept, so another model's whole settings (for example
+    ``realistic("b")``) can be passed. ValueError: `share` outside [0, 1], or `to` routes itself.
+    """
+    own = _settings_copy(settings, "settings")
+    target = _settings_copy(to, "to")
+    if "route" in target:
+        raise ValueError("to: a routed-to model cannot route again; remove its 'route'")
+    answers = {key: item for key, item in target.items() if key in _ANSWER_KEYS}
+    return _validate_settings({**own, "route": {"share": share, "to": answers}}, "settings")
+
+
+def perturbed_logprobs(settings: dict[str, Any], shift: float = 0.5) -> dict[str, Any]:
+    """A copy of `settings` whose ``logprob_shift`` is `shift` nats more: a change of numerics only."""
+    result = _settings_copy(settings, "settings")
+    result["logprob_shift"] = result.get("logprob_shift", 0.0) + _signed_number(shift, "shift")
+    return result
+
+
+def with_fingerprints(settings: dict[str, Any], fingerprints: dict[str, float]) -> dict[str, Any]:
+    """A copy of `settings` that reports these fingerprints (a weighted pool) and is otherwise the same."""
+    result = _settings_copy(settings, "settings")
+    result["fingerprints"] = _weights(fingerprints, "fingerprints", "fingerprint")
+    return result
 
 
 # --------------------------------------------------------------------------- files and CLI

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import http.client
 import json
 import math
@@ -11,7 +12,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,18 @@ import openai
 import pytest
 
 import fpwatch.simulator as simulator_module
-from fpwatch.simulator import Simulator, load_scenario
+from fpwatch.canaries import BUILTIN_SET
+from fpwatch.simulator import (
+    BUILTIN_PROMPTS,
+    Simulator,
+    load_scenario,
+    perturbed_logprobs,
+    realistic,
+    routed,
+    shifted,
+    validate_scenario,
+    with_fingerprints,
+)
 
 KEY = "sk-sim-test-0123456789"
 FIXTURES = Path(__file__).parent / "fixtures" / "responses"
@@ -558,3 +570,529 @@ def test_serve_prints_its_url_and_stops_on_sigterm() -> None:
             assert process.wait(timeout=10) == 0
         finally:
             process.kill()  # no-op once it has exited; stops a hung server if an assert failed
+
+
+# --------------------------------------------------------------------------- temperature-0 noise and model changes
+#
+# These drive the simulator in-process with respond(), which gives the same answers as HTTP (proven
+# below), so thousands of draws take a fraction of a second. Seeds are fixed, so every count below is
+# deterministic; the tolerances are what a correct simulator would pass for any seed, stated in
+# binomial standard deviations, so a failure means the model is wrong and not that the seed is unlucky.
+
+COIN, COLOR = BUILTIN_PROMPTS[2], BUILTIN_PROMPTS[3]
+LONG_TEXT = " ".join(f"w{i:02d}" for i in range(60))  # 60 tokens, none of them a vocabulary word
+
+
+def ask(simulator: Simulator, prompt: str, model: str = "m", **extra: Any) -> dict[str, Any]:
+    status, body = simulator.respond({"model": model, "messages": [{"role": "user", "content": prompt}], **extra})
+    assert status == 200, body
+    return body
+
+
+def content_of(body: dict[str, Any]) -> str:
+    text: str = body["choices"][0]["message"]["content"]
+    return text
+
+
+def first_token(body: dict[str, Any]) -> dict[str, Any]:
+    token: dict[str, Any] = body["choices"][0]["logprobs"]["content"][0]
+    return token
+
+
+def total_variation(p: dict[str, float], q: dict[str, float]) -> float:
+    p_total, q_total = sum(p.values()), sum(q.values())
+    return 0.5 * sum(abs(p.get(key, 0) / p_total - q.get(key, 0) / q_total) for key in set(p) | set(q))
+
+
+def frequencies(answers: Iterable[str]) -> dict[str, float]:
+    counts = Counter(answers)
+    return {answer: count / sum(counts.values()) for answer, count in counts.items()}
+
+
+def test_builtin_prompts_are_the_builtin_canary_set() -> None:
+    """BUILTIN_PROMPTS repeats fpwatch/canaries.py's built-in prompts (the simulator imports nothing from fpwatch)."""
+    assert tuple(canary.prompt for canary in BUILTIN_SET) == BUILTIN_PROMPTS
+
+
+def test_long_outputs_rarely_repeat_and_diverge_in_the_second_half() -> None:
+    """3000 draws: ~7 % repeat exactly; the others share the text's first half and diverge after it."""
+    simulator = Simulator({"models": {"m": {"long_outputs": {"*": {"text": LONG_TEXT}}}}}, seed=11)
+    words = LONG_TEXT.split()
+    answers = [content_of(ask(simulator, "Tell me about Richard Feynman")) for _ in range(3000)]
+    repeats = sum(answer == LONG_TEXT for answer in answers)
+    # Binomial(3000, 0.07): sd of the rate is 0.0047, so +-0.02 is more than 4 sd.
+    assert abs(repeats / 3000 - 0.07) < 0.02, repeats
+    positions = []
+    for answer in answers:
+        if answer == LONG_TEXT:
+            continue
+        tokens = answer.split(" ")
+        assert len(tokens) == len(words)  # about the same length: exactly, here
+        positions.append(next(i for i, (a, b) in enumerate(zip(tokens, words, strict=True)) if a != b))
+    assert min(positions) >= 30 and max(positions) <= 59  # diverge_after 0.5 of 60 tokens
+    # Uniform on 30..59: mean 44.5, sd 8.66, so the mean of ~2800 positions has sd 0.16; +-1 is 6 sd.
+    assert abs(sum(positions) / len(positions) - 44.5) < 1
+    assert {30, 59} <= set(positions)  # both ends are reachable
+    # Truncation applies as for outputs: the first 10 tokens never diverge.
+    short = [ask(simulator, "Tell me", max_tokens=10) for _ in range(20)]
+    assert {content_of(body) for body in short} == {" ".join(words[:10])}
+    assert {body["choices"][0]["finish_reason"] for body in short} == {"length"}
+
+
+def test_long_outputs_options_and_precedence_over_outputs() -> None:
+    """repeat and diverge_after are honoured; a long output wins over an output with the same key only."""
+    simulator = Simulator(
+        {
+            "models": {
+                "m": {
+                    "outputs": {"*": "short", "Feynman": "short too"},
+                    "long_outputs": {
+                        "*": {"text": LONG_TEXT, "repeat": 1},
+                        "=always new": {"text": "alpha beta gamma delta", "repeat": 0, "diverge_after": 0},
+                    },
+                }
+            }
+        },
+        seed=3,
+    )
+    assert content_of(ask(simulator, "anything")) == LONG_TEXT  # long "*" replaced outputs' "*"
+    assert content_of(ask(simulator, "Richard Feynman")) == "short too"  # a substring key beats "*"
+    fresh = [content_of(ask(simulator, "always new")) for _ in range(200)]
+    assert "alpha beta gamma delta" not in fresh  # repeat 0: never the text
+    assert all(len(answer.split()) == 4 for answer in fresh)
+    assert len({answer.split()[0] for answer in fresh}) > 5  # diverge_after 0: even the first word moves
+    token = first_token(ask(simulator, "always new", logprobs=True, top_logprobs=3))
+    # The first token diverges with probability 1/4 and is then one of 31 words, so the text's first
+    # word is the most likely first token at ln(3/4).
+    assert token["top_logprobs"][0] == {
+        "token": "alpha",
+        "logprob": pytest.approx(math.log(0.75)),
+        "bytes": [97, 108, 112, 104, 97],
+    }
+    assert all(alt["logprob"] == pytest.approx(math.log(0.25 / 31)) for alt in token["top_logprobs"][1:])
+
+
+def test_exact_keys_match_only_the_whole_prompt() -> None:
+    """A key starting with "=" matches only that exact prompt; a plain key also matches as a substring."""
+    simulator = Simulator({"models": {"m": {"outputs": {"=x": "exact", "y": "substring", "*": "fallback"}}}}, seed=1)
+    answers = [content_of(ask(simulator, prompt)) for prompt in ("x", "explain", "why", "=x")]
+    assert answers == ["exact", "fallback", "substring", "fallback"]
+
+
+def test_route_sends_the_requested_share_to_the_other_settings() -> None:
+    """share 0.3: ~30 % of 4000 answers carry the routed model's answer, fingerprint and name together."""
+    other = {"resolved": "other-model", "fingerprints": "fp_other00000", "outputs": {"*": "routed"}}
+    settings = {"resolved": "own-model", "fingerprints": "fp_own0000000", "outputs": {"*": "own"}}
+    simulator = Simulator({"models": {"m": routed(settings, other, 0.3)}}, seed=5)
+    bodies = [ask(simulator, "hi") for _ in range(4000)]
+    kinds = Counter((content_of(b), b["model"], b["system_fingerprint"]) for b in bodies)
+    assert set(kinds) == {("own", "own-model", "fp_own0000000"), ("routed", "other-model", "fp_other00000")}
+    # Binomial(4000, 0.3): sd of the share is 0.0072; +-0.03 is about 4 sd.
+    assert abs(kinds[("routed", "other-model", "fp_other00000")] / 4000 - 0.3) < 0.03
+    for share, expected in ((0.0, "own"), (1.0, "routed")):
+        simulator.update_model("m", {"route": {"share": share, "to": other}})
+        assert {content_of(ask(simulator, "hi")) for _ in range(50)} == {expected}
+
+
+def test_route_to_falls_back_to_defaults_not_to_the_model() -> None:
+    """`to` is a whole answering model: what it leaves out takes the defaults, not the routing model's values."""
+    own = {"resolved": "own-model", "fingerprints": "fp_own0000000", "outputs": {"*": "own"}}
+    simulator = Simulator({"models": {"m": routed(own, {"outputs": {"*": "routed"}}, 1.0)}}, seed=5)
+    body = ask(simulator, "hi")
+    assert (content_of(body), body["model"]) == ("routed", "m")
+    assert re.fullmatch(r"fp_[0-9a-f]{10}", body["system_fingerprint"])
+
+
+def test_shifted_moves_exactly_the_requested_total_variation() -> None:
+    """shifted() moves each distribution by exactly tv, in the documented way, and leaves the rest alone."""
+    base = realistic("a")
+    before = copy.deepcopy(base)
+    for tv in (0.0, 0.05, 0.3, 0.55, 0.9, 1.0):
+        moved = shifted(base, tv)
+        validate_scenario({"models": {"m": moved}})
+        for key, distribution in base["outputs"].items():
+            assert total_variation(distribution, moved["outputs"][key]) == pytest.approx(tv, abs=1e-12), (tv, key)
+        assert {k: v for k, v in moved.items() if k != "outputs"} == {k: v for k, v in base.items() if k != "outputs"}
+    assert base == before  # never mutated
+    coin = shifted(base, 0.3)["outputs"][COIN]
+    assert coin == pytest.approx({"Heads": 0.3, "Tails": 0.7})  # tv moves from the most likely to the second
+    color = shifted(base, 0.6)["outputs"][COLOR]  # more than "Blue" has: the rest comes from "Green"
+    assert color == pytest.approx({"Red": 0.9, "Green": 0.1})
+    only = shifted({"outputs": {"q": "2"}}, 0.25)["outputs"]["q"]
+    assert only == pytest.approx({"2": 0.75, "2.": 0.25})  # one answer: part of it moves to a nearby one
+    swapped = shifted({"outputs": {"q": {"yes": 0.5, "no": 0.5}}}, 0.8)["outputs"]["q"]
+    assert total_variation({"yes": 0.5, "no": 0.5}, swapped) == pytest.approx(0.8)  # via a new answer
+    one_prompt = shifted(base, 0.3, prompts=["x"])
+    assert one_prompt["outputs"]["=x"] == pytest.approx(
+        {"Hello! How can I": 0.2, "It seems like your": 0.6, "Could you clarify?": 0.15, "x": 0.05}
+    )
+    assert one_prompt["outputs"][COIN] == base["outputs"][COIN]
+    with pytest.raises(ValueError, match=r"tv: must be a number between 0 and 1"):
+        shifted(base, 1.5)
+    with pytest.raises(ValueError, match=r"'explain' is answered by long_outputs"):
+        shifted(base, 0.3, prompts=["explain"])
+    with pytest.raises(ValueError, match=r"'hi' is answered by no outputs key"):
+        shifted({"outputs": {"ping": "pong"}}, 0.3, prompts=["hi"])
+
+
+def test_shifted_frequencies_move_by_tv_when_served() -> None:
+    """Served, the coin's answers move by ~0.3 in total variation (4000 draws before and after)."""
+    before = Simulator({"models": {"m": realistic("a")}}, seed=21)
+    after = Simulator({"models": {"m": shifted(realistic("a"), 0.3)}}, seed=22)
+    old = frequencies(content_of(ask(before, COIN, max_tokens=2)) for _ in range(4000))
+    new = frequencies(content_of(ask(after, COIN, max_tokens=2)) for _ in range(4000))
+    # Two answers, so TV = |change in P(Heads)|; each frequency has sd <= 0.008, their difference <= 0.011.
+    assert total_variation(old, new) == pytest.approx(0.3, abs=0.04)
+    assert new["Heads"] == pytest.approx(0.3, abs=0.03)
+
+
+def test_logprob_shift_moves_only_the_runner_up_logprobs() -> None:
+    """logprob_shift moves every first token but the most likely one; the answers are unchanged."""
+    settings = {"outputs": {"*": {"Heads": 0.6, "Tails": 0.4}}}
+    body = {"model": "m", "messages": [{"role": "user", "content": "coin"}], "logprobs": True, "top_logprobs": 5}
+    plain = Simulator({"models": {"m": settings}}, seed=8)
+    moved = Simulator({"models": {"m": perturbed_logprobs(settings, 0.5)}}, seed=8)
+    lowered = Simulator({"models": {"m": perturbed_logprobs(settings, -2.0)}}, seed=8)
+    capped = Simulator({"models": {"m": perturbed_logprobs(settings, 5.0)}}, seed=8)
+    for _ in range(50):
+        replies = [sim.respond(body)[1] for sim in (plain, moved, lowered, capped)]
+        assert len({content_of(reply) for reply in replies}) == 1  # the same answer from the same seed
+        tops = [{alt["token"]: alt["logprob"] for alt in first_token(r)["top_logprobs"]} for r in replies]
+        assert [top["Heads"] for top in tops] == pytest.approx([math.log(0.6)] * 4)
+        assert [top["Tails"] for top in tops] == pytest.approx(
+            [math.log(0.4), math.log(0.4) + 0.5, math.log(0.4) - 2.0, -0.0001]
+        )
+        chosen = first_token(replies[1])
+        assert chosen["logprob"] == tops[1][chosen["token"]]  # the chosen token agrees with its entry
+    assert perturbed_logprobs(perturbed_logprobs(settings, 0.5), 0.25)["logprob_shift"] == 0.75
+
+
+def test_by_fingerprint_overrides_answers_and_logprobs_for_that_replica() -> None:
+    """A replica's outputs replace the model's keys it names, and its logprob_shift replaces the model's."""
+    settings = {
+        "fingerprints": {"fp_aaaaaaaaaa": 1, "fp_bbbbbbbbbb": 1},
+        "outputs": {"*": {"Heads": 0.6, "Tails": 0.4}, "color": "Blue"},
+        "long_outputs": {"story": LONG_TEXT},
+        "logprob_shift": -1.0,
+        "by_fingerprint": {"fp_bbbbbbbbbb": {"outputs": {"*": {"Heads": 0.2, "Tails": 0.8}, "story": "Short."}}},
+    }
+    simulator = Simulator({"models": {"m": settings}}, seed=4)
+    seen: dict[str, Counter[str]] = {"fp_aaaaaaaaaa": Counter(), "fp_bbbbbbbbbb": Counter()}
+    for _ in range(2000):
+        body = ask(simulator, "coin", logprobs=True, top_logprobs=2)
+        seen[body["system_fingerprint"]][content_of(body)] += 1
+        top = {alt["token"]: alt["logprob"] for alt in first_token(body)["top_logprobs"]}
+        if body["system_fingerprint"] == "fp_bbbbbbbbbb":
+            assert top == pytest.approx({"Tails": math.log(0.8), "Heads": math.log(0.2) - 1.0})
+        else:
+            assert top == pytest.approx({"Heads": math.log(0.6), "Tails": math.log(0.4) - 1.0})
+    # ~1000 draws per replica: the sd of each share is 0.016, so +-0.06 is almost 4 sd.
+    assert seen["fp_aaaaaaaaaa"]["Heads"] / seen["fp_aaaaaaaaaa"].total() == pytest.approx(0.6, abs=0.06)
+    assert seen["fp_bbbbbbbbbb"]["Heads"] / seen["fp_bbbbbbbbbb"].total() == pytest.approx(0.2, abs=0.06)
+    stories = {
+        (b["system_fingerprint"], content_of(b)) for b in (ask(simulator, "story", max_tokens=3) for _ in range(40))
+    }
+    assert stories == {("fp_aaaaaaaaaa", "w00 w01 w02"), ("fp_bbbbbbbbbb", "Short.")}
+    assert {content_of(ask(simulator, "color")) for _ in range(20)} == {"Blue"}  # keys it does not name stay
+
+
+def test_rejects_give_openais_400_bodies_through_the_sdk(sim: Simulator) -> None:
+    """A reasoning-style model refuses temperature != 1, logprobs, top_logprobs and seed as OpenAI does."""
+    sim.set_scenario(
+        {
+            "models": {
+                "o3": {"rejects": ["temperature", "logprobs", "seed"], "outputs": {"*": "ok"}},
+                "only-top": {"rejects": ["top_logprobs"]},
+            }
+        }
+    )
+    client = sdk(sim)
+    messages: Any = [{"role": "user", "content": "hi"}]
+    expected = {
+        "temperature": "Unsupported value: 'temperature' does not support 0 with this model. "
+        "Only the default (1) value is supported.",
+        "logprobs": "Unsupported parameter: 'logprobs' is not supported with this model.",
+        "seed": "Unsupported parameter: 'seed' is not supported with this model.",
+    }
+    calls: list[tuple[str, dict[str, Any]]] = [
+        ("temperature", {"temperature": 0}),
+        ("logprobs", {"logprobs": True}),
+        ("seed", {"seed": 1}),
+    ]
+    for param, extra in calls:
+        with pytest.raises(openai.BadRequestError) as caught:
+            client.chat.completions.create(model="o3", messages=messages, **extra)
+        code = "unsupported_value" if param == "temperature" else "unsupported_parameter"
+        assert (caught.value.status_code, caught.value.param, caught.value.code) == (400, param, code)
+        assert caught.value.body == {
+            "message": expected[param],
+            "type": "invalid_request_error",
+            "param": param,
+            "code": code,
+        }
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(model="only-top", messages=messages, logprobs=True, top_logprobs=2)
+    assert (caught.value.param, caught.value.code) == ("top_logprobs", "unsupported_parameter")
+    accepted = client.chat.completions.create(model="o3", messages=messages, temperature=1, logprobs=False)
+    assert accepted.choices[0].message.content == "ok"
+    with httpx.Client(base_url=sim.url) as http:
+        raw = chat(http, "o3", temperature=0.2)
+    assert raw.json() == {
+        "error": {
+            "message": "Unsupported value: 'temperature' does not support 0.2 with this model. "
+            "Only the default (1) value is supported.",
+            "type": "invalid_request_error",
+            "param": "temperature",
+            "code": "unsupported_value",
+        }
+    }
+    log = sim.requests()
+    assert [(e["model"], e["status"], e["temperature"]) for e in log] == [
+        ("o3", 400, 0),
+        ("o3", 400, None),
+        ("o3", 400, None),
+        ("only-top", 400, None),
+        ("o3", 200, 1),
+        ("o3", 400, 0.2),
+    ]
+
+
+def test_a_refused_request_uses_up_no_fault() -> None:
+    """Rejections come before faults: the pending 503 goes to the first request the model accepts."""
+    simulator = Simulator({"models": {"o3": {"rejects": ["temperature"], "faults": ["503"]}}}, seed=1)
+    body = {"model": "o3", "messages": [{"role": "user", "content": "hi"}]}
+    assert simulator.respond({**body, "temperature": 0})[0] == 400
+    assert simulator.respond(body)[0] == 503
+    assert simulator.respond(body)[0] == 200
+
+
+BAD_SETTINGS: list[tuple[dict[str, Any], str]] = [
+    ({"logprob_shift": "0.5"}, r'models\["m"\]\.logprob_shift: expected a number, got a string'),
+    ({"route": {"share": 0.3}}, r'models\["m"\]\.route: a route needs \'to\''),
+    ({"route": {"shar": 0.3, "to": {}}}, r"route: unknown key 'shar' \(did you mean 'share'\?\)"),
+    ({"route": {"share": 1.5, "to": {}}}, r"route\.share: must be between 0 and 1, got 1\.5"),
+    (
+        {"route": {"share": 0.5, "to": {"route": {"share": 1, "to": {}}}}},
+        r"route\.to: a routed-to model cannot route again",
+    ),
+    ({"route": {"share": 0.5, "to": {"latency": 1}}}, r"route\.to\.latency: only answer settings can be routed"),
+    (
+        {"route": {"share": 0.5, "to": {"outputs": {"*": {"a": -1}}}}},
+        r'route\.to\.outputs\["\*"\]\["a"\]: must be >= 0',
+    ),
+    ({"long_outputs": ["text"]}, r"long_outputs: expected an object, got a list"),
+    ({"long_outputs": {"*": {"txt": "a"}}}, r"long_outputs\[\"\*\"\]: unknown key 'txt' \(did you mean 'text'\?\)"),
+    ({"long_outputs": {"*": {"repeat": 0.1}}}, r'long_outputs\["\*"\]: a long output needs \'text\''),
+    ({"long_outputs": {"*": {"text": "  "}}}, r'long_outputs\["\*"\]\.text: expected a non-empty string'),
+    ({"long_outputs": {"*": {"text": "a b", "repeat": 2}}}, r'long_outputs\["\*"\]\.repeat: must be between 0 and 1'),
+    ({"long_outputs": {"*": {"text": "a", "diverge_after": -0.1}}}, r"\.diverge_after: must be between 0 and 1"),
+    ({"rejects": "temperature"}, r"rejects: expected a list of parameter names, got a string"),
+    ({"rejects": ["temprature"]}, r"rejects\[0\]: cannot reject 'temprature' \(did you mean 'temperature'\?\)"),
+    ({"by_fingerprint": {"fp_x": "x"}}, r'by_fingerprint\["fp_x"\]: expected an object, got a string'),
+    ({"by_fingerprint": {"fp_x": {"fingerprints": "a"}}}, r'by_fingerprint\["fp_x"\]: unknown key \'fingerprints\''),
+    ({"by_fingerprint": {"fp_x": {"logprob_shift": None}}}, r'\["fp_x"\]\.logprob_shift: expected a number, got null'),
+]
+
+
+@pytest.mark.parametrize(("settings", "message"), BAD_SETTINGS)
+def test_new_settings_are_validated_with_their_location(settings: dict[str, Any], message: str) -> None:
+    """Each new setting's errors say what is wrong and where, in models, phases and update_model alike."""
+    with pytest.raises(ValueError, match=message):
+        validate_scenario({"models": {"m": settings}})
+    with pytest.raises(ValueError, match=r"phases\[0\]\.models\[\"m\"\]"):
+        validate_scenario({"phases": [{"at": 1, "models": {"m": settings}}]})
+    with pytest.raises(ValueError, match=message):
+        Simulator().update_model("m", settings)
+
+
+def test_new_settings_round_trip_and_merge(sim: Simulator, client: httpx.Client) -> None:
+    """GET /_sim/scenario returns the new settings normalised; PUT of that state changes nothing."""
+    settings = routed(realistic("a"), realistic("b"), 0.25)
+    settings.update(rejects=["seed", "seed"], by_fingerprint={"fp_x": {"logprob_shift": 0.1}})
+    sim.set_scenario({"models": {"m": settings}})
+    state = client.get("/_sim/scenario").json()
+    model = state["models"]["m"]
+    assert model["rejects"] == ["seed"]
+    assert model["route"]["share"] == 0.25 and model["route"]["to"]["resolved"] == realistic("b")["resolved"]
+    assert model["long_outputs"]["*"] == {
+        "text": realistic("a")["long_outputs"]["*"]["text"],
+        "repeat": 0.07,
+        "diverge_after": 0.5,
+    }
+    assert client.put("/_sim/scenario", json=state).json()["models"] == state["models"]
+    assert (
+        client.patch("/_sim/models/m", json={"route": {"share": 1, "to": {"outputs": {"*": "new"}}}}).status_code == 200
+    )
+    merged = client.get("/_sim/scenario").json()["models"]["m"]
+    assert merged["route"] == {"share": 1.0, "to": {"outputs": {"*": {"new": 1.0}}}}  # replaced whole
+    assert merged["rejects"] == ["seed"]  # the other settings stay
+    assert content_of(chat(client, "m").json()) == "new"
+
+
+def test_helpers_return_valid_new_settings_and_never_mutate() -> None:
+    """Every helper returns fresh, valid settings; routed keeps only the answer settings of `to`."""
+    base = realistic("a")
+    other = {**realistic("b"), "latency": 1.0, "rejects": ["seed"]}
+    frozen = copy.deepcopy((base, other))
+    results = [
+        realistic(),
+        shifted(base),
+        routed(base, other, 0.4),
+        perturbed_logprobs(base),
+        with_fingerprints(base, {"fp_new0000000": 1}),
+    ]
+    for result in results:
+        validate_scenario({"models": {"m": result}})
+    assert (base, other) == frozen
+    assert set(results[2]["route"]["to"]) == {"resolved", "fingerprints", "outputs", "long_outputs", "logprob_jitter"}
+    assert results[4]["fingerprints"] == {"fp_new0000000": 1.0}
+    results[0]["outputs"][COIN]["Heads"] = 0
+    assert realistic()["outputs"][COIN]["Heads"] == 0.6  # each call builds a new dict
+    with pytest.raises(ValueError, match=r"to: a routed-to model cannot route again"):
+        routed(base, routed(base, other, 0.5), 0.5)
+    with pytest.raises(ValueError, match=r"settings\.route\.share: must be between 0 and 1"):
+        routed(base, other, 2)
+
+
+def test_realistic_variants_are_different_models() -> None:
+    """ "a" and "b" differ on the border prompts, fingerprints and name; both know 1+1; each is deterministic."""
+    a, b = realistic("a"), realistic("b")
+    assert realistic("b") == b and realistic("a") == a
+    assert not set(a["fingerprints"]) & set(b["fingerprints"])
+    assert sorted(a["fingerprints"].values()) == [0.1, 0.3, 0.6]
+    assert a["resolved"] != b["resolved"]
+    assert a["outputs"][COIN] == {"Heads": 0.6, "Tails": 0.4}
+    assert a["outputs"][COLOR] == {"Blue": 0.55, "Red": 0.3, "Green": 0.15}
+    for prompt in (COIN, COLOR):
+        assert total_variation(a["outputs"][prompt], b["outputs"][prompt]) > 0.2, prompt
+    for settings in (a, b):
+        one = settings["outputs"][BUILTIN_PROMPTS[1]]
+        assert max(one, key=one.__getitem__) == "2"
+    # Served: the border prompts' answers tell the two apart; everything else gets a long answer.
+    sims = [Simulator({"models": {"m": settings}}, seed=9) for settings in (a, b)]
+    coins = [frequencies(content_of(ask(s, COIN, max_tokens=2)) for _ in range(500)) for s in sims]
+    assert total_variation(*coins) > 0.2
+    x_answers = {content_of(ask(sims[0], "x", max_tokens=4)) for _ in range(100)}
+    assert x_answers <= set(a["outputs"]["=x"]) and all(len(answer.split()) <= 4 for answer in x_answers)
+    assert len(content_of(ask(sims[0], "Explain the Fourier transform")).split()) == 60
+
+
+def test_respond_answers_exactly_as_http_does(sim: Simulator, client: httpx.Client) -> None:
+    """The same seed and requests give the same statuses, bodies and log over HTTP and in-process."""
+    scenario = {
+        "seed": 99,
+        "models": {
+            "gpt-4o": {
+                **routed(realistic("a"), realistic("b"), 0.3),
+                "by_fingerprint": {next(iter(realistic("a")["fingerprints"])): {"logprob_shift": 0.2}},
+                "error_rate": 0.1,
+                "error_kinds": [
+                    "500",
+                    {"kind": "429", "retry_after": 1},
+                    "html",
+                    "malformed",
+                    {"kind": "timeout", "delay": 0.01},
+                ],
+                "latency": 0.001,
+            },
+            "o3": {"rejects": ["temperature", "logprobs"], "faults": ["503"]},
+        },
+    }
+    sim.set_scenario(scenario)
+    offline = Simulator(scenario)
+    prompts = [*BUILTIN_PROMPTS, "Explain entropy."]
+    requests: list[tuple[str, dict[str, Any]]] = []
+    for i in range(150):
+        body: dict[str, Any] = {"model": "gpt-4o", "messages": [{"role": "user", "content": prompts[i % 5]}]}
+        body.update(seed=1, temperature=0.0, max_completion_tokens=4 if i % 5 else 40)
+        if i % 3:
+            body.update(logprobs=True, top_logprobs=5)
+        requests.append(("/v1/chat/completions", body))
+    requests += [
+        ("/v1/chat/completions", {"model": "o3", "messages": [{"role": "user", "content": "hi"}], "temperature": 0}),
+        ("/v1/chat/completions", {"model": "o3", "messages": [{"role": "user", "content": "hi"}]}),
+        ("/v1/chat/completions", {"model": "o3", "messages": [{"role": "user", "content": "hi"}], "n": 2}),
+        ("/v1/chat/completions", {"model": "nope", "messages": [{"role": "user", "content": "hi"}]}),
+        (
+            "/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21",
+            {"messages": [{"role": "user", "content": "x"}]},
+        ),
+        ("/openai/deployments/gpt-4o/chat/completions", {"messages": [{"role": "user", "content": "x"}]}),
+        ("/v1/embeddings", {"model": "gpt-4o"}),
+    ]
+
+    def normalise(payload: Any) -> Any:
+        text = re.sub(r"req_[0-9a-f]{32}|chatcmpl-[0-9a-f]{29}", "<id>", json.dumps(payload, sort_keys=True))
+        result = json.loads(text)
+        if isinstance(result, dict):
+            result.pop("created", None)
+        return result
+
+    over_http, in_process = [], []
+    for path, body in requests:
+        response = client.post(path, json=body)
+        json_body = response.headers["content-type"] == "application/json"
+        if json_body:
+            try:
+                payload = response.json()
+            except json.JSONDecodeError:  # the malformed fault
+                payload = {"raw": response.text}
+        else:
+            payload = {"raw": response.text}
+        over_http.append((response.status_code, normalise(payload)))
+        status, answer = offline.respond(body, path=path)
+        in_process.append((status, normalise(answer)))
+    assert over_http == in_process
+    statuses = Counter(status for status, _ in in_process)
+    assert {200, 400, 404, 429, 500, 503} <= set(statuses)  # the comparison covered faults and errors
+
+    def log_view(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [{k: v for k, v in e.items() if k not in ("time", "monotonic", "request_id")} for e in entries]
+
+    assert log_view(sim.requests()) == log_view(offline.requests())
+
+
+def test_respond_never_sleeps_and_maps_non_json_answers() -> None:
+    """respond() skips latency and timeout delays, and reports html, malformed and disconnect faults."""
+    simulator = Simulator(
+        {
+            "models": {
+                "m": {
+                    "latency": 3600,
+                    "faults": ["html", "malformed", "disconnect", {"kind": "timeout", "delay": 3600}],
+                }
+            }
+        },
+        seed=1,
+    )
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+    html, malformed, dropped, late, normal = (simulator.respond(body) for _ in range(5))
+    assert html[0] == 502 and html[1]["raw"].startswith("<html>")
+    assert malformed[0] == 200 and malformed[1]["raw"].startswith('{"id":"chatcmpl-')
+    assert dropped == (0, {})
+    assert late[0] == 200 and normal[0] == 200
+    assert [e["fault"] for e in simulator.requests()] == ["html", "malformed", "disconnect", "timeout", None]
+
+
+def test_respond_trusts_the_caller_and_can_skip_the_log() -> None:
+    """In-process calls need no key (logged "ok"); log_requests=False keeps no log at all."""
+    keyed = Simulator(api_key=KEY, seed=1)
+    assert keyed.respond({"model": "m", "messages": [{"role": "user", "content": "hi"}]})[0] == 200
+    assert keyed.requests()[0]["auth"] == "ok"
+    quiet = Simulator({"models": {"m": realistic()}}, seed=1, log_requests=False)
+    for prompt in BUILTIN_PROMPTS:
+        assert ask(quiet, prompt, logprobs=True, top_logprobs=20)["choices"][0]["logprobs"]["content"]
+    assert quiet.requests() == []
+
+
+def test_respond_starts_the_phase_clock() -> None:
+    """On a simulator that was never started, phases run from the first respond()."""
+    simulator = Simulator(
+        {
+            "models": {"m": {"fingerprints": "fp_old0000000"}},
+            "phases": [{"at": 0.2, "models": {"m": {"fingerprints": "fp_new0000000"}}}],
+        }
+    )
+    assert ask(simulator, "hi")["system_fingerprint"] == "fp_old0000000"
+    time.sleep(0.25)
+    assert ask(simulator, "hi")["system_fingerprint"] == "fp_new0000000"
