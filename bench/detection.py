@@ -36,6 +36,7 @@ from fpwatch.tracking import ModelState, Policy, track
 
 INTERVAL = timedelta(minutes=15)
 WARMUP = 40  # checks before the change: learning (4 checks) plus a reference of 144 samples per canary
+AFTER = 12  # checks watched after the change (3 hours at 15 minutes)
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 MODEL = "sim/model"
 
@@ -104,7 +105,9 @@ class Monitor:
         self.last_fingerprint: str | None = None
 
     def set(self, settings: dict[str, Any]) -> None:
-        self.sim.set_scenario({"models": {"model": settings}})
+        # update_model, not set_scenario: a new scenario would re-seed the simulator and replay the
+        # random numbers of the checks before the change.
+        self.sim.update_model("model", settings)
 
     def _ask(self, burst: bool, tally: Tally) -> list[Observation]:
         out = []
@@ -174,7 +177,7 @@ def steady(seed: int, checks: int) -> Tally:
 
 
 def trial(args: tuple[str, int]) -> Tally:
-    """WARMUP quiet checks, then the change, then 3 checks; alarm numbers count from the change (0 = first)."""
+    """WARMUP quiet checks, then the change, then AFTER checks; alarm numbers count from the change (0 = first)."""
     name, seed = args
     before = realistic("a")
     monitor = Monitor(seed, before)
@@ -183,8 +186,10 @@ def trial(args: tuple[str, int]) -> Tally:
         monitor.check(warm, number)
     monitor.set(_scenarios()[name](before))
     tally = Tally([], [], [], [])
-    for number in range(3):
+    for number in range(AFTER):
         monitor.check(tally, number)
+        if tally.alarms:
+            break
     tally.alarms = [*(n - WARMUP for n in warm.alarms), *tally.alarms]  # negative: a false alarm before the change
     return tally
 
@@ -236,19 +241,23 @@ def main() -> int:
     )
     print(f"Changes: {args.trials} trials each; the change happens after {WARMUP} quiet checks.\n")
     print(
-        "| change | fpwatch: 1st check | fpwatch: within 3 | silent flag | "
+        f"| change | fpwatch: 1st check | within 3 | within {AFTER} | silent flag | "
         "false alarms before | naive output: 1st check | naive fingerprint: 1st check |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     for name, tallies in results.items():
         first = _share([0 in t.alarms for t in tallies])
         within3 = _share([any(0 <= n <= 2 for n in t.alarms) for t in tallies])
-        silent = [s for t in tallies for s in t.silent[-1:]] if any(t.silent for t in tallies) else []
+        within_all = _share([any(n >= 0 for n in t.alarms) for t in tallies])
+        silent = [t.silent[0] for t in tallies if t.silent]  # of the first alarm after the change
         silent_text = f"{_share(silent):.2f}" if silent else "-"
         before = sum(1 for t in tallies for n in t.alarms if n < 0)
         naive_out = _share([0 in t.naive_output for t in tallies])
         naive_fp = _share([0 in t.naive_fingerprint for t in tallies])
-        print(f"| {name} | {first:.2f} | {within3:.2f} | {silent_text} | {before} | {naive_out:.2f} | {naive_fp:.2f} |")
+        print(
+            f"| {name} | {first:.2f} | {within3:.2f} | {within_all:.2f} | {silent_text} | {before} "
+            f"| {naive_out:.2f} | {naive_fp:.2f} |"
+        )
     return 0
 
 

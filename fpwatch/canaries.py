@@ -44,25 +44,27 @@ class Canary:
         return self.messages[-1].content if self.messages else ""
 
 
-def _builtin(name: str, prompt: str, max_tokens: int) -> Canary:
+def _builtin(name: str, prompt: str, max_tokens: int, samples: int) -> Canary:
     return Canary(
         name=f"default/{name}",
         messages=(Message("user", prompt),),
         seed=1,
         temperature=0.0,
         max_tokens=max_tokens,
-        samples=4,
+        samples=samples,
         logprobs="auto",
         builtin=True,
     )
 
 
-# Four prompts x 4 samples x at most 4 tokens: at most 64 output tokens per check.
+# At most 10x4 + 4x2 + 10x2 + 10x2 = 88 output tokens per check. The prompts whose answer is a
+# distribution (the near-empty prompt and the two border prompts, whose first token is nearly tied)
+# get the samples; 1+1 has one right answer and needs few.
 BUILTIN_SET: tuple[Canary, ...] = (
-    _builtin("x", "x", 4),  # a near-empty prompt: the answer is pure model prior
-    _builtin("one-plus-one", "Reply in one token. 1+1=", 2),
-    _builtin("coin", "Heads or tails? Answer with one word only.", 2),  # a nearly tied first token
-    _builtin("color", "Name one color. Answer with one word only.", 2),  # border input: many close tokens
+    _builtin("x", "x", 4, 10),  # a near-empty prompt: the answer is pure model prior
+    _builtin("one-plus-one", "Reply in one token. 1+1=", 2, 4),  # knowledge: any sane model says 2
+    _builtin("coin", "Heads or tails? Answer with one word only.", 2, 10),  # a nearly tied first token
+    _builtin("color", "Name one color. Answer with one word only.", 2, 10),  # border input: many close tokens
 )
 
 BUILTIN_SET_NAME = "default"

@@ -7,7 +7,7 @@ The design follows research/detection-science.md section 8:
   logprobs the first token's top-k logprob vector. A model's reference is the distribution of its
   recent outcomes per canary (the last `REFERENCE_MAX` samples), kept per fingerprint where counts
   allow (`STRATUM_MIN`) and pooled, plus the running mean of each top-k token's logprob.
-- The **screen** compares the last `WINDOW_CHECKS` checks with the reference: a G statistic on the
+- The **screen** compares this check, and the last `WINDOW_CHECKS` checks, with the reference: a G statistic on the
   2 x C table of every canary (per fingerprint stratum), summed across canaries, read as
   surprise = -log10 p against chi-square; and the mean absolute change of the top-k logprobs (LT).
   Each has a threshold from the model's own history of that statistic, median + k * 1.4826 * MAD,
@@ -37,9 +37,10 @@ from fpwatch.canaries import Canary
 from fpwatch.clock import iso, parse_iso
 from fpwatch.observation import Observation
 
-REFERENCE_MIN = 16  # samples per canary before the model leaves `learning` for drift
+REFERENCE_MIN = 16  # samples per canary before the model leaves `learning` for drift ...
+LEARNING_CHECKS = 4  # ... and checks: a canary with many samples gets a reference of many samples
 REFERENCE_MAX = 240  # samples per canary kept as the reference, oldest dropped first
-WINDOW_CHECKS = 3  # the screen compares this many latest checks with the reference
+WINDOW_CHECKS = 8  # the screen compares this many latest checks with the reference
 STRATUM_MIN = 30  # reference samples a fingerprint needs to get its own stratum
 HISTORY_MAX = 200  # screen statistics kept for the running median and MAD
 HISTORY_MIN = 20  # below this many, only the absolute floors apply
@@ -47,9 +48,9 @@ SCREEN_FLOOR = 2.0  # surprise (-log10 p) the screen needs at least: alpha = 0.0
 SCREEN_K = 4.0  # robust standard deviations above the running median (B3IT's k)
 LOGPROB_FLOOR = 0.2  # nats of mean |change| in top-k logprobs the screen needs at least
 LOGPROB_K = 12.0  # LT's k: logprob statistics are near-Gaussian and very stable
-BURST_FACTOR = 4  # the confirmation burst: this many times each canary's samples
-CONFIRM_ALPHA = 1e-3  # the burst's permutation p-value must be at most this
-PERMUTATIONS = 3000  # enough that the smallest p (1/3001) is well under CONFIRM_ALPHA
+BURST_FACTOR = 6  # the confirmation burst: this many times each canary's samples
+CONFIRM_ALPHA = 1e-3  # the burst's permutation p-value (Bonferroni-adjusted) must be at most this
+PERMUTATIONS = 3000  # enough that the smallest p (1/3001) is under CONFIRM_ALPHA / 2
 TOP_TOKENS = 8  # top-k tokens kept per sample and per reference
 OUTCOME_WORDS = 8  # an outcome is the answer's first words ...
 OUTCOME_CHARS = 64  # ... at most this long
@@ -167,12 +168,13 @@ class DriftState:
     logprob_screens: tuple[float, ...] = ()  # history of the logprob statistic
     signal_changes: tuple[datetime, ...] = ()  # recent changes of the valid set or resolved model
     open_since: datetime | None = None  # a confirmed drift nobody has acknowledged yet
+    learned: int = 0  # checks folded into the reference while learning (since the last confirmed drift)
     screen_hits: int = 0
     bursts: int = 0
     confirmed: int = 0
 
     def learning(self, keys: Iterable[str]) -> bool:
-        return any(len(self.references.get(k, _EMPTY)) < REFERENCE_MIN for k in keys)
+        return self.learned < LEARNING_CHECKS or any(len(self.references.get(k, _EMPTY)) < REFERENCE_MIN for k in keys)
 
     def reference_samples(self, keys: Iterable[str]) -> int:
         """The smallest reference among these canaries (what `status` shows while learning)."""
@@ -202,7 +204,7 @@ class DriftState:
             "logprob_screens": [round(x, 5) for x in self.logprob_screens],
             "signal_changes": [iso(t) for t in self.signal_changes],
             "open_since": iso(self.open_since) if self.open_since else None,
-            "counts": [self.screen_hits, self.bursts, self.confirmed],
+            "counts": [self.learned, self.screen_hits, self.bursts, self.confirmed],
         }
 
     @classmethod
@@ -221,7 +223,7 @@ class DriftState:
             WindowCheck(parse_iso(w["time"]), tuple(Sample(k, o, f, top) for k, f, o, top in w["samples"]))
             for w in data["window"]
         )
-        hits, bursts, confirmed = data["counts"]
+        learned, hits, bursts, confirmed = data["counts"]
         return cls(
             refs,
             window,
@@ -229,6 +231,7 @@ class DriftState:
             tuple(data["logprob_screens"]),
             tuple(parse_iso(t) for t in data["signal_changes"]),
             parse_iso(data["open_since"]) if data["open_since"] else None,
+            learned,
             hits,
             bursts,
             confirmed,
@@ -349,49 +352,57 @@ def _strata(reference: Reference, samples: Sequence[Sample]) -> list[tuple[list[
     return [(by_fp[stratum] if stratum else pooled, outs) for stratum, outs in sorted(groups.items())]
 
 
-def pooled_g(references: Mapping[str, Reference], samples: Sequence[Sample]) -> tuple[float, int]:
-    """The G statistic summed over every canary and stratum, with its degrees of freedom."""
-    g_total, df_total = 0.0, 0
+Table = tuple[list[str], list[str]]  # (reference outcomes, window outcomes) of one stratum
+
+
+def tables(references: Mapping[str, Reference], samples: Sequence[Sample]) -> dict[str, list[Table]]:
+    """Per canary (with a reference), its strata's tables."""
+    out = {}
     for key, mine in _by_key(samples).items():
         reference = references.get(key)
-        if reference is None or not reference.samples:
-            continue
-        for ref, win in _strata(reference, mine):
-            g, df = g_statistic(Counter(ref), Counter(win))
-            g_total += g
-            df_total += df
+        if reference is not None and reference.samples:
+            out[key] = _strata(reference, mine)
+    return out
+
+
+def g_of(strata: Iterable[Table]) -> tuple[float, int]:
+    """The G statistic summed over these strata, with its degrees of freedom."""
+    g_total, df_total = 0.0, 0
+    for ref, win in strata:
+        g, df = g_statistic(Counter(ref), Counter(win))
+        g_total += g
+        df_total += df
     return g_total, df_total
 
 
-def permutation_p(
-    references: Mapping[str, Reference], samples: Sequence[Sample], rng: random.Random, *, alpha: float
-) -> float:
-    """The exact conditional p-value of `pooled_g`: window labels drawn again from each stratum's pooled labels.
+def pooled_g(references: Mapping[str, Reference], samples: Sequence[Sample]) -> tuple[float, int]:
+    """The G statistic summed over every canary and stratum, with its degrees of freedom."""
+    return g_of(t for strata in tables(references, samples).values() for t in strata)
 
-    Stops early once the p-value can no longer reach `alpha` (most screens of plain noise end after a
-    few dozen shuffles).
+
+def permutation_p(
+    strata: Sequence[Table], rng: random.Random, *, alpha: float, permutations: int = PERMUTATIONS
+) -> float:
+    """The exact conditional p-value of `g_of(strata)`: window labels drawn again from each stratum's labels.
+
+    Stops early once the p-value can no longer reach `alpha` (a burst of plain noise ends after a few
+    dozen shuffles).
     """
-    tables = []
-    for key, mine in _by_key(samples).items():
-        reference = references.get(key)
-        if reference is None or not reference.samples:
-            continue
-        for ref, win in _strata(reference, mine):
-            tables.append((ref + win, len(win), Counter(ref + win), len(ref)))
-    observed, _ = pooled_g(references, samples)
-    if not tables or observed <= 0:
+    observed, _ = g_of(strata)
+    if not strata or observed <= 0:
         return 1.0
-    limit = alpha * (PERMUTATIONS + 1)
+    prepared = [(ref + win, len(win), Counter(ref + win), len(ref)) for ref, win in strata]
+    limit = alpha * (permutations + 1)
     exceed = 0
-    for done in range(1, PERMUTATIONS + 1):
+    for done in range(1, permutations + 1):
         g = 0.0
-        for labels, n_win, totals, n_ref in tables:
+        for labels, n_win, totals, n_ref in prepared:
             g += _g_given_margins(totals, Counter(rng.sample(labels, n_win)), n_ref, n_win)
         if g >= observed - 1e-9:
             exceed += 1
             if exceed + 1 > limit:
                 return (exceed + 1) / (done + 1)
-    return (exceed + 1) / (PERMUTATIONS + 1)
+    return (exceed + 1) / (permutations + 1)
 
 
 def _g_given_margins(totals: Mapping[str, int], win: Mapping[str, int], n_ref: int, n_win: int) -> float:
@@ -461,19 +472,37 @@ class Screen:
 
 
 def screen(state: DriftState, samples: Sequence[Sample], keys: Iterable[str]) -> Screen | None:
-    """Screen this check's samples (with the window before them); None while the model is still learning."""
+    """Screen this check's samples with the window before them; None while the model is still learning.
+
+    A change starts at some check and stays: the screen looks at every run of latest checks (this
+    one alone, the last two, ..., the whole window), pooled over canaries and canary by canary, and
+    keeps the largest surprise. This check alone reacts at once to a swap; longer runs gather the
+    evidence of a subtle change; the per-canary view finds a change in one canary that pooling
+    would dilute (its surprise pays for the number of canaries, Bonferroni).
+    """
     keys = list(keys)
     if not samples or state.learning(keys):
         return None
-    recent = [s for w in state.window[-(WINDOW_CHECKS - 1) :] for s in w.samples if s.key in keys]
-    window = [*recent, *samples]
-    g, df = pooled_g(state.references, window)
+    checks = [[s for s in w.samples if s.key in keys] for w in state.window[-(WINDOW_CHECKS - 1) :]]
+    checks.append(list(samples))
+    penalty = math.log10(max(1, len(keys)))
+    best, best_change = 0.0, None
+    suffix: list[Sample] = []
+    for chunk in reversed(checks):
+        suffix = [*chunk, *suffix]
+        by_canary = tables(state.references, suffix)
+        best = max(best, surprise(*g_of(t for strata in by_canary.values() for t in strata)))
+        for strata in by_canary.values():
+            best = max(best, surprise(*g_of(strata)) - penalty)
+        change = logprob_change(state.references, suffix)
+        if change is not None and (best_change is None or change > best_change):
+            best_change = change
     return Screen(
-        surprise(g, df),
+        best,
         robust_threshold(state.screens, SCREEN_K, SCREEN_FLOOR),
-        logprob_change(state.references, window),
+        best_change,
         robust_threshold(state.logprob_screens, LOGPROB_K, LOGPROB_FLOOR),
-        len(window),
+        sum(len(c) for c in checks),
     )
 
 
@@ -538,7 +567,7 @@ def observe(
         return state, None
     result = screen(state, samples, keys)
     if result is None:  # learning: everything goes straight into the reference
-        return replace(state, references=_add(state.references, [*samples, *burst])), None
+        return replace(state, references=_add(state.references, [*samples, *burst]), learned=state.learned + 1), None
     state = replace(
         state,
         screens=(*state.screens, result.surprise)[-HISTORY_MAX:],
@@ -553,9 +582,11 @@ def observe(
             state = replace(state, bursts=state.bursts + 1)
             finding = confirm(state, result, burst, silent=not changes)
     if finding is not None:
-        # The new behaviour is the reference from now on: relearn it from the burst, forget the window.
+        # The new behaviour is the reference from now on: the burst (BURST_FACTOR checks' worth of
+        # samples) and this check start it; the window, which mixes old and new, is forgotten.
         fresh = _add({}, [*samples, *burst])
-        return replace(state, references=fresh, window=(), open_since=now, confirmed=state.confirmed + 1), finding
+        changed = replace(state, references=fresh, window=(), open_since=now, learned=LEARNING_CHECKS)
+        return replace(changed, confirmed=state.confirmed + 1), finding
     window = (*state.window, WindowCheck(now, tuple(replace(s, text="") for s in (*samples, *burst))))
     leaving, window = window[:-WINDOW_CHECKS], window[-WINDOW_CHECKS:]
     references = _add(state.references, [s for w in leaving for s in w.samples])
@@ -563,26 +594,36 @@ def observe(
 
 
 def confirm(state: DriftState, result: Screen, burst: Sequence[Sample], *, silent: bool) -> Finding | None:
-    """Test the fresh burst alone; a Finding when it rejects too."""
+    """Test the fresh burst alone; a Finding when it rejects too.
+
+    Two exact tests share CONFIRM_ALPHA (Bonferroni): the pooled G across canaries gets half, and
+    each canary's own G an equal share of the other half, so a change confined to one canary is
+    confirmed without being diluted by the others. Or the burst's logprob change passes the threshold.
+    """
     content = repr([(s.key, s.outcome, s.fingerprint) for s in burst]).encode()
-    rng = random.Random(
-        hashlib.sha256(content).digest()[:8]
-    )  # deterministic: the same samples always give the same verdict
-    g, df = pooled_g(state.references, burst)
-    p: float | None = None
-    statistic, value, threshold = "pooled_g", g, 0.0
-    confirmed = False
-    if df and surprise(g, df) > 1.0:  # the exact test only where the approximation sees anything at all
-        p = permutation_p(state.references, burst, rng, alpha=CONFIRM_ALPHA)
-        confirmed = p <= CONFIRM_ALPHA
-    if not confirmed:
+    rng = random.Random(hashlib.sha256(content).digest()[:8])  # the same samples always give the same verdict
+    by_canary = tables(state.references, burst)
+    pooled = [t for strata in by_canary.values() for t in strata]
+    tests = [("pooled_g", pooled, CONFIRM_ALPHA / 2, PERMUTATIONS)]
+    share = CONFIRM_ALPHA / 2 / max(1, len(by_canary))
+    tests += [(f"g:{key.split('#')[0]}", strata, share, _permutations_for(share)) for key, strata in by_canary.items()]
+    statistic, value, threshold, p = "", 0.0, 0.0, None
+    for name, strata, alpha, permutations in tests:
+        g, df = g_of(strata)
+        if not df or surprise(g, df) <= -math.log10(alpha) - 2:  # hopeless even for the anti-conservative chi-square
+            continue
+        p_test = permutation_p(strata, rng, alpha=alpha, permutations=permutations)
+        adjusted = min(1.0, p_test * CONFIRM_ALPHA / alpha)
+        if p is None or adjusted < p:
+            p = adjusted
+        if p_test <= alpha and not statistic:
+            statistic, value, threshold = name, g, _g_critical(df, alpha)
+    if not statistic:
         change = logprob_change(state.references, burst)
         if change is not None and change > result.logprob_threshold:
-            statistic, value, threshold, confirmed = "logprob", change, result.logprob_threshold, True
-    if not confirmed:
+            statistic, value, threshold = "logprob", change, result.logprob_threshold
+    if not statistic:
         return None
-    if statistic == "pooled_g":
-        threshold = _g_critical(df)
     canaries: dict[str, dict[str, Any]] = {}
     for key, mine in _by_key(burst).items():
         reference = state.references.get(key, _EMPTY)
@@ -612,10 +653,15 @@ def confirm(state: DriftState, result: Screen, burst: Sequence[Sample], *, silen
     )
 
 
-def _g_critical(df: int) -> float:
-    """The G value whose chi-square p is CONFIRM_ALPHA (what the burst had to beat, for people)."""
+def _permutations_for(alpha: float) -> int:
+    """Enough shuffles that the smallest possible p-value is under `alpha` with room to spare."""
+    return max(PERMUTATIONS, math.ceil(1.25 / alpha))
+
+
+def _g_critical(df: int, alpha: float) -> float:
+    """The G value whose chi-square p is `alpha` (roughly what the burst had to beat, for people)."""
     lo, hi = 0.0, 10.0 * df + 100.0
-    target = math.log(CONFIRM_ALPHA)
+    target = math.log(alpha)
     for _ in range(100):
         mid = (lo + hi) / 2
         lo, hi = (mid, hi) if chi2_logsf(mid, df) > target else (lo, mid)

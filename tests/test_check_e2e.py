@@ -266,9 +266,12 @@ def test_demo_plays_the_story_and_exits_0(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     summary = next(line for line in proc.stdout.splitlines() if line.startswith("Summary: "))
     assert summary == (
-        "Summary: 1 fingerprint.changed, 2 fingerprint.first_seen, 1 fingerprint.retired, 1 fingerprint.reverted, "
-        "1 model.down, 1 model.first_seen, 1 model.recovered"
+        "Summary: 1 canary.drift, 1 fingerprint.changed, 2 fingerprint.first_seen, 1 fingerprint.retired, "
+        "1 fingerprint.reverted, 1 model.down, 1 model.first_seen, 1 model.recovered"
     )
+    # the silent swap chapter: a critical drift, with its evidence in the rendered alert
+    assert "[critical] canary.drift: demo/gpt-4o: canary behaviour changed silently" in proc.stdout
+    assert "- silent: yes" in proc.stdout and "behaviour fingerprint bfp_" in proc.stdout
     assert "Traceback" not in proc.stderr
 
 

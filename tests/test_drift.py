@@ -86,12 +86,24 @@ def test_logprob_change_is_the_mean_absolute_change_over_the_token_union() -> No
 def test_permutation_p_value() -> None:
     rng = random.Random(1)
     ref = Reference(tuple(("", o) for o in ["Heads"] * 30 + ["Tails"] * 30))
-    same = [Sample("k", o) for o in ["Heads"] * 8 + ["Tails"] * 8]
-    assert drift.permutation_p({"k": ref}, same, rng, alpha=0.001) == 1.0  # G = 0: nothing to explain
-    tilted = [Sample("k", o) for o in ["Heads"] * 10 + ["Tails"] * 6]
-    assert drift.permutation_p({"k": ref}, tilted, rng, alpha=0.001) > 0.05
-    new = [Sample("k", "Purple") for _ in range(16)]
-    assert drift.permutation_p({"k": ref}, new, rng, alpha=0.001) == pytest.approx(1 / (drift.PERMUTATIONS + 1))
+
+    def p_of(outcomes: list[str], alpha: float = 0.001, permutations: int = drift.PERMUTATIONS) -> float:
+        strata = drift.tables({"k": ref}, [Sample("k", o) for o in outcomes])["k"]
+        return drift.permutation_p(strata, rng, alpha=alpha, permutations=permutations)
+
+    assert p_of(["Heads"] * 8 + ["Tails"] * 8) == 1.0  # G = 0: nothing to explain
+    assert p_of(["Heads"] * 10 + ["Tails"] * 6) > 0.05
+    assert p_of(["Purple"] * 16) == pytest.approx(1 / (drift.PERMUTATIONS + 1))  # no shuffle comes close
+    # 14 of 16 Heads against a 30/30 reference: the exact answer is the hypergeometric probability of
+    # every window whose G is at least as large (76 labels, 44 Heads, 16 drawn).
+    observed = drift.g_statistic({"Heads": 30, "Tails": 30}, {"Heads": 14, "Tails": 2})[0]
+    exact = sum(
+        math.comb(44, h) * math.comb(32, 16 - h) / math.comb(76, 16)
+        for h in range(17)
+        if drift.g_statistic({"Heads": 44 - h, "Tails": 16 + h}, {"Heads": h, "Tails": 16 - h})[0] >= observed - 1e-9
+    )
+    estimate = p_of(["Heads"] * 14 + ["Tails"] * 2, alpha=1.0, permutations=20000)
+    assert estimate == pytest.approx(exact, abs=4 * math.sqrt(exact * (1 - exact) / 20000))  # 4 standard errors
 
 
 def test_fingerprint_strata_absorb_replica_differences() -> None:

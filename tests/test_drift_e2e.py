@@ -1,0 +1,223 @@
+"""Drift detection end to end: the real `fpwatch check` and daemon (subprocesses) against the simulator's noise model.
+
+The simulated models answer the built-in canaries the way a served model does at temperature 0:
+rotating fingerprints, near-tied first tokens that flip, long answers that rarely repeat, logprob
+jitter (simulator.realistic). A silent swap (same fingerprints, same resolved model, different
+answers) must raise a critical `canary.drift`; a long stretch of that noise must raise nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from conftest import API_KEY
+from test_daemon import free_port, wait_for
+from test_notify import HttpSink
+
+from fpwatch.simulator import Simulator, realistic
+
+SILENT, LOUD = "sim/silent", "sim/loud"
+
+
+@pytest.fixture
+def sim() -> Iterator[Simulator]:
+    with Simulator(api_key=API_KEY, seed=11) as simulator:
+        for name in ("silent", "loud"):
+            simulator.update_model(name, realistic("a"))
+        yield simulator
+
+
+def write_config(path: Path, sim: Simulator, *, models: list[str], extra: str = "", defaults: str = "") -> None:
+    entries = "\n".join(f'[[models]]\nprovider = "sim"\nmodel = "{m}"\n' for m in models)
+    path.write_text(
+        f"""
+[fpwatch]
+state = "state.db"
+log_format = "json"
+{extra}
+
+[defaults]
+grace_period = "1h"
+{defaults}
+
+[providers.sim]
+type = "openai"
+base_url = "{sim.base_url}"
+api_key = "${{SIM_KEY}}"
+
+{entries}
+"""
+    )
+
+
+def run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "SIM_KEY": API_KEY, "PYTHONUNBUFFERED": "1"}
+    for name in ("FPWATCH_CONFIG", "STATE_DIRECTORY", "NOTIFY_SOCKET"):
+        env.pop(name, None)
+    return subprocess.run(
+        [sys.executable, "-m", "fpwatch", "--config", str(tmp_path / "fpwatch.toml"), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=120,
+    )
+
+
+def by_model(result: subprocess.CompletedProcess[str]) -> dict[str, dict[str, Any]]:
+    return {m["name"]: m for m in json.loads(result.stdout)["models"]}
+
+
+def test_check_raises_a_critical_silent_drift_after_a_silent_swap_and_ack_signs_it_off(
+    tmp_path: Path, sim: Simulator
+) -> None:
+    write_config(tmp_path / "fpwatch.toml", sim, models=["silent", "loud"])
+    for number in range(10):
+        steady = run(tmp_path, "check", "--json")
+        assert steady.returncode == 0, steady.stdout + steady.stderr
+        for model in by_model(steady).values():
+            assert [e["type"] for e in model["events"] if e["severity"] != "info"] == []
+    models = by_model(steady)
+    assert {m["state"] for m in models.values()} == {"ok"}, [m["drift"] for m in models.values()]
+    assert models[SILENT]["drift"]["reference_samples"] >= 16
+    before = {name: m["behaviour_fingerprint"] for name, m in models.items()}
+
+    # "silent": another model behind the same fingerprints and resolved name; "loud": a visible upgrade.
+    sim.update_model("silent", {"outputs": realistic("b")["outputs"]})
+    sim.update_model("loud", realistic("b"))
+    swapped = run(tmp_path, "check", "--json")
+    assert swapped.returncode == 2, swapped.stdout + swapped.stderr  # the silent one is CRITICAL
+    models = by_model(swapped)
+
+    silent = models[SILENT]
+    (drift,) = [e for e in silent["events"] if e["type"] == "canary.drift"]
+    assert drift["severity"] == "critical" and drift["details"]["silent"] is True
+    assert [e["type"] for e in silent["events"]] == ["canary.drift"]  # nothing else changed
+    details = drift["details"]
+    assert details["statistic"] in ("pooled_g", "logprob") or details["statistic"].startswith("g:")
+    assert details["value"] > details["threshold"] and details["effect_size"] > 0.3
+    color = details["canaries"]["default/color"]
+    assert color["before"] and color["after"] and color["before_examples"] and color["after_examples"]
+    assert "Purple" in color["after"]  # realistic("b") names other colors
+    assert silent["burst_requests"] > 0 and silent["state"] == "drift"
+    assert silent["behaviour_fingerprint"] != before[SILENT]
+    assert details["behaviour_fingerprint"] == {"old": before[SILENT], "new": silent["behaviour_fingerprint"]}
+
+    loud = models[LOUD]
+    types = [e["type"] for e in loud["events"]]
+    assert "fingerprint.changed" in types and "model.changed" in types
+    (loud_drift,) = [e for e in loud["events"] if e["type"] == "canary.drift"]
+    assert loud_drift["severity"] == "warning" and loud_drift["details"]["silent"] is False
+
+    # The human report says the same, with the evidence.
+    status = run(tmp_path, "status")
+    assert "drift" in status.stdout and "canary behaviour changed" in status.stdout
+    events = json.loads(run(tmp_path, "events", "--json", "--model", SILENT, "--type", "canary.drift").stdout)
+    assert [e["id"] for e in events] == [drift["id"]]
+
+    # The new behaviour is the reference now: the next check is quiet, and the state stays "drift"
+    # until a person signs it off.
+    after = run(tmp_path, "check", "--json", SILENT)
+    assert after.returncode == 0, after.stdout
+    assert by_model(after)[SILENT]["state"] == "drift"
+    acked = run(tmp_path, "ack", str(drift["id"]), "--comment", "vendor confirmed the swap")
+    assert acked.returncode == 0, acked.stderr
+    state = by_model(run(tmp_path, "status", "--json"))[SILENT]
+    assert state["state"] == "ok" and state["drift"]["open_since"] is None
+
+
+def test_a_model_that_rejects_temperature_and_logprobs_is_adapted_once_not_failed(
+    tmp_path: Path, sim: Simulator
+) -> None:
+    sim.update_model("silent", {"rejects": ["temperature", "logprobs"]})
+    write_config(tmp_path / "fpwatch.toml", sim, models=["silent"])
+    first = run(tmp_path, "check")
+    assert first.returncode == 0, first.stdout + first.stderr  # adapted, not failed
+    report = first.stdout
+    assert "Adapted canaries" in report and f"{SILENT}: temperature" in report and f"{SILENT}: logprobs" in report
+    assert "Errors:" not in report
+
+    sim.clear_requests()
+    second = run(tmp_path, "check", "--json")
+    assert second.returncode == 0
+    model = by_model(second)[SILENT]
+    assert model["adapted"] == {} and model["error"] is None and model["failed_requests"] == 0  # said once
+    assert model["unsupported"] == ["logprobs", "temperature"]
+    sent = [r for r in sim.requests() if r["path"].endswith("/chat/completions")]
+    assert sent and all(r["status"] == 200 for r in sent)
+    assert all("temperature" not in r["body_keys"] and "logprobs" not in r["body_keys"] for r in sent)
+    # temperature is not 0 any more, so each canary takes twice the samples: 2 x (10 + 4 + 10 + 10)
+    assert len(sent) == 68
+    assert "rejects logprobs, temperature" in run(tmp_path, "status").stdout
+    assert "Adapted canaries" not in run(tmp_path, "check").stdout
+
+
+@pytest.mark.timeout(300)
+def test_daemon_stays_quiet_through_a_long_noisy_steady_state_then_alerts_on_a_silent_swap(
+    tmp_path: Path, sim: Simulator
+) -> None:
+    sink = HttpSink()
+    port = free_port()
+    # A user canary with a long answer too: it repeats exactly only ~7% of the time and diverges late.
+    write_config(
+        tmp_path / "fpwatch.toml",
+        sim,
+        models=["silent"],
+        extra=f'listen = "127.0.0.1:{port}"\n\n[alerts]\ngroup_wait = "0s"\n\n'
+        f'[[notify]]\nname = "hook"\nurl = "json://{sink.base}/hook"\nmin_severity = "warning"\n\n'
+        '[canaries.haiku]\nprompt = "Write a haiku about sunrise."\nmax_tokens = 80\nsamples = 3\n',
+        defaults='interval = "1s"\njitter = "0"\ncanaries = ["default", "haiku"]',
+    )
+    env = {**os.environ, "SIM_KEY": API_KEY, "PYTHONUNBUFFERED": "1"}
+    for name in ("FPWATCH_CONFIG", "STATE_DIRECTORY", "NOTIFY_SOCKET", "WATCHDOG_USEC", "JOURNAL_STREAM"):
+        env.pop(name, None)
+    with (tmp_path / "daemon.log").open("w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "fpwatch", "--config", str(tmp_path / "fpwatch.toml"), "run"],
+            cwd=tmp_path,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+    try:
+
+        def status() -> dict[str, Any]:
+            try:
+                body = httpx.get(f"http://127.0.0.1:{port}/api/v1/status", timeout=5).json()
+            except httpx.HTTPError:
+                return {}
+            return dict(body["models"][0])
+
+        wait_for(lambda: status().get("checks", 0) >= 60, timeout=200, what="60 checks")
+        quiet = status()
+        assert quiet["state"] == "ok" and quiet["drift"]["confirmed"] == 0, quiet["drift"]
+        events = json.loads(run(tmp_path, "events", "--json").stdout)
+        assert [e for e in events if e["severity"] != "info"] == []
+        assert sink.posts == []
+
+        sim.update_model("silent", {"outputs": realistic("b")["outputs"]})
+        changed = wait_for(
+            lambda: [e for e in json.loads(run(tmp_path, "events", "--json").stdout) if e["type"] == "canary.drift"],
+            timeout=60,
+            what="canary.drift",
+        )
+        assert len(changed) == 1 and changed[0]["details"]["silent"] is True
+        assert changed[0]["severity"] == "critical"
+        posts = wait_for(lambda: sink.to("/hook"), timeout=30, what="the alert")
+        body = posts[0]["message"]
+        assert "canary.drift" in body and "silent: yes" in body and "before" in body and "after" in body
+        assert "behaviour fingerprint bfp_" in body
+    finally:
+        proc.terminate()
+        proc.wait(timeout=40)
+        sink.server.shutdown()
+    assert proc.returncode == 0, (tmp_path / "daemon.log").read_text()[-3000:]
