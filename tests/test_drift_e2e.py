@@ -80,7 +80,7 @@ def test_check_raises_a_critical_silent_drift_after_a_silent_swap_and_ack_signs_
     tmp_path: Path, sim: Simulator
 ) -> None:
     write_config(tmp_path / "fpwatch.toml", sim, models=["silent", "loud"])
-    for number in range(10):
+    for _ in range(10):
         steady = run(tmp_path, "check", "--json")
         assert steady.returncode == 0, steady.stdout + steady.stderr
         for model in by_model(steady).values():
