@@ -23,6 +23,7 @@ The design follows research/detection-science.md section 8:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import random
@@ -150,8 +151,28 @@ class Reference:
         return Reference(samples, logprobs, {o: t for o, t in examples.items() if o in live})
 
     def distribution(self) -> dict[str, float]:
-        counts = Counter(o for _, o in self.samples)
-        return {o: n / len(self.samples) for o, n in counts.items()} if self.samples else {}
+        return {o: n / len(self.samples) for o, n in self.counts.items()} if self.samples else {}
+
+    @functools.cached_property
+    def counts(self) -> Counter[str]:
+        """Outcome counts over every reference sample (the pooled stratum)."""
+        return Counter(o for _, o in self.samples)
+
+    @functools.cached_property
+    def strata(self) -> dict[str, Counter[str]]:
+        """Outcome counts per fingerprint that has STRATUM_MIN samples or more: those compare with themselves."""
+        by_fp: dict[str, Counter[str]] = {}
+        for fp, o in self.samples:
+            if fp:
+                by_fp.setdefault(fp, Counter())[o] += 1
+        return {fp: c for fp, c in by_fp.items() if c.total() >= STRATUM_MIN}
+
+    def stratum(self, fingerprint: str) -> str:
+        """The stratum a sample with this fingerprint is compared in: its own, or the pool ("")."""
+        return fingerprint if fingerprint in self.strata else ""
+
+    def stratum_counts(self, stratum: str) -> Counter[str]:
+        return self.strata[stratum] if stratum else self.counts
 
 
 @dataclass(frozen=True)
@@ -339,20 +360,15 @@ def robust_threshold(history: Sequence[float], k: float, floor: float) -> float:
     return max(floor, median + k * MAD_SCALE * mad)
 
 
-def _strata(reference: Reference, samples: Sequence[Sample]) -> list[tuple[list[str], list[str]]]:
-    """(reference outcomes, window outcomes) per stratum: a fingerprint with a reference of its own, or pooled."""
-    by_fp: dict[str, list[str]] = {}
-    for fp, o in reference.samples:
-        by_fp.setdefault(fp, []).append(o)
-    pooled = [o for _, o in reference.samples]
-    groups: dict[str, list[str]] = {}
+Table = tuple[Counter[str], Counter[str]]  # (reference counts, window counts) of one stratum
+
+
+def _strata(reference: Reference, samples: Iterable[Sample]) -> list[Table]:
+    """One canary's tables: a fingerprint with a reference of its own is compared with it, the rest with the pool."""
+    groups: dict[str, Counter[str]] = {}
     for s in samples:
-        stratum = s.fingerprint if s.fingerprint and len(by_fp.get(s.fingerprint, ())) >= STRATUM_MIN else ""
-        groups.setdefault(stratum, []).append(s.outcome)
-    return [(by_fp[stratum] if stratum else pooled, outs) for stratum, outs in sorted(groups.items())]
-
-
-Table = tuple[list[str], list[str]]  # (reference outcomes, window outcomes) of one stratum
+        groups.setdefault(reference.stratum(s.fingerprint), Counter())[s.outcome] += 1
+    return [(reference.stratum_counts(stratum), counts) for stratum, counts in sorted(groups.items())]
 
 
 def tables(references: Mapping[str, Reference], samples: Sequence[Sample]) -> dict[str, list[Table]]:
@@ -369,7 +385,7 @@ def g_of(strata: Iterable[Table]) -> tuple[float, int]:
     """The G statistic summed over these strata, with its degrees of freedom."""
     g_total, df_total = 0.0, 0
     for ref, win in strata:
-        g, df = g_statistic(Counter(ref), Counter(win))
+        g, df = g_statistic(ref, win)
         g_total += g
         df_total += df
     return g_total, df_total
@@ -391,7 +407,10 @@ def permutation_p(
     observed, _ = g_of(strata)
     if not strata or observed <= 0:
         return 1.0
-    prepared = [(ref + win, len(win), Counter(ref + win), len(ref)) for ref, win in strata]
+    prepared = []
+    for ref, win in strata:
+        totals = ref + win
+        prepared.append((list(totals.elements()), win.total(), totals, ref.total()))
     limit = alpha * (permutations + 1)
     exceed = 0
     for done in range(1, permutations + 1):
@@ -418,24 +437,41 @@ def _g_given_margins(totals: Mapping[str, int], win: Mapping[str, int], n_ref: i
     return 2.0 * g
 
 
+class _LogprobMeans:
+    """Running per-token means of samples' top-k logprobs, a token missing from a sample counting at its minimum."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.floor_sum = 0.0
+        self.extra: dict[str, float] = {}  # token -> sum over samples that list it of (logprob - sample minimum)
+
+    def add(self, top: Mapping[str, float]) -> None:
+        floor = min(top.values())
+        self.n += 1
+        self.floor_sum += floor
+        for token, value in top.items():
+            self.extra[token] = self.extra.get(token, 0.0) + value - floor
+
+    def change(self, reference: Reference) -> float:
+        """LT's statistic against the reference: mean |difference| over the union of tokens."""
+        ref = reference.logprobs
+        ref_floor = min(m for m, _ in ref.values())
+        tokens = set(ref) | set(self.extra)
+        total = 0.0
+        for token in tokens:
+            mine = (self.floor_sum + self.extra.get(token, 0.0)) / self.n
+            total += abs(mine - (ref[token][0] if token in ref else ref_floor))
+        return total / len(tokens)
+
+
 def logprob_change(references: Mapping[str, Reference], samples: Sequence[Sample]) -> float | None:
     """LT's statistic: the mean absolute change of top-k logprobs (union of tokens, missing ones at the minimum),
     averaged over the canaries that have logprobs on both sides; None when none has."""
-    changes = []
-    for key, mine in _by_key(samples).items():
-        reference = references.get(key)
-        tops = [s.top for s in mine if s.top]
-        if reference is None or not reference.logprobs or not tops:
-            continue
-        ref_floor = min(m for m, _ in reference.logprobs.values())
-        tokens = set(reference.logprobs) | {t for top in tops for t in top}
-        diffs = []
-        for token in tokens:
-            window_mean = statistics.fmean(top.get(token, min(top.values())) for top in tops)
-            ref_mean = reference.logprobs[token][0] if token in reference.logprobs else ref_floor
-            diffs.append(abs(window_mean - ref_mean))
-        changes.append(statistics.fmean(diffs))
-    return statistics.fmean(changes) if changes else None
+    means: dict[str, _LogprobMeans] = {}
+    for s in samples:
+        if s.top and s.key in references and references[s.key].logprobs:
+            means.setdefault(s.key, _LogprobMeans()).add(s.top)
+    return statistics.fmean(m.change(references[k]) for k, m in means.items()) if means else None
 
 
 def _by_key(samples: Iterable[Sample]) -> dict[str, list[Sample]]:
@@ -483,20 +519,30 @@ def screen(state: DriftState, samples: Sequence[Sample], keys: Iterable[str]) ->
     keys = list(keys)
     if not samples or state.learning(keys):
         return None
+    refs = state.references
     checks = [[s for s in w.samples if s.key in keys] for w in state.window[-(WINDOW_CHECKS - 1) :]]
     checks.append(list(samples))
     penalty = math.log10(max(1, len(keys)))
+    counts: dict[str, dict[str, Counter[str]]] = {}  # canary -> stratum -> outcomes of the run so far
+    means: dict[str, _LogprobMeans] = {}
     best, best_change = 0.0, None
-    suffix: list[Sample] = []
-    for chunk in reversed(checks):
-        suffix = [*chunk, *suffix]
-        by_canary = tables(state.references, suffix)
-        best = max(best, surprise(*g_of(t for strata in by_canary.values() for t in strata)))
-        for strata in by_canary.values():
-            best = max(best, surprise(*g_of(strata)) - penalty)
-        change = logprob_change(state.references, suffix)
-        if change is not None and (best_change is None or change > best_change):
-            best_change = change
+    for chunk in reversed(checks):  # runs of 1, 2, ... latest checks
+        for s in chunk:
+            reference = refs.get(s.key)
+            if reference is None or not reference.samples:
+                continue
+            counts.setdefault(s.key, {}).setdefault(reference.stratum(s.fingerprint), Counter())[s.outcome] += 1
+            if s.top and reference.logprobs:
+                means.setdefault(s.key, _LogprobMeans()).add(s.top)
+        g_all, df_all = 0.0, 0
+        for key, strata in counts.items():
+            g, df = g_of((refs[key].stratum_counts(stratum), win) for stratum, win in strata.items())
+            g_all, df_all = g_all + g, df_all + df
+            best = max(best, surprise(g, df) - penalty)
+        best = max(best, surprise(g_all, df_all))
+        if means:
+            change = statistics.fmean(m.change(refs[k]) for k, m in means.items())
+            best_change = change if best_change is None else max(best_change, change)
     return Screen(
         best,
         robust_threshold(state.screens, SCREEN_K, SCREEN_FLOOR),
