@@ -11,7 +11,7 @@ import contextlib
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 from prometheus_client.process_collector import ProcessCollector
 
-from fpwatch import __version__
+from fpwatch import __version__, drift
 from fpwatch.check import CheckResult
 
 _DURATION_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300)
@@ -46,6 +46,18 @@ class Metrics:
             "fpwatch_last_check_timestamp_seconds", "When the model was last checked", ["model"], registry=r
         )
         self.in_flight = Gauge("fpwatch_checks_in_flight", "Checks running now", registry=r)
+        self.drift_screen = Gauge(
+            "fpwatch_drift_screen_surprise",
+            "The last drift screen's surprise (-log10 p; kind=value) and the model's threshold (kind=threshold)",
+            ["model", "kind"],
+            registry=r,
+        )
+        self.drift_bursts = Counter(
+            "fpwatch_drift_bursts", "Drift confirmation bursts sent after a screen hit", ["model"], registry=r
+        )
+        self.drift_open = Gauge(
+            "fpwatch_drift_open", "1 while a confirmed canary drift awaits its ack", ["model"], registry=r
+        )
         self.schedule_lag = Histogram(
             "fpwatch_schedule_lag_seconds",
             "How late checks start after their scheduled time",
@@ -76,11 +88,22 @@ class Metrics:
         for stored in result.events:
             self.events.labels(stored.event.type).inc()
         self.fingerprints_valid.labels(name).set(len(result.state.fingerprints.valid()))
+        drift_state = result.state.drift
+        if drift_state.screens:
+            self.drift_screen.labels(name, "value").set(drift_state.screens[-1])
+            threshold = drift.robust_threshold(drift_state.screens, drift.SCREEN_K, drift.SCREEN_FLOOR)
+            self.drift_screen.labels(name, "threshold").set(threshold)
+        if result.burst:
+            self.drift_bursts.labels(name).inc()
+        self.drift_open.labels(name).set(1 if drift_state.open_since else 0)
         self.model_up.labels(name).set(0 if result.state.down else 1)
         self.last_check.labels(name).set(result.finished.timestamp())
 
     def forget(self, model: str) -> None:
         """Drop the per-model series of a model removed from the config."""
-        for metric in (self.fingerprints_valid, self.model_up, self.last_check):
+        for metric in (self.fingerprints_valid, self.model_up, self.last_check, self.drift_open):
             with contextlib.suppress(KeyError):
                 metric.remove(model)
+        for kind in ("value", "threshold"):
+            with contextlib.suppress(KeyError):
+                self.drift_screen.remove(model, kind)

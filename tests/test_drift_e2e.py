@@ -216,6 +216,10 @@ def test_daemon_stays_quiet_through_a_long_noisy_steady_state_then_alerts_on_a_s
         body = posts[0]["message"]
         assert "canary.drift" in body and "silent: yes" in body and "before" in body and "after" in body
         assert "behaviour fingerprint bfp_" in body
+        metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+        assert f'fpwatch_drift_open{{model="{SILENT}"}} 1.0' in metrics
+        assert f'fpwatch_drift_bursts_total{{model="{SILENT}"}}' in metrics
+        assert f'fpwatch_drift_screen_surprise{{kind="threshold",model="{SILENT}"}}' in metrics
     finally:
         proc.terminate()
         proc.wait(timeout=40)
