@@ -248,9 +248,9 @@ def main() -> int:
     print(f"Changes: {args.trials} trials each (other seeds); the change happens after {WARMUP} quiet checks.\n")
     print(
         f"| change | fpwatch: 1st check | within 3 | within {AFTER} | silent flag | "
-        "false alarms before | naive output: 1st check | naive fingerprint: 1st check |"
+        "naive output: 1st check | naive fingerprint: 1st check |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|")
     for name, tallies in results.items():
         first = _share([0 in t.alarms for t in tallies])
         within3 = _share([any(0 <= n <= 2 for n in t.alarms) for t in tallies])

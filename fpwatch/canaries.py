@@ -71,6 +71,7 @@ BUILTIN_SET_NAME = "default"
 
 
 CAPABILITIES = ("temperature", "logprobs", "seed")
+REASONING_TOKENS = 512
 """Request options a model may reject (reasoning models reject all three); fpwatch then leaves them out."""
 
 
@@ -78,13 +79,17 @@ def adapt(canary: Canary, unsupported: frozenset[str]) -> Canary:
     """The canary as this model accepts it: without what it rejects.
 
     Without temperature 0 the answers are sampled (temperature 1 on reasoning models), so the canary
-    takes twice the samples: the same tests then see the answer distribution, not one draw of it.
+    takes twice the samples: the same tests then see the answer distribution, not one draw of it. Such
+    models also spend tokens reasoning before they answer, out of the same budget: the canary allows
+    REASONING_TOKENS, or the answer would come back empty.
     """
     if not unsupported:
         return canary
     changes: dict[str, object] = {}
     if "temperature" in unsupported and canary.temperature is not None:
-        changes.update(temperature=None, samples=canary.samples * 2)
+        changes.update(
+            temperature=None, samples=canary.samples * 2, max_tokens=max(canary.max_tokens, REASONING_TOKENS)
+        )
     if "logprobs" in unsupported and canary.logprobs is not False:
         changes.update(logprobs=False, top_logprobs=None)
     if "seed" in unsupported and canary.seed is not None:

@@ -66,6 +66,8 @@ class CheckResult:
         codes = [OK]
         if self.state.expect_failing:
             codes.append(CRITICAL)  # a failing expect stays CRITICAL until it matches again
+        if self.state.drift.open_since is not None:  # a drift stays at its severity until someone acks it
+            codes.append(CRITICAL if self.state.drift.open_silent else WARNING)
         for stored in self.events:
             if stored.event.severity == "critical":
                 codes.append(CRITICAL)
@@ -102,12 +104,14 @@ def canaries_for(model: ModelConfig, unsupported: frozenset[str]) -> list[Canary
 
 
 def policy_for(model: ModelConfig, unsupported: frozenset[str] = frozenset()) -> Policy:
+    # What else shapes the request: a different model id, provider type or extra field starts a new reference.
+    context = (model.model, model.provider.type, sorted((k, repr(v)) for k, v in model.params.items()))
     return Policy(
         grace_period=model.grace_period,
         learning_period=model.learning_period,
         failure_threshold=model.failure_threshold,
         expects={c.name: c.expect for c in model.canaries if c.expect},
-        canary_keys={c.name: drift.canary_key(c) for c in canaries_for(model, unsupported)},
+        canary_keys={c.name: drift.canary_key(c, context) for c in canaries_for(model, unsupported)},
     )
 
 
@@ -198,6 +202,7 @@ async def _run_check(model: ModelConfig, ctx: CheckContext, check_id: str) -> Ch
     observations = await _probe_all(session, model, canaries, ctx, rejected)
     policy = policy_for(model, before.unsupported | frozenset(rejected))
     burst: list[Observation] = []
+    verdict: drift.Finding | None = None
     if not rejected:
         screened = drift.screen(
             before.drift,
@@ -213,6 +218,10 @@ async def _run_check(model: ModelConfig, ctx: CheckContext, check_id: str) -> Ch
                 logprob_change=screened.logprob,
             )
             burst = await _probe_all(session, model, canaries, ctx, rejected, burst=True)
+            # The exact tests can take a second on a real change: off the event loop, outside any transaction.
+            burst_samples = drift.samples_from(burst, policy.canary_keys)
+            verdict = await asyncio.to_thread(drift.confirm, before.drift, screened, burst_samples)
+    judged = bool(burst)
     finished = ctx.clock()
     error = _check_error(model, observations)
     adapted = {k: v for k, v in rejected.items() if k not in before.unsupported}
@@ -223,7 +232,7 @@ async def _run_check(model: ModelConfig, ctx: CheckContext, check_id: str) -> Ch
 
     def apply(state: ModelState) -> tuple[ModelState, list[Event]]:
         state = replace(state, unsupported=state.unsupported | frozenset(rejected))
-        return track(state, observations, policy, finished, burst)
+        return track(state, observations, policy_for(model, state.unsupported), finished, burst, verdict, judged)
 
     if ctx.dry_run or ctx.store is None:
         state, events = apply(before)

@@ -52,11 +52,16 @@ LOGPROB_K = 12.0  # LT's k: logprob statistics are near-Gaussian and very stable
 BURST_FACTOR = 6  # the confirmation burst: this many times each canary's samples
 CONFIRM_ALPHA = 1e-3  # the burst's permutation p-value (Bonferroni-adjusted) must be at most this
 PERMUTATIONS = 3000  # enough that the smallest p (1/3001) is under CONFIRM_ALPHA / 2
-TOP_TOKENS = 8  # top-k tokens kept per sample and per reference
+TOP_TOKENS = 5  # top-k tokens kept per sample (logprobs rounded to 1e-3; the jitter is larger)
+LOGPROB_TOKENS = 3  # the logprob statistic compares the reference's 3 most likely first tokens
+STRONG_SURPRISE = 8.0  # a confirming test this far past chance (p < 1e-8) raises at once ...
+STRONG_LOGPROB = 3.0  # ... as does a logprob change 3x its threshold; weaker evidence must confirm twice
 OUTCOME_WORDS = 8  # an outcome is the answer's first words ...
 OUTCOME_CHARS = 64  # ... at most this long
 EXAMPLE_CHARS = 200
 MAD_SCALE = 1.4826  # MAD -> standard deviation for normal data
+CHI2_MEDIAN_RATIO = 0.93  # median of chi-square(df) / df for the usual 5-15 degrees of freedom
+MAX_DISPERSION = 10.0
 
 SIGNAL_CHANGES = frozenset(
     {
@@ -74,14 +79,18 @@ SIGNAL_CHANGES = frozenset(
 # --- samples ------------------------------------------------------------------------------------------------
 
 
-def canary_key(canary: Canary) -> str:
-    """The reference's key: the canary's name plus a digest of what it sends, so an edited canary relearns."""
+def canary_key(canary: Canary, context: object = None) -> str:
+    """The reference's key: the canary's name plus a digest of what it sends (and `context`: the model id,
+    provider type and extra request fields), so an edited canary or model relearns instead of alarming."""
     spec = repr(
         (
             [(m.role, m.content) for m in canary.messages],
             canary.seed,
             canary.temperature,
             canary.max_tokens,
+            canary.logprobs,
+            canary.top_logprobs,
+            context,
         )
     )
     return f"{canary.name}#{hashlib.sha256(spec.encode()).hexdigest()[:8]}"
@@ -118,7 +127,7 @@ def samples_from(observations: Iterable[Observation], keys: Mapping[str, str]) -
         if o.first_token is not None:
             top = dict(o.first_token.top) or {o.first_token.token: o.first_token.logprob}
             top.setdefault(o.first_token.token, o.first_token.logprob)
-            top = dict(sorted(top.items(), key=lambda item: -item[1])[:TOP_TOKENS])
+            top = {t: round(v, 3) for t, v in sorted(top.items(), key=lambda item: -item[1])[:TOP_TOKENS]}
         out.append(Sample(key, outcome(o.output), o.system_fingerprint or "", top, (o.output or "")[:EXAMPLE_CHARS]))
     return out
 
@@ -187,15 +196,34 @@ class DriftState:
     window: tuple[WindowCheck, ...] = ()  # the latest checks, not yet part of the reference
     screens: tuple[float, ...] = ()  # history of the screen's surprise
     logprob_screens: tuple[float, ...] = ()  # history of the logprob statistic
+    ratios: tuple[float, ...] = ()  # history of G / df of single checks: how over-dispersed serving is
     signal_changes: tuple[datetime, ...] = ()  # recent changes of the valid set or resolved model
     open_since: datetime | None = None  # a confirmed drift nobody has acknowledged yet
+    open_silent: bool = False  # ... and whether it was silent (what `check` keeps exiting with until the ack)
+    pending: datetime | None = None  # a burst confirmed weakly: the next check's burst must confirm too
     learned: int = 0  # checks folded into the reference while learning (since the last confirmed drift)
     screen_hits: int = 0
     bursts: int = 0
     confirmed: int = 0
 
+    def dispersion(self) -> float:
+        """How much more single checks differ from the reference than independent samples would (at least 1).
+
+        Serving noise depends on load: answers within one moment (a check and its burst) are alike and
+        moments differ. The G statistic of one check against the reference is then inflated by a factor;
+        its median over the model's history, against chi-square's (about 0.93 per degree of freedom),
+        estimates it, and the confirmation divides the burst's G by it (quasi-likelihood).
+        """
+        if len(self.ratios) < HISTORY_MIN:
+            return 1.0
+        return min(MAX_DISPERSION, max(1.0, statistics.median(self.ratios) / CHI2_MEDIAN_RATIO))
+
+    def mature(self, key: str) -> bool:
+        """Does this canary have a reference to judge by? (Each canary learns on its own.)"""
+        return self.learned >= LEARNING_CHECKS and len(self.references.get(key, _EMPTY)) >= REFERENCE_MIN
+
     def learning(self, keys: Iterable[str]) -> bool:
-        return self.learned < LEARNING_CHECKS or any(len(self.references.get(k, _EMPTY)) < REFERENCE_MIN for k in keys)
+        return not all(self.mature(k) for k in keys)
 
     def reference_samples(self, keys: Iterable[str]) -> int:
         """The smallest reference among these canaries (what `status` shows while learning)."""
@@ -223,8 +251,11 @@ class DriftState:
             ],
             "screens": [round(x, 4) for x in self.screens],
             "logprob_screens": [round(x, 5) for x in self.logprob_screens],
+            "ratios": [round(x, 4) for x in self.ratios],
             "signal_changes": [iso(t) for t in self.signal_changes],
             "open_since": iso(self.open_since) if self.open_since else None,
+            "open_silent": self.open_silent,
+            "pending": iso(self.pending) if self.pending else None,
             "counts": [self.learned, self.screen_hits, self.bursts, self.confirmed],
         }
 
@@ -250,8 +281,11 @@ class DriftState:
             window,
             tuple(data["screens"]),
             tuple(data["logprob_screens"]),
+            tuple(data["ratios"]),
             tuple(parse_iso(t) for t in data["signal_changes"]),
             parse_iso(data["open_since"]) if data["open_since"] else None,
+            bool(data["open_silent"]),
+            parse_iso(data["pending"]) if data["pending"] else None,
             learned,
             hits,
             bursts,
@@ -397,14 +431,20 @@ def pooled_g(references: Mapping[str, Reference], samples: Sequence[Sample]) -> 
 
 
 def permutation_p(
-    strata: Sequence[Table], rng: random.Random, *, alpha: float, permutations: int = PERMUTATIONS
+    strata: Sequence[Table],
+    rng: random.Random,
+    *,
+    alpha: float,
+    permutations: int = PERMUTATIONS,
+    dispersion: float = 1.0,
 ) -> float:
     """The exact conditional p-value of `g_of(strata)`: window labels drawn again from each stratum's labels.
 
-    Stops early once the p-value can no longer reach `alpha` (a burst of plain noise ends after a few
-    dozen shuffles).
+    With `dispersion` > 1 the observed G is divided by it first (serving noise wider than independent
+    samples). Stops early once the p-value can no longer reach `alpha` (a burst of plain noise ends
+    after a few dozen shuffles).
     """
-    observed, _ = g_of(strata)
+    observed = g_of(strata)[0] / dispersion
     if not strata or observed <= 0:
         return 1.0
     prepared = []
@@ -453,20 +493,23 @@ class _LogprobMeans:
             self.extra[token] = self.extra.get(token, 0.0) + value - floor
 
     def change(self, reference: Reference) -> float:
-        """LT's statistic against the reference: mean |difference| over the union of tokens."""
+        """LT's statistic against the reference: mean |difference| over the reference's most likely tokens.
+
+        Only the top LOGPROB_TOKENS: deeper ranks come and go with the provider's top-k depth (a host
+        capping 8 to 5 is not a new model), and a new model's other tokens show in the answers anyway.
+        """
         ref = reference.logprobs
-        ref_floor = min(m for m, _ in ref.values())
-        tokens = set(ref) | set(self.extra)
+        tokens = sorted(ref, key=lambda t: -ref[t][0])[:LOGPROB_TOKENS]
         total = 0.0
         for token in tokens:
             mine = (self.floor_sum + self.extra.get(token, 0.0)) / self.n
-            total += abs(mine - (ref[token][0] if token in ref else ref_floor))
+            total += abs(mine - ref[token][0])
         return total / len(tokens)
 
 
 def logprob_change(references: Mapping[str, Reference], samples: Sequence[Sample]) -> float | None:
-    """LT's statistic: the mean absolute change of top-k logprobs (union of tokens, missing ones at the minimum),
-    averaged over the canaries that have logprobs on both sides; None when none has."""
+    """LT's statistic: the mean absolute change of the reference's top logprobs (a token missing from a sample
+    counts at that sample's minimum), averaged over the canaries with logprobs on both sides; None if none has."""
     means: dict[str, _LogprobMeans] = {}
     for s in samples:
         if s.top and s.key in references and references[s.key].logprobs:
@@ -493,6 +536,8 @@ class Screen:
     logprob: float | None
     logprob_threshold: float
     samples: int
+    pending: bool = False  # an earlier burst confirmed weakly: this check takes a burst whatever it shows
+    check_ratio: float | None = None  # this check alone: pooled G / degrees of freedom (for the dispersion)
 
     @property
     def outcome_hit(self) -> bool:
@@ -504,7 +549,7 @@ class Screen:
 
     @property
     def hit(self) -> bool:
-        return self.outcome_hit or self.logprob_hit
+        return self.outcome_hit or self.logprob_hit or self.pending
 
 
 def screen(state: DriftState, samples: Sequence[Sample], keys: Iterable[str]) -> Screen | None:
@@ -516,16 +561,16 @@ def screen(state: DriftState, samples: Sequence[Sample], keys: Iterable[str]) ->
     evidence of a subtle change; the per-canary view finds a change in one canary that pooling
     would dilute (its surprise pays for the number of canaries, Bonferroni).
     """
-    keys = list(keys)
-    if not samples or state.learning(keys):
+    keys = [k for k in keys if state.mature(k)]
+    if not keys or not any(s.key in keys for s in samples):
         return None
     refs = state.references
     checks = [[s for s in w.samples if s.key in keys] for w in state.window[-(WINDOW_CHECKS - 1) :]]
-    checks.append(list(samples))
+    checks.append([s for s in samples if s.key in keys])
     penalty = math.log10(max(1, len(keys)))
     counts: dict[str, dict[str, Counter[str]]] = {}  # canary -> stratum -> outcomes of the run so far
     means: dict[str, _LogprobMeans] = {}
-    best, best_change = 0.0, None
+    best, best_change, check_ratio = 0.0, None, None
     for chunk in reversed(checks):  # runs of 1, 2, ... latest checks
         for s in chunk:
             reference = refs.get(s.key)
@@ -540,6 +585,8 @@ def screen(state: DriftState, samples: Sequence[Sample], keys: Iterable[str]) ->
             g_all, df_all = g_all + g, df_all + df
             best = max(best, surprise(g, df) - penalty)
         best = max(best, surprise(g_all, df_all))
+        if check_ratio is None and df_all:
+            check_ratio = g_all / df_all
         if means:
             change = statistics.fmean(m.change(refs[k]) for k, m in means.items())
             best_change = change if best_change is None else max(best_change, change)
@@ -549,6 +596,8 @@ def screen(state: DriftState, samples: Sequence[Sample], keys: Iterable[str]) ->
         best_change,
         robust_threshold(state.logprob_screens, LOGPROB_K, LOGPROB_FLOOR),
         sum(len(c) for c in checks),
+        state.pending is not None,
+        check_ratio,
     )
 
 
@@ -561,16 +610,18 @@ def burst_size(canary: Canary) -> int:
 class Finding:
     """A confirmed change of canary behaviour: what `canary.drift` reports."""
 
-    statistic: str  # "pooled_g" or "logprob"
+    statistic: str  # "pooled_g", "g:<canary>" or "logprob"
     value: float
     threshold: float
     p_value: float | None
     screen: Screen
     effect_size: float
-    canaries: Mapping[str, Mapping[str, Any]]  # canary key -> tv, samples, before/after
-    silent: bool
+    canaries: Mapping[str, Mapping[str, Any]]  # canary name -> tv, samples, before/after
     burst_samples: int
     fingerprints: Sequence[str]
+    strong: bool  # far past chance: raised at once; otherwise a second burst must confirm
+    silent: bool = False  # set by `observe`, which knows the version signals
+    confirmations: Sequence[datetime] = ()
 
     def details(self) -> dict[str, Any]:
         return {
@@ -588,6 +639,7 @@ class Finding:
             "effect_size": round(self.effect_size, 3),
             "silent": self.silent,
             "burst_samples": self.burst_samples,
+            "confirmations": [iso(t) for t in self.confirmations],
             "fingerprints": list(self.fingerprints),
             "canaries": {k: dict(v) for k, v in self.canaries.items()},
         }
@@ -601,22 +653,36 @@ def observe(
     now: datetime,
     *,
     signal_changes: Sequence[datetime] = (),
-    lookback: timedelta = timedelta(0),
+    verdict: Finding | None = None,
+    judged: bool = False,
 ) -> tuple[DriftState, Finding | None]:
-    """Apply one check's samples (and its confirmation burst, if one was taken) to the drift state."""
+    """Apply one check's samples, and its confirmation burst if one was taken, to the drift state.
+
+    `verdict` is `confirm()`'s answer for the burst when the caller already computed it (`judged`),
+    outside any database transaction; else it is computed here.
+    """
     keys = list(keys)
     state = _forget(state, set(keys))
-    horizon = max(lookback, _window_span(state, now))
+    # "Silent" means no fingerprint or resolved-model change within the screen's window.
+    horizon = _window_span(state, now)
     changes = tuple(t for t in (*state.signal_changes, *signal_changes) if now - t <= horizon)
     state = replace(state, signal_changes=changes[-20:])
     if not samples:
         return state, None
-    result = screen(state, samples, keys)
-    if result is None:  # learning: everything goes straight into the reference
-        return replace(state, references=_add(state.references, [*samples, *burst]), learned=state.learned + 1), None
+    mature = {k for k in keys if state.mature(k)}
+    young = [s for s in samples if s.key not in mature]
+    if young or state.learned < LEARNING_CHECKS:  # learning canaries put their samples straight into the reference
+        state = replace(
+            state, references=_add(state.references, young), learned=min(state.learned + 1, LEARNING_CHECKS)
+        )
+    samples = [s for s in samples if s.key in mature]
+    result = screen(state, samples, mature) if samples else None
+    if result is None:
+        return state, None
     state = replace(
         state,
         screens=(*state.screens, result.surprise)[-HISTORY_MAX:],
+        ratios=state.ratios if result.check_ratio is None else (*state.ratios, result.check_ratio)[-HISTORY_MAX:],
         logprob_screens=(
             state.logprob_screens if result.logprob is None else (*state.logprob_screens, result.logprob)[-HISTORY_MAX:]
         ),
@@ -626,50 +692,62 @@ def observe(
         state = replace(state, screen_hits=state.screen_hits + 1)
         if burst:
             state = replace(state, bursts=state.bursts + 1)
-            finding = confirm(state, result, burst, silent=not changes)
+            found = verdict if judged else confirm(state, result, burst)
+            if found is None:
+                state = replace(state, pending=None)
+            elif found.strong or state.pending is not None:
+                times = (state.pending, now) if state.pending is not None else (now,)
+                finding = replace(found, silent=not changes, confirmations=times)
+            else:
+                state = replace(state, pending=now)  # serving noise of the moment, or a change? Ask again next check.
     if finding is not None:
-        # The new behaviour is the reference from now on: the burst (BURST_FACTOR checks' worth of
-        # samples) and this check start it; the window, which mixes old and new, is forgotten.
+        # The new behaviour is the reference from now on: this check and its burst start it, two more checks
+        # add other moments to it before it judges; the window, which mixes old and new, is forgotten.
         fresh = _add({}, [*samples, *burst])
-        changed = replace(state, references=fresh, window=(), open_since=now, learned=LEARNING_CHECKS)
-        return replace(changed, confirmed=state.confirmed + 1), finding
-    window = (*state.window, WindowCheck(now, tuple(replace(s, text="") for s in (*samples, *burst))))
+        changed = replace(state, references=fresh, window=(), open_since=now, open_silent=finding.silent, pending=None)
+        return replace(changed, learned=LEARNING_CHECKS - 2, confirmed=state.confirmed + 1), finding
+    # Burst samples stay out of the window: one moment's many answers would weigh as much as several checks.
+    window = (*state.window, WindowCheck(now, tuple(replace(s, text="") for s in samples)))
     leaving, window = window[:-WINDOW_CHECKS], window[-WINDOW_CHECKS:]
     references = _add(state.references, [s for w in leaving for s in w.samples])
     return replace(state, references=references, window=window), None
 
 
-def confirm(state: DriftState, result: Screen, burst: Sequence[Sample], *, silent: bool) -> Finding | None:
-    """Test the fresh burst alone; a Finding when it rejects too.
+def confirm(state: DriftState, result: Screen, burst: Sequence[Sample]) -> Finding | None:
+    """Test the fresh burst alone; a Finding when it rejects too (its `silent` is for `observe` to set).
 
-    Two exact tests share CONFIRM_ALPHA (Bonferroni): the pooled G across canaries gets half, and
-    each canary's own G an equal share of the other half, so a change confined to one canary is
-    confirmed without being diluted by the others. Or the burst's logprob change passes the threshold.
+    Exact tests share CONFIRM_ALPHA (Bonferroni): the pooled G across canaries gets half, and each
+    canary's own G an equal share of the other half, so a change confined to one canary is confirmed
+    without being diluted by the others. Failing those, the burst's logprob change must pass the
+    threshold. The first test that rejects decides.
     """
+    keys = [k for k in _by_key(burst) if state.mature(k)]
+    burst = [s for s in burst if s.key in keys]
     content = repr([(s.key, s.outcome, s.fingerprint) for s in burst]).encode()
     rng = random.Random(hashlib.sha256(content).digest()[:8])  # the same samples always give the same verdict
     by_canary = tables(state.references, burst)
     pooled = [t for strata in by_canary.values() for t in strata]
-    tests = [("pooled_g", pooled, CONFIRM_ALPHA / 2, PERMUTATIONS)]
     share = CONFIRM_ALPHA / 2 / max(1, len(by_canary))
+    tests = [("pooled_g", pooled, CONFIRM_ALPHA / 2, PERMUTATIONS)]
     tests += [(f"g:{key.split('#')[0]}", strata, share, _permutations_for(share)) for key, strata in by_canary.items()]
-    statistic, value, threshold, p = "", 0.0, 0.0, None
+    statistic, value, threshold, p, strong = "", 0.0, 0.0, None, False
+    phi = state.dispersion()
     for name, strata, alpha, permutations in tests:
         g, df = g_of(strata)
+        g /= phi
         if not df or surprise(g, df) <= -math.log10(alpha) - 2:  # hopeless even for the anti-conservative chi-square
             continue
-        p_test = permutation_p(strata, rng, alpha=alpha, permutations=permutations)
-        adjusted = min(1.0, p_test * CONFIRM_ALPHA / alpha)
-        if p is None or adjusted < p:
-            p = adjusted
-        if p_test <= alpha and not statistic:
+        p_test = permutation_p(strata, rng, alpha=alpha, permutations=permutations, dispersion=phi)
+        if p_test <= alpha:
             statistic, value, threshold = name, g, _g_critical(df, alpha)
+            p, strong = min(1.0, p_test * CONFIRM_ALPHA / alpha), surprise(g, df) >= STRONG_SURPRISE
+            break
     if not statistic:
         change = logprob_change(state.references, burst)
-        if change is not None and change > result.logprob_threshold:
-            statistic, value, threshold = "logprob", change, result.logprob_threshold
-    if not statistic:
-        return None
+        if change is None or change <= result.logprob_threshold:
+            return None
+        statistic, value, threshold = "logprob", change, result.logprob_threshold
+        strong = change >= STRONG_LOGPROB * result.logprob_threshold
     canaries: dict[str, dict[str, Any]] = {}
     for key, mine in _by_key(burst).items():
         reference = state.references.get(key, _EMPTY)
@@ -693,9 +771,9 @@ def confirm(state: DriftState, result: Screen, burst: Sequence[Sample], *, silen
         result,
         effect,
         canaries,
-        silent,
         len(burst),
         sorted({s.fingerprint for s in burst if s.fingerprint}),
+        strong,
     )
 
 

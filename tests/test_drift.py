@@ -72,14 +72,19 @@ def test_robust_threshold_is_median_plus_k_mad_with_a_floor() -> None:
     assert drift.robust_threshold(history[:5], 4.0, 2.0) == 2.0  # too short: the floor alone
 
 
-def test_logprob_change_is_the_mean_absolute_change_over_the_token_union() -> None:
-    reference = {"k": Reference(logprobs={"a": (-0.1, 10), "b": (-2.5, 10)})}
-    window = [Sample("k", "a", top={"a": -0.1, "b": -2.0})]
-    assert drift.logprob_change(reference, window) == pytest.approx(0.25)
-    # A token the reference never had counts at the reference's minimum; one the sample lacks, at the sample's.
-    window = [Sample("k", "a", top={"a": -0.1, "c": -3.0})]
-    # a: 0; b: |-3.0 - (-2.5)| = 0.5; c: |-3.0 - (-2.5)| = 0.5
+def test_logprob_change_is_the_mean_absolute_change_over_the_references_top_tokens() -> None:
+    reference = {"k": Reference(logprobs={"a": (-0.1, 10), "b": (-2.5, 10), "c": (-4.0, 10), "d": (-6.0, 10)})}
+    window = [Sample("k", "a", top={"a": -0.1, "b": -2.0, "c": -4.3, "d": -1.0})]
+    # the reference's top 3 only (a, b, c): (0 + 0.5 + 0.3) / 3; d's rank depends on the host's top-k depth
+    assert drift.logprob_change(reference, window) == pytest.approx(0.8 / 3)
+    # A token the sample lacks counts at the sample's minimum; one the reference never had is not compared.
+    window = [Sample("k", "a", top={"a": -0.1, "b": -2.5, "e": -3.0})]
+    # a: 0; b: 0; c: |-3.0 - (-4.0)| = 1.0
     assert drift.logprob_change(reference, window) == pytest.approx(1.0 / 3)
+    # two samples: the means are compared, sample by sample minimum imputation
+    window = [Sample("k", "a", top={"a": -0.2, "b": -2.4, "c": -4.0}), Sample("k", "a", top={"a": 0.0, "b": -2.6})]
+    # a: mean -0.1 -> 0; b: mean -2.5 -> 0; c: mean of -4.0 and -2.6 (the second sample's minimum) = -3.3 -> 0.7
+    assert drift.logprob_change(reference, window) == pytest.approx(0.7 / 3)
     assert drift.logprob_change(reference, [Sample("k", "a")]) is None
 
 
@@ -211,9 +216,7 @@ class Stream:
         samples = self.draw(behaviour, 4, shift)
         screened = drift.screen(self.state, samples, self.keys)
         burst = self.draw(behaviour, 16, shift) if screened is not None and screened.hit else []
-        self.state, finding = drift.observe(
-            self.state, samples, burst, self.keys, self.now, signal_changes=changes, lookback=timedelta(hours=1)
-        )
+        self.state, finding = drift.observe(self.state, samples, burst, self.keys, self.now, signal_changes=changes)
         self.now += timedelta(minutes=15)
         return finding
 
@@ -237,7 +240,7 @@ def test_a_silent_swap_is_confirmed_on_its_first_check_and_then_relearned() -> N
     for _ in range(40):
         assert stream.check() is None
     finding = stream.check(OTHER)
-    assert finding is not None and finding.silent
+    assert finding is not None and finding.silent and finding.strong  # a swap is raised on its first check
     assert finding.statistic == "pooled_g" and finding.p_value is not None and finding.p_value < drift.CONFIRM_ALPHA
     assert finding.effect_size > 0.8  # a full swap: nearly every answer of the most-moved canary changed
     assert finding.canaries["color"]["before"]["Blue"] > 0.3 and "Purple" in finding.canaries["color"]["after"]
@@ -254,13 +257,59 @@ def test_a_change_next_to_a_fingerprint_change_is_not_silent() -> None:
     assert finding is not None and not finding.silent
 
 
-def test_a_logprob_only_perturbation_is_found_by_the_logprob_statistic() -> None:
+def test_a_logprob_only_perturbation_is_found_by_the_logprob_statistic_and_confirmed_twice() -> None:
     stream = Stream(seed=10)
     for _ in range(60):
         assert stream.check() is None
-    findings = [stream.check(shift=0.6) for _ in range(3)]
-    found = [f for f in findings if f is not None]
-    assert found and found[0].statistic == "logprob" and found[0].value > found[0].threshold
+    assert stream.check(shift=0.6) is None  # moderate evidence: the burst confirms, but once is not enough
+    assert stream.state.pending is not None
+    finding = stream.check(shift=0.6)  # the next check's burst confirms again: now it is raised
+    assert finding is not None and finding.statistic == "logprob" and finding.value > finding.threshold
+    assert not finding.strong and len(finding.confirmations) == 2 and stream.state.pending is None
+
+
+def test_a_weak_confirmation_that_does_not_persist_is_dropped() -> None:
+    """One moment of odd serving: the screen and its burst agree, the next check's burst does not."""
+    stream = Stream(seed=12)
+    for _ in range(60):
+        assert stream.check() is None
+    assert stream.check(shift=0.6) is None and stream.state.pending is not None
+    assert stream.check() is None  # back to normal: the forced burst does not confirm
+    assert stream.state.pending is None and stream.state.confirmed == 0
+
+
+def test_dispersion_is_the_median_check_ratio_over_chi_squares_and_scales_the_confirmation() -> None:
+    assert DriftState().dispersion() == 1.0  # no history: independent samples assumed
+    assert DriftState(ratios=(1.86,) * 30).dispersion() == pytest.approx(2.0)  # 1.86 / 0.93
+    assert DriftState(ratios=(0.5,) * 30).dispersion() == 1.0  # never below 1
+    assert DriftState(ratios=(100.0,) * 30).dispersion() == drift.MAX_DISPERSION
+    ref = Reference(tuple(("", o) for o in ["Heads"] * 30 + ["Tails"] * 30))
+    strata = drift.tables({"k": ref}, [Sample("k", o) for o in ["Heads"] * 14 + ["Tails"] * 2])["k"]
+    observed = drift.g_statistic({"Heads": 30, "Tails": 30}, {"Heads": 14, "Tails": 2})[0]
+
+    def exact(at_least: float) -> float:  # hypergeometric: 76 labels, 44 Heads, 16 drawn
+        return sum(
+            math.comb(44, h) * math.comb(32, 16 - h) / math.comb(76, 16)
+            for h in range(17)
+            if drift.g_statistic({"Heads": 44 - h, "Tails": 16 + h}, {"Heads": h, "Tails": 16 - h})[0]
+            >= at_least - 1e-9
+        )
+
+    damped = drift.permutation_p(strata, random.Random(2), alpha=1.0, permutations=20000, dispersion=3.0)
+    expected = exact(observed / 3)  # shuffles are compared with G / 3
+    assert expected > 5 * exact(observed)
+    assert damped == pytest.approx(expected, abs=4 * math.sqrt(expected * (1 - expected) / 20000))
+
+
+def test_quiet_when_serving_noise_varies_from_moment_to_moment() -> None:
+    """Load-dependent serving: each check and its burst share a moment whose coin odds differ by up to 0.2."""
+    stream = Stream(seed=13)
+    rng = random.Random(14)
+    for _ in range(1500):
+        p = 0.6 + rng.uniform(-0.2, 0.2)
+        moment = {**STEADY, "coin": {"Heads": p, "Tails": 1 - p}, "color": {"Blue": p, "Red": 1 - p}}
+        assert stream.check(moment) is None
+    assert stream.state.dispersion() > 1.0  # measured, and used by the confirmation
 
 
 def test_drift_state_survives_json() -> None:
