@@ -4,21 +4,22 @@ Pure: a model's drift state and one check's samples in, the new state and at mos
 The design follows research/detection-science.md section 8:
 
 - Every canary answer is a categorical outcome (its whitespace-normalised first words), and with
-  logprobs the first token's top-k logprob vector. A model's reference is the distribution of its
-  recent outcomes per canary (the last `REFERENCE_MAX` samples), kept per fingerprint where counts
-  allow (`STRATUM_MIN`) and pooled, plus the running mean of each top-k token's logprob.
-- The **screen** compares this check, and the last `WINDOW_CHECKS` checks, with the reference: a G statistic on the
-  2 x C table of every canary (per fingerprint stratum), summed across canaries, read as
-  surprise = -log10 p against chi-square; and the mean absolute change of the top-k logprobs (LT).
-  Each has a threshold from the model's own history of that statistic, median + k * 1.4826 * MAD,
-  never below an absolute floor (`SCREEN_FLOOR`, `LOGPROB_FLOOR`).
+  logprobs the first token's top logprobs. A model's reference is the distribution of its recent
+  outcomes per canary (the last `REFERENCE_MAX` samples), kept per fingerprint where counts allow
+  (`STRATUM_MIN`) and pooled, plus the running mean of each top token's logprob.
+- The **screen** compares every run of latest checks (this one, the last two, ..., `WINDOW_CHECKS`)
+  with the reference: a G statistic on each canary's 2 x C tables (per fingerprint stratum), pooled
+  and per canary, read as surprise = -log10 p against chi-square; and the mean absolute change of
+  the reference's top logprobs (LT). Each has a threshold from the model's own history of that
+  statistic, median + k * 1.4826 * MAD, never below an absolute floor (`SCREEN_FLOOR`, `LOGPROB_FLOOR`).
 - A screen hit asks the caller for a **confirmation burst**: `BURST_FACTOR` x each canary's samples,
-  fresh. The burst alone must reject at `CONFIRM_ALPHA` with an exact permutation test (labels
+  fresh. The burst alone must reject at `CONFIRM_ALPHA` with exact permutation tests (labels
   shuffled within each canary and stratum, so rare answers and a small reference are handled
-  honestly), or its logprob change must exceed the threshold. One noisy check cannot page anyone:
-  a false alarm needs a screen hit *and* an independent burst that rejects.
+  honestly), its G first divided by the model's measured dispersion; or its logprob change must
+  exceed the threshold. A false alarm needs a screen hit *and* an independent burst that rejects,
+  and unless the evidence is overwhelming (`STRONG_SURPRISE`), a second burst at the next check.
 - A confirmed change is a `Finding`. The caller raises `canary.drift`; the reference restarts from
-  the burst (the new behaviour), so the same change is not reported twice.
+  the new behaviour, so the same change is not reported twice.
 """
 
 from __future__ import annotations
