@@ -232,7 +232,9 @@ def main() -> int:
     )
     print("| rule | false alarms per model per 90 days |")
     print("|---|---|")
-    print(f"| fpwatch (screen + confirmation burst) | {per_90_days(lambda t: t.alarms):.2f} |")
+    alarms = per_90_days(lambda t: t.alarms)
+    bound = f" (none seen: 95% upper bound {3 * per_90:.2f}, rule of three)" if alarms == 0 else ""
+    print(f"| fpwatch (screen + confirmation burst) | {alarms:.2f}{bound} |")
     print(f"| naive: output differs from the last check | {per_90_days(lambda t: t.naive_output):,.0f} |")
     print(f"| naive: fingerprint differs from the last check | {per_90_days(lambda t: t.naive_fingerprint):,.0f} |")
     print(
