@@ -1,0 +1,54 @@
+"""What drift detection costs per check: the screen, the whole track() call and the drift state's size.
+
+A model with the built-in canaries is watched for 60 checks through the same pipeline as
+bench/detection.py (simulator noise model, fpwatch's parser and tracker), so its reference is full and
+its window complete; then one more check's screen and track() are timed 30 times (medians), and the
+drift state's JSON is measured and round-tripped as the store does on every check.
+
+Usage: python bench/drift_cost.py
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import time
+
+from detection import Monitor, Tally
+
+from fpwatch import drift
+from fpwatch.simulator import realistic
+from fpwatch.tracking import track
+
+
+def main() -> int:
+    monitor = Monitor(3, realistic("a"))
+    tally = Tally([], [], [], [])
+    for number in range(60):
+        monitor.check(tally, number)
+    observations = monitor._ask(False, tally)  # one more check's answers, not applied
+    keys = monitor.policy.canary_keys
+    samples = drift.samples_from(observations, keys)
+    screens, tracks, trips = [], [], []
+    for _ in range(30):
+        started = time.perf_counter()
+        drift.screen(monitor.state.drift, samples, keys.values())
+        screens.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        track(monitor.state, observations, monitor.policy, monitor.now)
+        tracks.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        drift.DriftState.from_json(json.loads(json.dumps(monitor.state.drift.to_json(), separators=(",", ":"))))
+        trips.append(time.perf_counter() - started)
+    size = len(json.dumps(monitor.state.drift.to_json(), separators=(",", ":")))
+    print(f"built-in set, {len(observations)} answers per check, reference and window full (medians of 30):")
+    print(f"screen                      {statistics.median(screens) * 1000:.2f} ms (a check runs it twice)")
+    print(f"track() with the screen     {statistics.median(tracks) * 1000:.2f} ms")
+    print(f"drift state                 {size / 1024:.1f} KB of JSON")
+    print(f"state JSON round trip       {statistics.median(trips) * 1000:.2f} ms (saved and loaded every check)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
