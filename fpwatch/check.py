@@ -98,6 +98,13 @@ class CheckResult:
         }
 
 
+def unsupported_by(model: ModelConfig, state: ModelState) -> frozenset[str]:
+    """The options this model id rejected. They are kept as "option@model-id", so that another id under
+    the same name (o3-mini swapped for gpt-4o in the config) starts with none."""
+    suffix = f"@{model.model}"
+    return frozenset(entry[: -len(suffix)] for entry in state.unsupported if entry.endswith(suffix))
+
+
 def canaries_for(model: ModelConfig, unsupported: frozenset[str]) -> list[Canary]:
     """The model's canaries as it accepts them (without the options it rejected)."""
     return [adapt(c, unsupported) for c in model.canaries]
@@ -129,7 +136,7 @@ def state_label(state: ModelState, model: ModelConfig, now: datetime) -> str:
         return "stale"
     if state.drift.open_since is not None:
         return "drift"  # until a person acks the canary.drift event
-    policy = policy_for(model, state.unsupported)
+    policy = policy_for(model, unsupported_by(model, state))
     if learning(state, policy, now) or state.drift.learning(policy.canary_keys.values()):
         return "learning"
     return "ok"
@@ -137,7 +144,7 @@ def state_label(state: ModelState, model: ModelConfig, now: datetime) -> str:
 
 def drift_summary(model: ModelConfig, state: ModelState) -> dict[str, Any]:
     """Where drift detection stands for one model (documented in the README)."""
-    keys = policy_for(model, state.unsupported).canary_keys.values()
+    keys = policy_for(model, unsupported_by(model, state)).canary_keys.values()
     d = state.drift
     return {
         "state": "drift" if d.open_since else "learning" if d.learning(keys) else "ok",
@@ -176,7 +183,7 @@ def model_summary(model: ModelConfig, state: ModelState, now: datetime) -> dict[
         "resolved_models": [s.value for s in state.response_models.valid()],
         "behaviour_fingerprint": state.behaviour_fingerprint,
         "drift": drift_summary(model, state),
-        "unsupported": sorted(state.unsupported),
+        "unsupported": sorted(unsupported_by(model, state)),
         "checks": state.checks,
         "consecutive_failures": state.consecutive_failures,
         "last_check": iso_or_none(state.last_check),
@@ -196,11 +203,12 @@ async def run_check(model: ModelConfig, ctx: CheckContext) -> CheckResult:
 async def _run_check(model: ModelConfig, ctx: CheckContext, check_id: str) -> CheckResult:
     started = ctx.clock()
     before = ctx.store.load_state(model.name) if ctx.store is not None else ModelState(model.name)
-    canaries = canaries_for(model, before.unsupported)
+    known = unsupported_by(model, before)
+    canaries = canaries_for(model, known)
     session = ctx.providers.session(model.provider)
     rejected: dict[str, str] = {}  # options the model turned down during this check
     observations = await _probe_all(session, model, canaries, ctx, rejected)
-    policy = policy_for(model, before.unsupported | frozenset(rejected))
+    policy = policy_for(model, known | frozenset(rejected))
     burst: list[Observation] = []
     verdict: drift.Finding | None = None
     if not rejected:
@@ -224,15 +232,17 @@ async def _run_check(model: ModelConfig, ctx: CheckContext, check_id: str) -> Ch
     judged = bool(burst)
     finished = ctx.clock()
     error = _check_error(model, observations)
-    adapted = {k: v for k, v in rejected.items() if k not in before.unsupported}
+    adapted = {k: v for k, v in rejected.items() if k not in known}
     for option, words in adapted.items():
         get_logger("fpwatch.check").warning(
             f"the model rejects {option}: its canaries leave it out from now on", provider_said=words
         )
 
     def apply(state: ModelState) -> tuple[ModelState, list[Event]]:
-        state = replace(state, unsupported=state.unsupported | frozenset(rejected))
-        return track(state, observations, policy_for(model, state.unsupported), finished, burst, verdict, judged)
+        state = replace(state, unsupported=state.unsupported | {f"{option}@{model.model}" for option in rejected})
+        return track(
+            state, observations, policy_for(model, unsupported_by(model, state)), finished, burst, verdict, judged
+        )
 
     if ctx.dry_run or ctx.store is None:
         state, events = apply(before)

@@ -128,7 +128,7 @@ class ModelState:
     fingerprints: SignalSet = field(default_factory=lambda: SignalSet("fingerprint"))
     response_models: SignalSet = field(default_factory=lambda: SignalSet("response_model"))
     drift: DriftState = field(default_factory=DriftState)
-    unsupported: frozenset[str] = frozenset()  # request options the model rejected (canaries.CAPABILITIES)
+    unsupported: frozenset[str] = frozenset()  # "option@model-id": options (canaries.CAPABILITIES) an id rejected
 
 
 @dataclass(frozen=True)

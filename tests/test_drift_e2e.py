@@ -163,6 +163,16 @@ def test_a_model_that_rejects_temperature_and_logprobs_is_adapted_once_not_faile
     assert "rejects logprobs, temperature" in run(tmp_path, "status").stdout
     assert "Adapted canaries" not in run(tmp_path, "check").stdout
 
+    # The same name now watches another model id, which takes temperature and logprobs: it starts clean.
+    config = tmp_path / "fpwatch.toml"
+    config.write_text(config.read_text().replace('model = "silent"', 'model = "loud"\nname = "sim/silent"'))
+    sim.clear_requests()
+    other = run(tmp_path, "check", "--json")
+    assert other.returncode == 0, other.stdout + other.stderr
+    assert by_model(other)[SILENT]["unsupported"] == []
+    sent = [r for r in sim.requests() if r["path"].endswith("/chat/completions")]
+    assert len(sent) == 34 and all("temperature" in r["body_keys"] and "logprobs" in r["body_keys"] for r in sent)
+
 
 @pytest.mark.timeout(300)
 def test_daemon_stays_quiet_through_a_long_noisy_steady_state_then_alerts_on_a_silent_swap(
