@@ -391,12 +391,18 @@ def _by_fingerprint(value: object, where: str) -> dict[str, JsonDict]:
     return result
 
 
-def _route(value: object, where: str) -> JsonDict:
+def _complete_object(value: object, keys: tuple[str, ...], where: str, what: str) -> dict[str, Any]:
+    """An object with exactly these keys, every one of them present."""
     spec = _as_object(value, where)
-    _check_keys(spec, _ROUTE_KEYS, where)
-    for key in _ROUTE_KEYS:
+    _check_keys(spec, keys, where)
+    for key in keys:
         if key not in spec:
-            raise ValueError(f"{where}: a route needs {key!r}")
+            raise ValueError(f"{where}: {what} needs {key!r}")
+    return spec
+
+
+def _route(value: object, where: str) -> JsonDict:
+    spec = _complete_object(value, _ROUTE_KEYS, where, "a route")
     to = _as_object(spec["to"], f"{where}.to")
     for key in to:
         if key == "route":
@@ -530,11 +536,7 @@ def _validate_models(value: object, where: str) -> dict[str, JsonDict]:
 
 
 def _validate_phase(value: object, where: str) -> JsonDict:
-    phase = _as_object(value, where)
-    _check_keys(phase, _PHASE_KEYS, where)
-    for key in _PHASE_KEYS:
-        if key not in phase:
-            raise ValueError(f"{where}: a phase needs {key!r}")
+    phase = _complete_object(value, _PHASE_KEYS, where, "a phase")
     return {
         "at": _number(phase["at"], f"{where}.at"),
         "models": _validate_models(phase["models"], f"{where}.models"),
