@@ -143,14 +143,12 @@ class Monitor:
 
     def check(self, tally: Tally, number: int) -> None:
         observations = self._ask(False, tally)
-        screened = drift.screen(
-            self.state.drift,
-            drift.samples_from(observations, self.policy.canary_keys),
-            self.policy.canary_keys.values(),
-        )
-        burst = self._ask(True, tally) if screened is not None and screened.hit else []
+        keys = self.policy.canary_keys
+        prejudged = drift.prescreen(self.state.drift, drift.samples_from(observations, keys), keys.values())
+        burst = self._ask(True, tally) if prejudged.screen is not None and prejudged.screen.hit else []
         tally.bursts += bool(burst)
-        self.state, events = track(self.state, observations, self.policy, self.now, burst)
+        # as run_check does, except that track() computes the burst's verdict itself
+        self.state, events = track(self.state, observations, self.policy, self.now, burst, prejudged)
         for event in events:
             if event.type == "canary.drift":
                 tally.alarms.append(number)

@@ -210,13 +210,11 @@ async def _run_check(model: ModelConfig, ctx: CheckContext, check_id: str) -> Ch
     observations = await _probe_all(session, model, canaries, ctx, rejected)
     policy = policy_for(model, known | frozenset(rejected))
     burst: list[Observation] = []
-    verdict: drift.Finding | None = None
+    prejudged: drift.Prejudged | None = None
     if not rejected:
-        screened = drift.screen(
-            before.drift,
-            drift.samples_from(observations, policy.canary_keys),
-            policy.canary_keys.values(),
-        )
+        samples = drift.samples_from(observations, policy.canary_keys)
+        prejudged = drift.prescreen(before.drift, samples, policy.canary_keys.values())
+        screened = prejudged.screen
         if screened is not None and screened.hit:
             # One noisy check pages nobody: fresh samples must show the change too.
             get_logger("fpwatch.check").info(
@@ -228,8 +226,8 @@ async def _run_check(model: ModelConfig, ctx: CheckContext, check_id: str) -> Ch
             burst = await _probe_all(session, model, canaries, ctx, rejected, burst=True)
             # The exact tests can take a second on a real change: off the event loop, outside any transaction.
             burst_samples = drift.samples_from(burst, policy.canary_keys)
-            verdict = await asyncio.to_thread(drift.confirm, before.drift, screened, burst_samples)
-    judged = bool(burst)
+            verdict = await asyncio.to_thread(drift.confirm, prejudged.learned, screened, burst_samples)
+            prejudged = replace(prejudged, verdict=verdict, judged=True)
     finished = ctx.clock()
     error = _check_error(model, observations)
     adapted = {k: v for k, v in rejected.items() if k not in known}
@@ -240,9 +238,8 @@ async def _run_check(model: ModelConfig, ctx: CheckContext, check_id: str) -> Ch
 
     def apply(state: ModelState) -> tuple[ModelState, list[Event]]:
         state = replace(state, unsupported=state.unsupported | {f"{option}@{model.model}" for option in rejected})
-        return track(
-            state, observations, policy_for(model, unsupported_by(model, state)), finished, burst, verdict, judged
-        )
+        policy = policy_for(model, unsupported_by(model, state))
+        return track(state, observations, policy, finished, burst, prejudged)
 
     if ctx.dry_run or ctx.store is None:
         state, events = apply(before)

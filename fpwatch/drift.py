@@ -426,11 +426,6 @@ def g_of(strata: Iterable[Table]) -> tuple[float, int]:
     return g_total, df_total
 
 
-def pooled_g(references: Mapping[str, Reference], samples: Sequence[Sample]) -> tuple[float, int]:
-    """The G statistic summed over every canary and stratum, with its degrees of freedom."""
-    return g_of(t for strata in tables(references, samples).values() for t in strata)
-
-
 def permutation_p(
     strata: Sequence[Table],
     rng: random.Random,
@@ -541,16 +536,9 @@ class Screen:
     check_ratio: float | None = None  # this check alone: pooled G / degrees of freedom (for the dispersion)
 
     @property
-    def outcome_hit(self) -> bool:
-        return self.surprise > self.threshold
-
-    @property
-    def logprob_hit(self) -> bool:
-        return self.logprob is not None and self.logprob > self.logprob_threshold
-
-    @property
     def hit(self) -> bool:
-        return self.outcome_hit or self.logprob_hit or self.pending
+        logprob_hit = self.logprob is not None and self.logprob > self.logprob_threshold
+        return self.surprise > self.threshold or logprob_hit or self.pending
 
 
 def screen(state: DriftState, samples: Sequence[Sample], keys: Iterable[str]) -> Screen | None:
@@ -646,6 +634,39 @@ class Finding:
         }
 
 
+@dataclass(frozen=True)
+class Prejudged:
+    """What a check concluded before its database transaction: the screen (which decides on a burst) and,
+    when a burst was taken, its verdict. `observe` uses them when the state it is handed is still `state`."""
+
+    state: DriftState  # the state as read before the check
+    learned: DriftState  # ... with this check's learning applied: what the screen and the burst are judged by
+    screen: Screen | None
+    verdict: Finding | None = None
+    judged: bool = False  # `verdict` is confirm()'s answer for the burst (None: not confirmed)
+
+
+def prescreen(state: DriftState, samples: Sequence[Sample], keys: Iterable[str]) -> Prejudged:
+    """Screen a check's samples as `observe` will; a hit asks for a burst, for `confirm` to judge."""
+    learned, mature_samples, mature = _learn(state, samples, list(keys))
+    return Prejudged(state, learned, screen(learned, mature_samples, mature) if mature_samples else None)
+
+
+def _learn(state: DriftState, samples: Sequence[Sample], keys: list[str]) -> tuple[DriftState, list[Sample], set[str]]:
+    """Forget canaries no longer configured, fold the samples of learning canaries into their reference, and
+    return the samples of the canaries that are judged."""
+    state = _forget(state, set(keys))
+    if not samples:
+        return state, [], set()
+    mature = {k for k in keys if state.mature(k)}
+    young = [s for s in samples if s.key not in mature]
+    if young or state.learned < LEARNING_CHECKS:
+        state = replace(
+            state, references=_add(state.references, young), learned=min(state.learned + 1, LEARNING_CHECKS)
+        )
+    return state, [s for s in samples if s.key in mature], mature
+
+
 def observe(
     state: DriftState,
     samples: Sequence[Sample],
@@ -654,30 +675,24 @@ def observe(
     now: datetime,
     *,
     signal_changes: Sequence[datetime] = (),
-    verdict: Finding | None = None,
-    judged: bool = False,
+    prejudged: Prejudged | None = None,
 ) -> tuple[DriftState, Finding | None]:
     """Apply one check's samples, and its confirmation burst if one was taken, to the drift state.
 
-    `verdict` is `confirm()`'s answer for the burst when the caller already computed it (`judged`),
-    outside any database transaction; else it is computed here.
+    With `prejudged` from `prescreen` (and `confirm`) on this same state, neither is computed again;
+    if another process changed the state meanwhile, both are.
     """
-    keys = list(keys)
-    state = _forget(state, set(keys))
+    if prejudged is not None and prejudged.state == state:
+        learned, result = prejudged.learned, prejudged.screen
+        samples = [s for s in samples if learned.mature(s.key)]
+    else:
+        prejudged = None
+        learned, samples, mature = _learn(state, samples, list(keys))
+        result = screen(learned, samples, mature) if samples else None
     # "Silent" means no fingerprint or resolved-model change within the screen's window.
-    horizon = _window_span(state, now)
-    changes = tuple(t for t in (*state.signal_changes, *signal_changes) if now - t <= horizon)
-    state = replace(state, signal_changes=changes[-20:])
-    if not samples:
-        return state, None
-    mature = {k for k in keys if state.mature(k)}
-    young = [s for s in samples if s.key not in mature]
-    if young or state.learned < LEARNING_CHECKS:  # learning canaries put their samples straight into the reference
-        state = replace(
-            state, references=_add(state.references, young), learned=min(state.learned + 1, LEARNING_CHECKS)
-        )
-    samples = [s for s in samples if s.key in mature]
-    result = screen(state, samples, mature) if samples else None
+    horizon = _window_span(learned, now)
+    changes = tuple(t for t in (*learned.signal_changes, *signal_changes) if now - t <= horizon)
+    state = replace(learned, signal_changes=changes[-20:])
     if result is None:
         return state, None
     state = replace(
@@ -693,7 +708,8 @@ def observe(
         state = replace(state, screen_hits=state.screen_hits + 1)
         if burst:
             state = replace(state, bursts=state.bursts + 1)
-            found = verdict if judged else confirm(state, result, burst)
+            judged = prejudged is not None and prejudged.judged
+            found = prejudged.verdict if prejudged is not None and judged else confirm(learned, result, burst)
             if found is None:
                 state = replace(state, pending=None)
             elif found.strong or state.pending is not None:

@@ -167,14 +167,13 @@ def track(
     policy: Policy,
     now: datetime,
     burst: Sequence[Observation] = (),
-    verdict: Finding | None = None,
-    judged: bool = False,
+    prejudged: drift.Prejudged | None = None,
 ) -> tuple[ModelState, list[Event]]:
     """Apply one check's observations to the model's state; return the new state and its events.
 
     `burst` holds the fresh samples of a confirmation burst, taken when the drift screen asked for one
-    (drift.screen); they count for fingerprints and resolved models like any other response. With
-    `judged`, `verdict` is drift.confirm's answer for the burst, computed by the caller beforehand.
+    (drift.prescreen); they count for fingerprints and resolved models like any other response.
+    `prejudged` carries the screen and the burst's verdict the caller computed before (drift.Prejudged).
     """
     ok = [o for o in observations if o.ok]
     if not ok:
@@ -211,8 +210,7 @@ def track(
         policy.canary_keys.values(),
         now,
         signal_changes=[e.time for e in events if e.type in drift.SIGNAL_CHANGES],
-        verdict=verdict,
-        judged=judged,
+        prejudged=prejudged,
     )
     if finding is not None:
         new_bfp = behaviour_fingerprint(state.model, now)

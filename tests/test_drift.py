@@ -115,11 +115,15 @@ def test_fingerprint_strata_absorb_replica_differences() -> None:
     """Replica A always says Heads, replica B always Tails: a window served by B alone is not a change."""
     ref = Reference(tuple([("fp_a", "Heads")] * 40 + [("fp_b", "Tails")] * 40))
     only_b = [Sample("k", "Tails", "fp_b") for _ in range(12)]
-    assert drift.pooled_g({"k": ref}, only_b)[0] == 0.0
+
+    def pooled_g(samples: list[Sample]) -> tuple[float, int]:
+        return drift.g_of(drift.tables({"k": ref}, samples)["k"])
+
+    assert pooled_g(only_b)[0] == 0.0
     unknown_fp = [Sample("k", "Tails", "fp_new") for _ in range(12)]  # a new replica is compared with the pool
-    assert drift.pooled_g({"k": ref}, unknown_fp)[0] > 5
+    assert pooled_g(unknown_fp)[0] > 5
     flipped = [Sample("k", "Heads", "fp_b") for _ in range(12)]  # B changed its answer
-    assert drift.surprise(*drift.pooled_g({"k": ref}, flipped)) > 6
+    assert drift.surprise(*pooled_g(flipped)) > 6
 
 
 def test_outcome_is_the_whitespace_normalised_first_words() -> None:
@@ -214,9 +218,11 @@ class Stream:
         changes: tuple[datetime, ...] = (),
     ) -> drift.Finding | None:
         samples = self.draw(behaviour, 4, shift)
-        screened = drift.screen(self.state, samples, self.keys)
-        burst = self.draw(behaviour, 16, shift) if screened is not None and screened.hit else []
-        self.state, finding = drift.observe(self.state, samples, burst, self.keys, self.now, signal_changes=changes)
+        prejudged = drift.prescreen(self.state, samples, self.keys)
+        burst = self.draw(behaviour, 16, shift) if prejudged.screen is not None and prejudged.screen.hit else []
+        self.state, finding = drift.observe(
+            self.state, samples, burst, self.keys, self.now, signal_changes=changes, prejudged=prejudged
+        )
         self.now += timedelta(minutes=15)
         return finding
 
@@ -310,6 +316,22 @@ def test_quiet_when_serving_noise_varies_from_moment_to_moment() -> None:
         moment = {**STEADY, "coin": {"Heads": p, "Tails": 1 - p}, "color": {"Blue": p, "Red": 1 - p}}
         assert stream.check(moment) is None
     assert stream.state.dispersion() > 1.0  # measured, and used by the confirmation
+
+
+def test_observe_uses_the_prescreen_only_for_the_state_it_was_computed_on() -> None:
+    stream = Stream(seed=15)
+    for _ in range(30):
+        stream.check()
+    steady = stream.draw(STEADY, 4)
+    burst = stream.draw(OTHER, 16)
+    prejudged = drift.prescreen(stream.state, steady, stream.keys)
+    assert prejudged.screen is not None and not prejudged.screen.hit
+    forced = replace(prejudged, screen=replace(prejudged.screen, pending=True))  # as if the screen had hit
+    _, used = drift.observe(stream.state, steady, burst, stream.keys, stream.now, prejudged=forced)
+    assert used is not None  # the prescreen's hit was taken as is, and the burst judged
+    elsewhere = replace(forced, state=replace(stream.state, screen_hits=stream.state.screen_hits + 1))
+    _, recomputed = drift.observe(stream.state, steady, burst, stream.keys, stream.now, prejudged=elsewhere)
+    assert recomputed is None  # another state: screened again, and the steady samples do not hit
 
 
 def test_drift_state_survives_json() -> None:
