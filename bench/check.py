@@ -6,7 +6,7 @@ Run from the repository root (fpwatch installed, e.g. `pip install -e '.[test]'`
     python bench/check.py --runs 9 --json      # the same figures as one JSON object
     python bench/check.py --models 400 --concurrency 20 --samples 3
 
-What it does: starts the simulator (`fpwatch.simulator.Simulator`) in this process, every model
+What it does: starts the simulator (`fpwatch.sim.Simulator`) in this process, every model
 answering after `--latency` seconds; writes a config with one `openai-compatible` provider pointing
 at it (`max_concurrency = --concurrency`) and `--models` models, each with one canary of `--samples`
 one-token requests; then runs `python -m fpwatch --config CFG check --json` as a subprocess `--runs`
@@ -52,7 +52,7 @@ from typing import Any
 
 from _common import API_KEY, child_env, write_config  # bench/ is on sys.path: the script's own folder
 
-from fpwatch.simulator import Simulator
+from fpwatch.sim import Simulator
 
 AIM_RATIO = 1.3
 AIM_STARTUP = 0.3

@@ -7,7 +7,7 @@ about 3 minutes:
     python bench/daemon.py --json                   # the same figures as one JSON object
     python bench/daemon.py --minutes 6 --warmup 120 --models 2000
 
-What it does: starts the simulator (`fpwatch.simulator.Simulator`) in this process, every model answering
+What it does: starts the simulator (`fpwatch.sim.Simulator`) in this process, every model answering
 after `--latency` seconds; writes a config in a temporary folder with `[defaults] interval = --interval`,
 `jitter = --jitter`, `timeout = "30s"`, one `openai-compatible` provider pointing at the simulator
 (`max_concurrency = 32`), `--models` models (`m0000`, `m0001`, ...) each with one canary of `--samples`
@@ -81,7 +81,7 @@ from _common import API_KEY, child_env, write_config  # bench/ is on sys.path: t
 from prometheus_client.parser import text_string_to_metric_families
 
 from fpwatch.durations import parse_duration
-from fpwatch.simulator import Simulator
+from fpwatch.sim import Simulator
 
 CONCURRENCY = 32
 SAMPLE_EVERY = 5.0  # seconds between /proc samples

@@ -31,7 +31,7 @@ from fpwatch.config import parse_config
 from fpwatch.http import Exchange
 from fpwatch.observation import Observation, ProbeError
 from fpwatch.providers.openai import OpenAIAdapter, parse_chat_completion
-from fpwatch.simulator import Simulator, perturbed_logprobs, realistic, routed, shifted, with_fingerprints
+from fpwatch.sim import Simulator, perturbed_logprobs, realistic, routed, shifted, with_fingerprints
 from fpwatch.tracking import ModelState, Policy, track
 
 INTERVAL = timedelta(minutes=15)

@@ -19,7 +19,7 @@ import time
 from detection import Monitor, Tally
 
 from fpwatch import drift
-from fpwatch.simulator import realistic
+from fpwatch.sim import realistic
 from fpwatch.tracking import track
 
 

@@ -762,13 +762,13 @@ def simulate(host: str, port: int, scenario: str | None, api_key: str | None, se
 
     Point a provider at it with type = "openai-compatible" and base_url = "http://127.0.0.1:8787/v1"
     (or type = "azure" and base_url = "http://127.0.0.1:8787"). The scenario format is documented in
-    fpwatch/simulator.py and the README; /_sim/... endpoints change behaviour at run time.
+    fpwatch/sim/scenario.py and the README; /_sim/... endpoints change behaviour at run time.
 
     \b
     Example:
       fpwatch simulate --port 8787 --scenario rollout.toml
     """
-    from fpwatch.simulator import load_scenario, serve
+    from fpwatch.sim import load_scenario, serve
 
     try:
         loaded = load_scenario(scenario) if scenario else None

@@ -25,7 +25,7 @@ from fpwatch.check import STATUS_NAMES, CheckResult
 from fpwatch.config import load_config
 from fpwatch.daemon import Daemon
 from fpwatch.notify import render
-from fpwatch.simulator import Simulator
+from fpwatch.sim import Simulator
 from fpwatch.store import StoredEvent
 
 FP_A, FP_B, FP_C = "fp_44709d6fcb", "fp_6ca29cf396", "fp_9d50cd990b"

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from fpwatch.simulator import Simulator
+from fpwatch.sim import Simulator
 
 API_KEY = "sk-fpwatch-test-8d7c6b5a4f3e2d1c0b9a"
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from conftest import API_KEY, Cli
 
-from fpwatch.simulator import Simulator
+from fpwatch.sim import Simulator
 
 MODEL = "sim/gpt-4o"
 FP_A, FP_B = "fp_aaaaaaaaaa", "fp_bbbbbbbbbb"

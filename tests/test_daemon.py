@@ -17,7 +17,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from fpwatch.simulator import Simulator
+from fpwatch.sim import Simulator
 
 MODEL = "sim/gpt-4o"
 A, B, C = "fp_aaaaaaaaaa", "fp_bbbbbbbbbb", "fp_cccccccccc"

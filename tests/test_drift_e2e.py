@@ -22,7 +22,7 @@ from conftest import API_KEY
 from test_daemon import free_port, wait_for
 from test_notify import HttpSink
 
-from fpwatch.simulator import Simulator, realistic
+from fpwatch.sim import Simulator, realistic
 
 SILENT, LOUD = "sim/silent", "sim/loud"
 

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from fpwatch.http import ClientPool, TransportFailure, post_json
-from fpwatch.simulator import Simulator
+from fpwatch.sim import Simulator
 
 BODY = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
 

@@ -21,7 +21,7 @@ from aiosmtpd.controller import Controller
 from conftest import Cli
 from test_daemon import DaemonProcess, wait_for
 
-from fpwatch.simulator import Simulator
+from fpwatch.sim import Simulator
 
 FP_A, FP_B = "fp_aaaaaaaaaa", "fp_bbbbbbbbbb"
 

@@ -21,9 +21,9 @@ import httpx
 import openai
 import pytest
 
-import fpwatch.simulator as simulator_module
+import fpwatch.sim.scenario as simulator_module
 from fpwatch.canaries import BUILTIN_SET
-from fpwatch.simulator import (
+from fpwatch.sim import (
     BUILTIN_PROMPTS,
     Simulator,
     load_scenario,
@@ -557,7 +557,7 @@ def test_200_concurrent_slow_requests_all_succeed(sim: Simulator) -> None:
 
 def test_serve_prints_its_url_and_stops_on_sigterm() -> None:
     """serve() announces its URL on stdout, answers requests and exits cleanly on SIGTERM."""
-    code = "from fpwatch.simulator import serve; serve('127.0.0.1', 0, None, None, 5)"
+    code = "from fpwatch.sim import serve; serve('127.0.0.1', 0, None, None, 5)"
     with subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True) as process:
         try:
             assert process.stdout is not None
