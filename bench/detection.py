@@ -1,9 +1,10 @@
 """Detection benchmark: does fpwatch find real changes fast and stay quiet on serving noise? (DESIGN section 6)
 
 Every request goes through the simulator's noise model (`Simulator.respond`, the code that answers
-HTTP requests, without the sockets) and fpwatch's own request builder, response parser, tracker and
-drift detector, exactly as a check runs them; only the network and the database are left out, so
-90 simulated days take seconds. Side by side with the two naive rules:
+HTTP requests, without the sockets) and fpwatch's own request builder and response parser; every check
+is decided by the same three steps `run_check` takes (detect.conclude: prejudge, judge, conclude) with
+the same policy (check.policy_for). Only the network and the database are left out, so 90 simulated
+days take minutes. Side by side with the two naive rules:
 
 - "output": alert when a canary's answer differs from the one the last check got;
 - "fingerprint": alert when the system_fingerprint differs from the last check's.
@@ -25,14 +26,16 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from fpwatch import drift
-from fpwatch.canaries import BUILTIN_SET
+from fpwatch.check import canaries_for, policy_for
 from fpwatch.config import parse_config
-from fpwatch.http import Exchange
-from fpwatch.observation import Observation, ProbeError
-from fpwatch.providers.openai import OpenAIAdapter, parse_chat_completion
+from fpwatch.detect import drift
+from fpwatch.detect.conclude import conclude, judge, prejudge
+from fpwatch.detect.observation import Observation
+from fpwatch.detect.state import ModelState
+from fpwatch.errors import ProbeError
+from fpwatch.providers import ADAPTERS, TYPES
+from fpwatch.providers.http import Exchange
 from fpwatch.sim import Simulator, perturbed_logprobs, realistic, routed, shifted, with_fingerprints
-from fpwatch.tracking import ModelState, Policy, track
 
 INTERVAL = timedelta(minutes=15)
 WARMUP = 40  # checks before the change: learning (4 checks) plus a reference of 144 samples per canary
@@ -88,16 +91,13 @@ class Monitor:
     """One model watched by fpwatch (built-in canaries) and by the two naive rules."""
 
     def __init__(self, seed: int, settings: dict[str, Any]) -> None:
-        config = parse_config(tomllib.loads(CONFIG), path=Path("bench.toml"), env={})
-        self.model = config.model(MODEL)
-        self.adapter = OpenAIAdapter(self.model.provider)
-        self.canaries = list(BUILTIN_SET)
-        self.policy = Policy(
-            self.model.grace_period,
-            self.model.learning_period,
-            self.model.failure_threshold,
-            canary_keys={c.name: drift.canary_key(c) for c in self.canaries},
-        )
+        config = parse_config(tomllib.loads(CONFIG), TYPES, path=Path("bench.toml"), env={})
+        model = config.model(MODEL)
+        assert model is not None
+        self.model = model
+        self.adapter = ADAPTERS[model.provider.type](model.provider)
+        self.canaries = canaries_for(model, frozenset())  # the built-in set, as run_check sends it
+        self.policy = policy_for(model)  # exactly the policy run_check judges this model by
         self.sim = Simulator({"models": {"model": settings}}, seed=seed, log_requests=False)
         self.state = ModelState(MODEL)
         self.now = T0
@@ -113,13 +113,13 @@ class Monitor:
         out = []
         for canary in self.canaries:
             payload = self.adapter.build_request(self.model, canary).payload
-            count = drift.burst_size(canary) if burst else canary.samples
+            count = drift.burst_size(canary.samples) if burst else canary.samples
             for i in range(count):
                 status, body = self.sim.respond(payload)
                 tally.requests += 1
                 exchange = Exchange(status, {}, json.dumps(body).encode(), 0.0)
                 try:
-                    parsed = parse_chat_completion(exchange)
+                    parsed = self.adapter.parse(exchange)
                 except ProbeError as error:
                     out.append(Observation(self.now, MODEL, canary.name, i, 1, False, error=str(error)))
                     continue
@@ -142,13 +142,15 @@ class Monitor:
         return out
 
     def check(self, tally: Tally, number: int) -> None:
+        # The three decision steps of run_check (detect.conclude), with its policy; only probing is in-process.
         observations = self._ask(False, tally)
-        keys = self.policy.canary_keys
-        prejudged = drift.prescreen(self.state.drift, drift.samples_from(observations, keys), keys.values())
-        burst = self._ask(True, tally) if prejudged.screen is not None and prejudged.screen.hit else []
+        prejudged = prejudge(self.state, observations, self.policy)
+        burst: list[Observation] = []
+        if prejudged.wants_burst:
+            burst = self._ask(True, tally)
+            prejudged = judge(prejudged, burst, self.policy)
         tally.bursts += bool(burst)
-        # as run_check does, except that track() computes the burst's verdict itself
-        self.state, events = track(self.state, observations, self.policy, self.now, burst, prejudged)
+        self.state, events = conclude(self.state, observations, self.policy, self.now, burst, prejudged)
         for event in events:
             if event.type == "canary.drift":
                 tally.alarms.append(number)

@@ -1,10 +1,11 @@
-"""What drift detection costs per check: the screen, the whole track() call and the drift state's size.
+"""What drift detection costs per check: the screen, the whole conclude() call and the drift state's size.
 
 A model with the built-in canaries is watched for 60 checks through the same pipeline as
-bench/detection.py (simulator noise model, fpwatch's parser and tracker), so its reference is full and
-its window complete; then one more check is timed 30 times (medians) the way run_check does it: the
-prescreen before the transaction, then track() inside it, which reuses that screen when the state is
-unchanged. The drift state's JSON is measured and round-tripped as the store does on every check.
+bench/detection.py (simulator noise model, fpwatch's parser and run_check's decision steps), so its
+reference is full and its window complete; then one more check is timed 30 times (medians) the way
+run_check does it: the screen before the transaction (detect.conclude.prejudge), then conclude() inside
+it, which reuses that screen when the state is unchanged. The drift state's JSON is measured and
+round-tripped as the store does on every check.
 
 Usage: python bench/drift_cost.py
 """
@@ -18,9 +19,9 @@ import time
 
 from detection import Monitor, Tally
 
-from fpwatch import drift
+from fpwatch.detect import drift
+from fpwatch.detect.conclude import conclude, prejudge
 from fpwatch.sim import realistic
-from fpwatch.tracking import track
 
 
 def main() -> int:
@@ -29,23 +30,21 @@ def main() -> int:
     for number in range(60):
         monitor.check(tally, number)
     observations = monitor._ask(False, tally)  # one more check's answers, not applied
-    keys = monitor.policy.canary_keys
-    samples = drift.samples_from(observations, keys)
-    screens, tracks, trips = [], [], []
+    screens, concludes, trips = [], [], []
     for _ in range(30):
         started = time.perf_counter()
-        prejudged = drift.prescreen(monitor.state.drift, samples, keys.values())
+        prejudged = prejudge(monitor.state, observations, monitor.policy)
         screens.append(time.perf_counter() - started)
         started = time.perf_counter()
-        track(monitor.state, observations, monitor.policy, monitor.now, (), prejudged)
-        tracks.append(time.perf_counter() - started)
+        conclude(monitor.state, observations, monitor.policy, monitor.now, (), prejudged)
+        concludes.append(time.perf_counter() - started)
         started = time.perf_counter()
         drift.DriftState.from_json(json.loads(json.dumps(monitor.state.drift.to_json(), separators=(",", ":"))))
         trips.append(time.perf_counter() - started)
     size = len(json.dumps(monitor.state.drift.to_json(), separators=(",", ":")))
     print(f"built-in set, {len(observations)} answers per check, reference and window full (medians of 30):")
-    print(f"prescreen                   {statistics.median(screens) * 1000:.2f} ms (before the transaction)")
-    print(f"track() reusing it          {statistics.median(tracks) * 1000:.2f} ms (inside the transaction)")
+    print(f"prejudge (the screen)       {statistics.median(screens) * 1000:.2f} ms (before the transaction)")
+    print(f"conclude() reusing it       {statistics.median(concludes) * 1000:.2f} ms (inside the transaction)")
     print(f"drift state                 {size / 1024:.1f} KB of JSON")
     print(f"state JSON round trip       {statistics.median(trips) * 1000:.2f} ms (saved and loaded every check)")
     return 0

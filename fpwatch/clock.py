@@ -1,12 +1,26 @@
-"""Time as fpwatch stores and shows it: UTC inside, ISO 8601 with a `Z` in data, an explicit zone for people."""
+"""Time as fpwatch stores and shows it: UTC inside, ISO 8601 with a `Z` in data, an explicit zone for people.
+
+Code that decides by the time takes a `Clock` (or a `now` callable), so tests control time instead of sleeping.
+"""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class Clock:
+    """Where a long-running component reads the time: wall-clock UTC for records, monotonic for intervals."""
+
+    now: Callable[[], datetime] = utcnow
+    monotonic: Callable[[], float] = time.monotonic
 
 
 def iso(value: datetime) -> str:

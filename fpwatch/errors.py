@@ -43,8 +43,38 @@ class ConfigError(FpwatchError):
 
 
 class StateError(FpwatchError):
-    """The state database cannot be opened or is not ours."""
+    """The state database cannot be opened, is not ours, or stayed locked."""
 
 
 class UnknownModelError(FpwatchError):
     """A command named a model that the config does not define."""
+
+
+HINT_SEPARATOR = " — "
+
+
+class ProbeError(FpwatchError):
+    """A request that produced no usable answer, explained for a person: what happened and what to do.
+
+    `provider_words` is what the provider said (with the HTTP status), `hint` what fixes it; `param` the
+    request field the provider named, if any. `permanent`: trying again at the next check cannot help
+    until a person acts (a wrong key, an unknown model, no quota left), as opposed to a timeout or a 503.
+    """
+
+    def __init__(
+        self,
+        kind: str,
+        provider_words: str,
+        hint: str = "",
+        *,
+        param: str | None = None,
+        permanent: bool = False,
+        status: int | None = None,
+    ) -> None:
+        super().__init__(f"{provider_words}{HINT_SEPARATOR}{hint}" if hint else provider_words)
+        self.kind = kind
+        self.provider_words = provider_words
+        self.hint = hint
+        self.param = param
+        self.permanent = permanent
+        self.status = status

@@ -12,6 +12,8 @@ from collections.abc import Iterable
 from typing import Any
 
 MASK = "[REDACTED]"
+# Config keys, header names and query parameters whose values are secrets by their very name.
+SECRET_NAME = re.compile(r"(key|token|secret|passw(or)?d|auth|credential|cookie)", re.I)
 _PATTERNS = re.compile(
     r"(sk-(?:ant-|proj-)?[A-Za-z0-9_\-]{16,}|xox[abpr]-[A-Za-z0-9\-]{8,}|AIza[0-9A-Za-z_\-]{20,}"
     r"|(?<=Bearer )[A-Za-z0-9._\-~+/=]{8,})"

@@ -1,21 +1,65 @@
-"""Shared fixtures: a real simulator on loopback, config files that point at it, the real CLI as a subprocess."""
+"""Shared test helpers: real servers on loopback (the simulator, HTTP and SMTP sinks), config files that point at
+them, the real CLI and daemon as subprocesses, a clean environment, and a blocking view of the async store."""
 
 from __future__ import annotations
 
+import asyncio
+import email
+import email.policy
+import http.server
+import inspect
 import json
 import os
+import signal
+import socket
+import sqlite3
 import subprocess
 import sys
-from collections.abc import Iterator
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+from aiosmtpd.controller import Controller
+from prometheus_client.parser import text_string_to_metric_families
 
 from fpwatch.sim import Simulator
+from fpwatch.store import open_sqlite
 
 API_KEY = "sk-fpwatch-test-8d7c6b5a4f3e2d1c0b9a"
+# What the environment may hold that would point fpwatch elsewhere than the test's own config and state.
+_REDIRECTING = ("FPWATCH_CONFIG", "STATE_DIRECTORY", "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "JOURNAL_STREAM")
+
+
+def fpwatch_env(**extra: str) -> dict[str, str]:
+    """The environment for fpwatch subprocesses: this one without what would redirect them, plus `extra`."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **extra}
+    for name in _REDIRECTING:
+        if name not in extra:
+            env.pop(name, None)
+    return env
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 20, what: str = "condition") -> Any:
+    """Poll until `predicate` is truthy (returning its value), or fail saying what never happened."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 @pytest.fixture
@@ -23,6 +67,9 @@ def sim() -> Iterator[Simulator]:
     """A simulator that requires API_KEY and answers instantly."""
     with Simulator(api_key=API_KEY, seed=1) as simulator:
         yield simulator
+
+
+# --- the CLI ----------------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -42,9 +89,7 @@ class Cli:
         self.tmp_path = tmp_path
         self.sim = sim
         self.config = tmp_path / "fpwatch.toml"
-        self.env = {**os.environ, "SIM_KEY": API_KEY, "PYTHONUNBUFFERED": "1"}
-        self.env.pop("FPWATCH_CONFIG", None)
-        self.env.pop("STATE_DIRECTORY", None)
+        self.env = fpwatch_env(SIM_KEY=API_KEY)
 
     def write(
         self,
@@ -106,3 +151,252 @@ top_logprobs = 3
 @pytest.fixture
 def cli(tmp_path: Path, sim: Simulator) -> Cli:
     return Cli(tmp_path, sim)
+
+
+# --- the daemon -------------------------------------------------------------------------------------------
+
+
+class DaemonProcess:
+    """A config in a temp folder, and `fpwatch run` on it as a real subprocess."""
+
+    def __init__(self, tmp_path: Path, sim: Simulator) -> None:
+        self.tmp_path = tmp_path
+        self.sim = sim
+        self.config = tmp_path / "fpwatch.toml"
+        self.port = free_port()
+        self.env = fpwatch_env()
+        self.proc: subprocess.Popen[str] | None = None
+        self.log = tmp_path / "daemon.log"
+
+    def write(self, interval: str = "1s", grace: str = "2s", extra_model: str = "", extra: str = "") -> None:
+        """Checks every `interval`; a learning period of 3 checks sees every replica of a 2-replica pool."""
+        self.config.write_text(
+            f"""
+[fpwatch]
+state = "state.db"
+log_format = "json"
+listen = "127.0.0.1:{self.port}"
+
+[defaults]
+interval = "{interval}"
+jitter = "0"
+learning_period = 3
+grace_period = "{grace}"
+timeout = "10s"
+
+[providers.sim]
+type = "openai-compatible"
+base_url = "{self.sim.base_url}"
+
+[[models]]
+provider = "sim"
+model = "gpt-4o"
+canaries = ["probe"]
+{extra_model}
+
+[canaries.probe]
+prompt = "Reply in one token. 1+1="
+max_tokens = 2
+samples = 4
+{extra}
+"""
+        )
+
+    def start(self) -> None:
+        handle = self.log.open("a")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "fpwatch", "--config", str(self.config), "run"],
+            cwd=self.tmp_path,
+            env=self.env,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        wait_for(self.healthy, what="the daemon's /healthz")
+
+    def healthy(self) -> bool:
+        try:
+            return httpx.get(f"http://127.0.0.1:{self.port}/healthz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def stop(self, timeout: float = 40) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=timeout)
+
+    def cli(self, *args: str) -> Any:
+        out = subprocess.run(
+            [sys.executable, "-m", "fpwatch", "--config", str(self.config), *args, "--json"],
+            cwd=self.tmp_path,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        return json.loads(out.stdout)
+
+    def events(self) -> list[tuple[str, str]]:
+        return [(e["type"], e["details"].get("new") or e["details"].get("value") or "") for e in self.cli("events")]
+
+    def checks(self) -> int:
+        """Successful checks so far: from the running daemon when it answers, else from the database."""
+        if self.proc is not None and self.proc.poll() is None:
+            status = httpx.get(f"http://127.0.0.1:{self.port}/api/v1/status", timeout=5).json()
+        else:
+            status = self.cli("status")
+        return int(status["models"][0]["checks"])
+
+    def log_lines(self) -> list[dict[str, Any]]:
+        lines = []
+        for line in self.log.read_text().splitlines():
+            try:
+                lines.append(json.loads(line))
+            except json.JSONDecodeError:
+                lines.append({"raw": line})
+        return lines
+
+    def metrics(self) -> dict[str, float]:
+        text = httpx.get(f"http://127.0.0.1:{self.port}/metrics", timeout=5).text
+        values = {}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
+                values[f"{sample.name}{{{labels}}}"] = sample.value
+        return values
+
+
+# --- notification sinks -----------------------------------------------------------------------------------
+
+
+class HttpSink:
+    """A loopback HTTP server that records every request: GETs (heartbeat pings) answer "OK"; POSTs (apprise
+    json:// and form://) are decoded, and answer 500 where the path contains "fail"."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, str]] = []  # (method, path)
+        self.posts: list[tuple[str, dict[str, Any]]] = []  # (path, decoded body)
+        sink = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                sink.requests.append(("GET", self.path))
+                self.send_response(200)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"OK")
+
+            def do_POST(self) -> None:
+                raw = self.rfile.read(int(self.headers.get("content-length", 0))).decode()
+                if "json" in self.headers.get("content-type", ""):
+                    payload = json.loads(raw)
+                else:
+                    payload = {k: v[0] for k, v in urllib.parse.parse_qs(raw).items()}
+                sink.requests.append(("POST", self.path))
+                sink.posts.append((self.path, payload))
+                self.send_response(500 if "fail" in self.path else 200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.base = f"127.0.0.1:{self.server.server_address[1]}"
+        self.url = f"http://{self.base}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def to(self, path: str) -> list[dict[str, Any]]:
+        return [payload for p, payload in self.posts if p.startswith(path)]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class Mailbox:
+    """A real SMTP server on loopback that keeps every message it accepts."""
+
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.messages: list[email.message.EmailMessage] = []
+        self.controller: Controller | None = None
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.messages.append(email.message_from_bytes(envelope.content, policy=email.policy.default))  # type: ignore[arg-type]
+        return "250 OK"
+
+    def start(self) -> Mailbox:
+        self.controller = Controller(self, hostname="127.0.0.1", port=self.port)
+        self.controller.start()
+        return self
+
+    def stop(self) -> None:
+        if self.controller is not None:
+            self.controller.stop()
+            self.controller = None
+
+    @property
+    def url(self) -> str:
+        return f"mailto://127.0.0.1:{self.port}?from=fpwatch@example.org&to=oncall@example.org"
+
+
+@pytest.fixture
+def mailbox() -> Iterator[Mailbox]:
+    box = Mailbox().start()
+    yield box
+    box.stop()
+
+
+@pytest.fixture
+def sink() -> Iterator[HttpSink]:
+    server = HttpSink()
+    yield server
+    server.close()
+
+
+# --- the store, from synchronous tests --------------------------------------------------------------------
+
+
+class BlockingStore:
+    """The SQLite store, called from synchronous test code: each coroutine method runs to completion on a
+    private event loop, an async iterator comes back as a list. `db` is a connection of the test's own to the
+    same file (for tampering and looking at the schema), as another process would have."""
+
+    def __init__(self, path: Path, **options: Any) -> None:
+        self.path = path
+        self._loop = asyncio.new_event_loop()
+        try:
+            self._store = self._loop.run_until_complete(open_sqlite(path, **options))
+        except BaseException:
+            self._loop.close()
+            raise
+        self.db = sqlite3.connect(path, isolation_level=None)
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._store, name)
+        if inspect.isasyncgenfunction(method):
+            return lambda *args, **kw: self._loop.run_until_complete(_collect(method(*args, **kw)))
+        if inspect.iscoroutinefunction(method):
+            return lambda *args, **kw: self._loop.run_until_complete(method(*args, **kw))
+        return method
+
+    def close(self) -> None:
+        self.db.close()
+        self._loop.run_until_complete(self._store.close())
+        self._loop.close()
+
+    def __enter__(self) -> BlockingStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+async def _collect(items: Any) -> list[Any]:
+    return [item async for item in items]

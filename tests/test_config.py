@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from fpwatch.canaries import BUILTIN_SET
-from fpwatch.config import effective_config, load_config
+from fpwatch.config import BUILTIN_SET, effective_config, load_config
 from fpwatch.durations import format_duration, parse_duration
 from fpwatch.errors import ConfigError
+from fpwatch.providers import TYPES
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_ENV = {
@@ -40,13 +40,13 @@ def write(tmp_path: Path, text: str) -> Path:
 
 def problems(tmp_path: Path, text: str, env: dict[str, str] | None = None) -> list[str]:
     with pytest.raises(ConfigError) as caught:
-        load_config(write(tmp_path, text), env=env or {})
+        load_config(write(tmp_path, text), TYPES, env=env or {})
     return [str(p) for p in caught.value.problems]
 
 
 def test_example_config_loads_and_validates() -> None:
     """config.example.toml, shipped with fpwatch, is a valid config."""
-    config = load_config(ROOT / "config.example.toml", env=EXAMPLE_ENV)
+    config = load_config(ROOT / "config.example.toml", TYPES, env=EXAMPLE_ENV)
     assert [m.name for m in config.models] == ["openai/gpt-4o", "xai/grok-3-mini", "azure/gpt-4o-prod"]
     gpt = config.models[0]
     assert gpt.interval == timedelta(minutes=5) and gpt.grace_period == timedelta(hours=24)
@@ -60,7 +60,7 @@ def test_example_config_loads_and_validates() -> None:
 
 def test_minimal_config_gets_builtin_canaries_and_defaults(tmp_path: Path) -> None:
     """One provider and one model: built-in canaries and every default apply."""
-    config = load_config(write(tmp_path, MINIMAL), env={})
+    config = load_config(write(tmp_path, MINIMAL), TYPES, env={})
     model = config.models[0]
     assert model.name == "local/gpt-4o" and model.canaries == BUILTIN_SET
     assert (model.interval, model.jitter, model.timeout) == (
@@ -107,7 +107,7 @@ def test_api_key_file_is_read_relative_to_the_config(tmp_path: Path) -> None:
     """api_key_file reads the secret from a file (systemd LoadCredential=), and it is a known secret."""
     (tmp_path / "key.txt").write_text("sk-from-file-0123456789\n")
     text = MINIMAL.replace('type = "openai-compatible"', 'type = "openai-compatible"\napi_key_file = "key.txt"')
-    config = load_config(write(tmp_path, text), env={})
+    config = load_config(write(tmp_path, text), TYPES, env={})
     key = config.models[0].provider.api_key
     assert key is not None and key.reveal() == "sk-from-file-0123456789"
     assert "sk-from-file-0123456789" in config.secrets and "sk-from-file" not in repr(config)
@@ -177,7 +177,7 @@ provider = "local"
 model = "b"
 interval = "1h"
 """
-    config = load_config(write(tmp_path, text), env={})
+    config = load_config(write(tmp_path, text), TYPES, env={})
     a, b = config.models
     assert (a.cron, a.interval, a.timezone) == ("*/10 * * * mon-fri", None, "Europe/Paris")
     assert (b.cron, b.interval) == (None, timedelta(hours=1))
@@ -187,7 +187,7 @@ interval = "1h"
 
 def test_state_path_follows_state_directory(tmp_path: Path) -> None:
     """A relative state path lives under $STATE_DIRECTORY when systemd sets it."""
-    config = load_config(write(tmp_path, MINIMAL), env={"STATE_DIRECTORY": "/var/lib/fpwatch"})
+    config = load_config(write(tmp_path, MINIMAL), TYPES, env={"STATE_DIRECTORY": "/var/lib/fpwatch"})
     assert config.settings.state == Path("/var/lib/fpwatch/fpwatch.db")
 
 
@@ -201,7 +201,7 @@ def test_effective_config_masks_every_secret(tmp_path: Path) -> None:
         )
         + '\n[[notify]]\nurl = "mailtos://alerts:${PW}@smtp.example.com?to=a@example.com"\n'
     )
-    config = load_config(write(tmp_path, text), env={"K": "sk-abcdef0123456789", "PW": "pw-0123456789"})
+    config = load_config(write(tmp_path, text), TYPES, env={"K": "sk-abcdef0123456789", "PW": "pw-0123456789"})
     shown = repr(effective_config(config))
     for secret in ("sk-abcdef0123456789", "pw-0123456789", "tok-0123456789"):
         assert secret not in shown

@@ -2,158 +2,26 @@
 
 from __future__ import annotations
 
-import json
-import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
+from conftest import BlockingStore, DaemonProcess, HttpSink, wait_for
 
+from fpwatch.config import load_config
+from fpwatch.providers import TYPES
+from fpwatch.service.daemon import Daemon
 from fpwatch.sim import Simulator
 
 MODEL = "sim/gpt-4o"
 A, B, C = "fp_aaaaaaaaaa", "fp_bbbbbbbbbb", "fp_cccccccccc"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 20, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
-class DaemonProcess:
-    """A config in a temp folder, and `fpwatch run` on it as a real subprocess."""
-
-    def __init__(self, tmp_path: Path, sim: Simulator) -> None:
-        self.tmp_path = tmp_path
-        self.sim = sim
-        self.config = tmp_path / "fpwatch.toml"
-        self.port = free_port()
-        self.env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        for name in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "JOURNAL_STREAM", "FPWATCH_CONFIG"):
-            self.env.pop(name, None)
-        self.proc: subprocess.Popen[str] | None = None
-        self.log = tmp_path / "daemon.log"
-
-    def write(self, interval: str = "1s", grace: str = "2s", extra_model: str = "", extra: str = "") -> None:
-        """Checks every `interval`; a learning period of 3 checks sees every replica of a 2-replica pool."""
-        self.config.write_text(
-            f"""
-[fpwatch]
-state = "state.db"
-log_format = "json"
-listen = "127.0.0.1:{self.port}"
-
-[defaults]
-interval = "{interval}"
-jitter = "0"
-learning_period = 3
-grace_period = "{grace}"
-timeout = "10s"
-
-[providers.sim]
-type = "openai-compatible"
-base_url = "{self.sim.base_url}"
-
-[[models]]
-provider = "sim"
-model = "gpt-4o"
-canaries = ["probe"]
-{extra_model}
-
-[canaries.probe]
-prompt = "Reply in one token. 1+1="
-max_tokens = 2
-samples = 4
-{extra}
-"""
-        )
-
-    def start(self) -> None:
-        handle = self.log.open("a")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "fpwatch", "--config", str(self.config), "run"],
-            cwd=self.tmp_path,
-            env=self.env,
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        wait_for(self.healthy, what="the daemon's /healthz")
-
-    def healthy(self) -> bool:
-        try:
-            return httpx.get(f"http://127.0.0.1:{self.port}/healthz", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    def signal(self, sig: int) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(sig)
-
-    def stop(self, timeout: float = 40) -> int:
-        assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=timeout)
-
-    def cli(self, *args: str) -> Any:
-        out = subprocess.run(
-            [sys.executable, "-m", "fpwatch", "--config", str(self.config), *args, "--json"],
-            cwd=self.tmp_path,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        return json.loads(out.stdout)
-
-    def events(self) -> list[tuple[str, str]]:
-        return [(e["type"], e["details"].get("new") or e["details"].get("value") or "") for e in self.cli("events")]
-
-    def checks(self) -> int:
-        """Successful checks so far: from the running daemon when it answers, else from the database."""
-        if self.proc is not None and self.proc.poll() is None:
-            status = httpx.get(f"http://127.0.0.1:{self.port}/api/v1/status", timeout=5).json()
-        else:
-            status = self.cli("status")
-        return int(status["models"][0]["checks"])
-
-    def log_lines(self) -> list[dict[str, Any]]:
-        lines = []
-        for line in self.log.read_text().splitlines():
-            try:
-                lines.append(json.loads(line))
-            except json.JSONDecodeError:
-                lines.append({"raw": line})
-        return lines
-
-    def metrics(self) -> dict[str, float]:
-        text = httpx.get(f"http://127.0.0.1:{self.port}/metrics", timeout=5).text
-        values = {}
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
-                values[f"{sample.name}{{{labels}}}"] = sample.value
-        return values
 
 
 @pytest.fixture
@@ -362,41 +230,11 @@ def test_invalid_config_at_start_exits_3_with_every_problem(daemon: DaemonProces
     assert out.stderr.splitlines()[0].startswith("Error: 2 problems in")
 
 
-class Sink:
-    """A loopback HTTP server that records every request (heartbeat pings here; apprise json:// later)."""
-
-    def __init__(self) -> None:
-        import http.server
-        import threading
-
-        self.requests: list[tuple[str, str]] = []
-        sink = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                sink.requests.append(("GET", self.path))
-                self.send_response(200)
-                self.send_header("Content-Length", "2")
-                self.end_headers()
-                self.wfile.write(b"OK")
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 def test_heartbeat_journald_priorities_and_no_secret_in_logs(
     tmp_path: Path, daemon: DaemonProcess, sim: Simulator
 ) -> None:
     """The heartbeat URL is pinged after a healthy check; journald lines carry <N>; keys and tokens never appear."""
-    sink = Sink()
+    sink = HttpSink()
     key, wrong, token = "sk-daemon-key-0123456789abcdef", "sk-wrong-key-echoed-0123456789", "hc-token-5f1c2a9e"
     try:
         daemon.write()
@@ -447,9 +285,6 @@ def test_reload_keeps_unchanged_schedules_and_moves_changed_ones(tmp_path: Path,
     """Diffing jobs on reload: an unchanged model keeps its next run time; a changed one is rescheduled."""
     import asyncio
 
-    from fpwatch.config import load_config
-    from fpwatch.daemon import Daemon
-
     path = tmp_path / "fpwatch.toml"
     base = f"""
 [fpwatch]
@@ -469,20 +304,19 @@ interval = "1h"
     path.write_text(base)
 
     async def scenario() -> tuple[Any, Any, Any, Any, list[str]]:
-        daemon = Daemon(path, load_config(path, env={}), first_run_spread=3600)
-        daemon.open()
-        daemon.sync_jobs(first=True)
+        daemon = Daemon(path, load_config(path, TYPES, env={}), first_run_spread=3600)
+        await daemon.open()
+        await daemon.sync_jobs(first=True)
         daemon.scheduler.start(paused=True)
         before = {job.id: job.next_run_time for job in daemon.scheduler.get_jobs()}
         path.write_text(
             base.replace('model = "changing"\ninterval = "1h"', 'model = "changing"\ninterval = "2h"')
             + '\n[[models]]\nprovider = "sim"\nmodel = "new"\n'
         )
-        daemon.reload()
+        await daemon.reload()
         after = {job.id: job.next_run_time for job in daemon.scheduler.get_jobs()}
         daemon.scheduler.shutdown(wait=False)
-        daemon.store.close()
-        await daemon.providers.aclose()
+        await daemon.close()
         return before["check:sim/steady"], after["check:sim/steady"], before, after, sorted(after)
 
     steady_before, steady_after, before, after, jobs = asyncio.run(scenario())
@@ -495,13 +329,9 @@ def test_a_check_past_the_drain_deadline_is_cancelled_cleanly(tmp_path: Path, si
     """Stopping with a check slower than the drain deadline: the check is cancelled, nothing half-written, exit 0."""
     import asyncio
 
-    from fpwatch.config import load_config
-    from fpwatch.daemon import Daemon
-    from fpwatch.store import Store
-
     process = DaemonProcess(tmp_path, sim)
     process.write(interval="1h")
-    config = load_config(process.config, env={})
+    config = load_config(process.config, TYPES, env={})
     sim.update_model("gpt-4o", {"latency": 30})
 
     async def scenario() -> tuple[int, float]:
@@ -516,6 +346,6 @@ def test_a_check_past_the_drain_deadline_is_cancelled_cleanly(tmp_path: Path, si
 
     code, seconds = asyncio.run(scenario())
     assert code == 0 and seconds < 10
-    with Store.open(tmp_path / "state.db") as store:
+    with BlockingStore(tmp_path / "state.db") as store:
         assert store.load_state("sim/gpt-4o").checks == 0  # the cancelled check left no partial record
         assert store.verify_chain() == (0, None)

@@ -11,14 +11,18 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from conftest import BlockingStore
 
-from fpwatch import drift
-from fpwatch.canaries import BUILTIN_SET, Canary, Message, adapt
-from fpwatch.drift import DriftState, Reference, Sample
-from fpwatch.observation import FirstToken, Observation
-from fpwatch.providers import rejected_option
-from fpwatch.store import Store
-from fpwatch.tracking import ModelState, Policy, track
+from fpwatch.check import canary_key
+from fpwatch.config import BUILTIN_SET, Canary, Message
+from fpwatch.detect import drift
+from fpwatch.detect.conclude import conclude
+from fpwatch.detect.drift import DriftState, Reference, Sample
+from fpwatch.detect.observation import FirstToken, Observation
+from fpwatch.detect.state import ModelState, Policy
+from fpwatch.errors import ProbeError
+from fpwatch.providers.capabilities import adapt, rejected_option
+from fpwatch.store import CheckRecord
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -136,9 +140,9 @@ def test_outcome_is_the_whitespace_normalised_first_words() -> None:
 
 def test_canary_key_changes_when_the_request_changes() -> None:
     canary = BUILTIN_SET[1]
-    assert drift.canary_key(canary) == drift.canary_key(replace(canary, samples=9))  # more samples: same question
-    assert drift.canary_key(canary) != drift.canary_key(replace(canary, max_tokens=3))
-    assert drift.canary_key(canary) != drift.canary_key(adapt(canary, frozenset({"temperature"})))
+    assert canary_key(canary) == canary_key(replace(canary, samples=9))  # more samples: same question
+    assert canary_key(canary) != canary_key(replace(canary, max_tokens=3))
+    assert canary_key(canary) != canary_key(adapt(canary, frozenset({"temperature"})))
 
 
 # --- capabilities ---------------------------------------------------------------------------------------------
@@ -168,7 +172,8 @@ def test_rejected_option_reads_the_providers_words() -> None:
     assert rejected_option(said, replace(canary, logprobs=False)) is None  # not sent: not the cause
     assert rejected_option(_fixture_message("openai-400-unsupported-value-o1-mini.json"), canary) is None
     # fpwatch's own hint after the dash never counts as the provider's words
-    assert rejected_option("Invalid value for 'n' — set temperature = \"default\" (unsupported)", canary) is None
+    hinted = ProbeError("bad_request", "Invalid value for 'n' (HTTP 400)", 'set temperature = "default" (unsupported)')
+    assert rejected_option(hinted, canary) is None
 
 
 # --- decisions on synthetic streams ------------------------------------------------------------------------
@@ -195,7 +200,7 @@ class Stream:
         self.rng = random.Random(seed)
         self.state = DriftState()
         self.now = T0
-        self.keys = list(STEADY)
+        self.keys = {name: name for name in STEADY}  # canary name -> its reference key (the name will do here)
 
     def draw(self, behaviour: Mapping[str, Mapping[str, float]], n: int, shift: float = 0.0) -> list[Sample]:
         out = []
@@ -344,7 +349,7 @@ def test_drift_state_survives_json() -> None:
     assert DriftState.from_json({}) == DriftState()
 
 
-# --- through track() and the store -------------------------------------------------------------------------
+# --- through conclude() and the store -----------------------------------------------------------------------
 
 
 def _observations(
@@ -372,7 +377,7 @@ def _observations(
     return out
 
 
-def test_track_raises_a_critical_silent_drift_with_a_new_behaviour_fingerprint_and_ack_signs_it_off(
+def test_conclude_raises_a_critical_silent_drift_with_a_new_behaviour_fingerprint_and_ack_signs_it_off(
     tmp_path: Path,
 ) -> None:
     policy = Policy(timedelta(hours=1), 3, 3, canary_keys={name: name for name in STEADY})
@@ -380,25 +385,23 @@ def test_track_raises_a_critical_silent_drift_with_a_new_behaviour_fingerprint_a
     state, now = ModelState("m"), T0
     bfp = None
     for _ in range(30):
-        state, events = track(state, _observations("m", STEADY, rng, 4, now), policy, now)
+        state, events = conclude(state, _observations("m", STEADY, rng, 4, now), policy, now)
         assert not [e for e in events if e.type == "canary.drift"]
         bfp = bfp or state.behaviour_fingerprint
         now += timedelta(minutes=15)
     assert state.behaviour_fingerprint == bfp
     screen_obs = _observations("m", OTHER, rng, 4, now)
     burst = _observations("m", OTHER, rng, 16, now)
-    state, events = track(state, screen_obs, policy, now, burst)
+    state, events = conclude(state, screen_obs, policy, now, burst)
     (event,) = [e for e in events if e.type == "canary.drift"]
     assert event.severity == "critical" and event.details["silent"] is True
     assert "silently" in event.summary
     assert event.details["behaviour_fingerprint"] == {"old": bfp, "new": state.behaviour_fingerprint}
     assert state.behaviour_fingerprint != bfp
 
-    with Store.open(tmp_path / "state.db") as store:
-        store.migrate()
-        with store.transaction() as db:
-            store._save_state(db, state)  # seeding a state file directly
-            stored = store._insert_event(db, event, None)
+    with BlockingStore(tmp_path / "state.db") as store:
+        seed = CheckRecord("seed", "m", now, now, 0, 0, None)
+        _, (stored,) = store.record_check(seed, [], lambda _: (state, [event]))  # seeding the state directly
         assert store.load_state("m").drift.open_since == now
         assert stored.id is not None
         store.ack(stored.id, "expected: vendor upgrade", now + timedelta(minutes=5))

@@ -9,7 +9,6 @@ answers) must raise a critical `canary.drift`; a long stretch of that noise must
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -18,9 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import API_KEY
-from test_daemon import free_port, wait_for
-from test_notify import HttpSink
+from conftest import API_KEY, HttpSink, fpwatch_env, free_port, wait_for
 
 from fpwatch.sim import Simulator, realistic
 
@@ -59,14 +56,11 @@ api_key = "${{SIM_KEY}}"
 
 
 def run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "SIM_KEY": API_KEY, "PYTHONUNBUFFERED": "1"}
-    for name in ("FPWATCH_CONFIG", "STATE_DIRECTORY", "NOTIFY_SOCKET"):
-        env.pop(name, None)
     return subprocess.run(
         [sys.executable, "-m", "fpwatch", "--config", str(tmp_path / "fpwatch.toml"), *args],
         capture_output=True,
         text=True,
-        env=env,
+        env=fpwatch_env(SIM_KEY=API_KEY),
         cwd=tmp_path,
         timeout=120,
     )
@@ -190,9 +184,7 @@ def test_daemon_stays_quiet_through_a_long_noisy_steady_state_then_alerts_on_a_s
         '[canaries.haiku]\nprompt = "Write a haiku about sunrise."\nmax_tokens = 80\nsamples = 3\n',
         defaults='interval = "1s"\njitter = "0"\ncanaries = ["default", "haiku"]',
     )
-    env = {**os.environ, "SIM_KEY": API_KEY, "PYTHONUNBUFFERED": "1"}
-    for name in ("FPWATCH_CONFIG", "STATE_DIRECTORY", "NOTIFY_SOCKET", "WATCHDOG_USEC", "JOURNAL_STREAM"):
-        env.pop(name, None)
+    env = fpwatch_env(SIM_KEY=API_KEY)
     with (tmp_path / "daemon.log").open("w") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "fpwatch", "--config", str(tmp_path / "fpwatch.toml"), "run"],

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from fpwatch.http import ClientPool, TransportFailure, post_json
+from fpwatch.providers.http import ClientPool, TransportFailure, post_json
 from fpwatch.sim import Simulator
 
 BODY = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}

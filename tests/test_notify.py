@@ -4,107 +4,16 @@ from __future__ import annotations
 
 import email
 import email.policy
-import http.server
-import json
 import signal
-import socket
-import threading
 import time
-import urllib.parse
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
-import pytest
-from aiosmtpd.controller import Controller
-from conftest import Cli
-from test_daemon import DaemonProcess, wait_for
+from conftest import BlockingStore, Cli, DaemonProcess, HttpSink, Mailbox, wait_for
 
 from fpwatch.sim import Simulator
 
 FP_A, FP_B = "fp_aaaaaaaaaa", "fp_bbbbbbbbbb"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Mailbox:
-    """A real SMTP server on loopback that keeps every message it accepts."""
-
-    def __init__(self, port: int | None = None) -> None:
-        self.port = port or free_port()
-        self.messages: list[email.message.EmailMessage] = []
-        self.controller: Controller | None = None
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        self.messages.append(email.message_from_bytes(envelope.content, policy=email.policy.default))  # type: ignore[arg-type]
-        return "250 OK"
-
-    def start(self) -> Mailbox:
-        self.controller = Controller(self, hostname="127.0.0.1", port=self.port)
-        self.controller.start()
-        return self
-
-    def stop(self) -> None:
-        if self.controller is not None:
-            self.controller.stop()
-            self.controller = None
-
-    @property
-    def url(self) -> str:
-        return f"mailto://127.0.0.1:{self.port}?from=fpwatch@example.org&to=oncall@example.org"
-
-
-class HttpSink:
-    """Records apprise json:// and form:// posts; paths containing "fail" answer 500."""
-
-    def __init__(self) -> None:
-        self.posts: list[tuple[str, dict[str, Any]]] = []
-        sink = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                raw = self.rfile.read(int(self.headers.get("content-length", 0))).decode()
-                if "json" in self.headers.get("content-type", ""):
-                    payload = json.loads(raw)
-                else:
-                    payload = {k: v[0] for k, v in urllib.parse.parse_qs(raw).items()}
-                sink.posts.append((self.path, payload))
-                self.send_response(500 if "fail" in self.path else 200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.base = f"127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def to(self, path: str) -> list[dict[str, Any]]:
-        return [payload for p, payload in self.posts if p.startswith(path)]
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@pytest.fixture
-def mailbox() -> Iterator[Mailbox]:
-    box = Mailbox().start()
-    yield box
-    box.stop()
-
-
-@pytest.fixture
-def sink() -> Iterator[HttpSink]:
-    server = HttpSink()
-    yield server
-    server.close()
 
 
 def notifiers(*entries: tuple[str, str]) -> str:
@@ -301,10 +210,8 @@ def test_a_finished_message_is_never_rewritten(tmp_path: Path) -> None:
     """Delivery outcomes apply only to pending messages: a late expiry cannot undo a delivery."""
     from datetime import UTC, datetime
 
-    from fpwatch.store import Store
-
     now = datetime(2026, 1, 1, tzinfo=UTC)
-    with Store.open(tmp_path / "s.db") as store:
+    with BlockingStore(tmp_path / "s.db") as store:
         store.db.execute(
             "INSERT INTO events (time, model, type, severity, summary, details) VALUES ('x','m','t','info','s','{}')"
         )

@@ -9,11 +9,10 @@ from typing import Any
 
 import pytest
 
-from fpwatch.canaries import Canary, Message
-from fpwatch.config import ModelConfig, ProviderConfig, Secret
-from fpwatch.http import Attempt, Exchange, server_delay
-from fpwatch.observation import Parsed, ProbeError
-from fpwatch.providers import ADAPTERS
+from fpwatch.config import Canary, Message, ModelConfig, ProviderConfig, Secret
+from fpwatch.errors import ProbeError
+from fpwatch.providers import ADAPTERS, Parsed
+from fpwatch.providers.http import Attempt, Exchange, server_delay
 from fpwatch.providers.openai import parse_chat_completion
 
 FIXTURES = Path(__file__).parent / "fixtures" / "responses"
@@ -213,7 +212,7 @@ def test_reasoning_canary_omits_temperature_and_params_override_token_field() ->
 def test_azure_paths_and_api_key_header() -> None:
     """Azure: deployment path with api-version as a query parameter, or the v1 path; the key in api-key."""
     classic = ProviderConfig(
-        "az", "azure", "https://res.openai.azure.com", api_key=Secret("k1"), api_version="2024-10-21"
+        "az", "azure", "https://res.openai.azure.com", api_key=Secret("k1"), extra={"api_version": "2024-10-21"}
     )
     model = _model(classic, timeout=timedelta(seconds=5))
     request = ADAPTERS["azure"](classic).build_request(model, model.canaries[0])

@@ -1,4 +1,4 @@
-"""The tooling promises of the project: ruff and mypy (strict) are clean over the package."""
+"""The tooling promises of the project: ruff and mypy (strict) are clean, and the layering contract holds."""
 
 from __future__ import annotations
 
@@ -23,3 +23,20 @@ def test_mypy_strict_is_clean() -> None:
     """mypy --strict (configured in pyproject.toml) finds nothing in the package."""
     result = run("mypy")
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_layering_contract_holds() -> None:
+    """import-linter keeps every contract in pyproject.toml: layers, a pure detect, httpx in one place, no cycles."""
+    result = subprocess.run(["lint-imports"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 broken" in result.stdout
+
+
+def test_no_module_is_over_600_lines() -> None:
+    """Every module can be read in one sitting."""
+    long = {
+        str(p.relative_to(ROOT)): n
+        for p in (ROOT / "fpwatch").rglob("*.py")
+        if (n := len(p.read_text().splitlines())) > 600
+    }
+    assert long == {}

@@ -22,7 +22,7 @@ import openai
 import pytest
 
 import fpwatch.sim.scenario as simulator_module
-from fpwatch.canaries import BUILTIN_SET
+from fpwatch.config import BUILTIN_SET
 from fpwatch.sim import (
     BUILTIN_PROMPTS,
     Simulator,

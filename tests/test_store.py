@@ -11,11 +11,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from conftest import BlockingStore
 
+from fpwatch.detect.conclude import conclude
+from fpwatch.detect.observation import FirstToken, Observation
+from fpwatch.detect.state import Policy
 from fpwatch.errors import StateError
-from fpwatch.observation import FirstToken, Observation
-from fpwatch.store import MIGRATIONS, CheckRecord, Store
-from fpwatch.tracking import Policy, track
+from fpwatch.store import CheckRecord
+from fpwatch.store.sqlite_migrations import MIGRATIONS
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 POLICY = Policy(timedelta(hours=24), 3, 3)
@@ -38,30 +41,30 @@ def observation(i: int, fingerprint: str = "fp_a000000000", output: str = "391")
     )
 
 
-def record(store: Store, i: int, observations: list[Observation]) -> None:
+def record(store: BlockingStore, i: int, observations: list[Observation]) -> None:
     check = CheckRecord(f"check{i}", "m", T0, T0, len(observations), 0, None)
-    store.record_check(check, observations, lambda s: track(s, observations, POLICY, T0 + timedelta(minutes=i)))
+    store.record_check(check, observations, lambda s: conclude(s, observations, POLICY, T0 + timedelta(minutes=i)))
 
 
 def test_migrations_run_once_from_an_empty_database(tmp_path: Path) -> None:
     """A new file gets every migration recorded; reopening runs none again."""
     path = tmp_path / "state.db"
-    with Store.open(path) as store:
+    with BlockingStore(path) as store:
         names = [row[0] for row in store.db.execute("SELECT name FROM migrations")]
         assert names == [name for name, _ in MIGRATIONS]
         assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    with Store.open(path) as store:
+    with BlockingStore(path) as store:
         assert store.migrate() == []
 
 
 def test_database_from_a_newer_fpwatch_is_refused(tmp_path: Path) -> None:
     """Unknown migrations mean a newer fpwatch wrote the file: say so instead of corrupting it."""
     path = tmp_path / "state.db"
-    Store.open(path).close()
+    BlockingStore(path).close()
     with sqlite3.connect(path) as db:
         db.execute("INSERT INTO migrations VALUES ('999_future', '2030-01-01T00:00:00Z')")
     with pytest.raises(StateError, match="newer fpwatch"):
-        Store.open(path)
+        BlockingStore(path)
 
 
 def test_a_file_that_is_not_a_database_is_a_clear_error(tmp_path: Path) -> None:
@@ -69,21 +72,21 @@ def test_a_file_that_is_not_a_database_is_a_clear_error(tmp_path: Path) -> None:
     path = tmp_path / "notes.txt"
     path.write_text("hello, this is not SQLite at all " * 100)
     with pytest.raises(StateError, match=r"notes\.txt"):
-        Store.open(path)
+        BlockingStore(path)
 
 
 def test_state_round_trips_through_the_database(tmp_path: Path) -> None:
     """What the tracker produced is exactly what the next check loads."""
-    with Store.open(tmp_path / "s.db") as store:
+    with BlockingStore(tmp_path / "s.db") as store:
         obs = [observation(0), observation(1, "fp_b000000000")]
-        expected, _ = track(store.load_state("m"), obs, POLICY, T0)
+        expected, _ = conclude(store.load_state("m"), obs, POLICY, T0)
         record(store, 0, obs)
         assert store.load_state("m") == expected
 
 
 def test_hash_chain_verifies_and_detects_tampering(tmp_path: Path) -> None:
     """The chain recomputes; editing any recorded field breaks it at that row."""
-    with Store.open(tmp_path / "s.db") as store:
+    with BlockingStore(tmp_path / "s.db") as store:
         for i in range(5):
             record(store, i, [observation(i * 2), observation(i * 2 + 1)])
         assert store.verify_chain() == (10, None)
@@ -95,7 +98,7 @@ def test_hash_chain_verifies_and_detects_tampering(tmp_path: Path) -> None:
 
 def test_tampered_output_is_detected_and_pruned_output_is_not(tmp_path: Path) -> None:
     """Outputs are covered through their digest: pruning keeps the chain valid, editing does not."""
-    with Store.open(tmp_path / "s.db") as store:
+    with BlockingStore(tmp_path / "s.db") as store:
         record(store, 0, [observation(0), observation(1)])
         assert store.prune_outputs(T0 + timedelta(seconds=30)) == 1
         assert store.verify_chain() == (2, None)
@@ -105,21 +108,26 @@ def test_tampered_output_is_detected_and_pruned_output_is_not(tmp_path: Path) ->
 
 WRITER = textwrap.dedent(
     """
+    import asyncio
     import sys
     from datetime import UTC, datetime, timedelta
-    from fpwatch.observation import Observation
-    from fpwatch.store import CheckRecord, Store
-    from fpwatch.tracking import Policy, track
+    from fpwatch.detect.conclude import conclude
+    from fpwatch.detect.observation import Observation
+    from fpwatch.detect.state import Policy
+    from fpwatch.store import CheckRecord, open_store
 
-    path, who = sys.argv[1], sys.argv[2]
-    policy = Policy(timedelta(hours=24), 3, 3)
-    store = Store.open(path)
-    for i in range(40):
-        now = datetime.now(UTC)
-        obs = [Observation(now, "m", "c", k, 1, ok=True, system_fingerprint="fp_" + who * 10,
-                           fingerprint_state="present", output="x") for k in range(3)]
-        check = CheckRecord(f"{who}{i}", "m", now, now, 3, 0, None)
-        store.record_check(check, obs, lambda s: track(s, obs, policy, now))
+    async def main(path, who):
+        policy = Policy(timedelta(hours=24), 3, 3)
+        store = await open_store(path)
+        for i in range(40):
+            now = datetime.now(UTC)
+            obs = [Observation(now, "m", "c", k, 1, ok=True, system_fingerprint="fp_" + who * 10,
+                               fingerprint_state="present", output="x") for k in range(3)]
+            check = CheckRecord(f"{who}{i}", "m", now, now, 3, 0, None)
+            await store.record_check(check, obs, lambda s: conclude(s, obs, policy, now))
+        await store.close()
+
+    asyncio.run(main(sys.argv[1], sys.argv[2]))
     print("done")
     """
 )
@@ -128,7 +136,7 @@ WRITER = textwrap.dedent(
 def test_two_processes_writing_the_same_model_neither_fail_nor_double_count(tmp_path: Path) -> None:
     """Concurrent checks from two processes serialise: every sample counted once, the chain intact."""
     path = tmp_path / "shared.db"
-    Store.open(path).close()
+    BlockingStore(path).close()
     procs = [
         subprocess.Popen([sys.executable, "-c", WRITER, str(path), who], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         for who in ("a", "b")
@@ -137,7 +145,7 @@ def test_two_processes_writing_the_same_model_neither_fail_nor_double_count(tmp_
         out, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, err.decode()
         assert out.decode().strip() == "done"
-    with Store.open(path) as store:
+    with BlockingStore(path) as store:
         state = store.load_state("m")
         assert state.checks == 80
         assert state.fingerprints.samples == 240
@@ -152,7 +160,7 @@ def test_two_processes_writing_the_same_model_neither_fail_nor_double_count(tmp_
 
 def test_events_filter_and_ack(tmp_path: Path) -> None:
     """Events are filtered by time, model and severity; an ack is recorded with its comment."""
-    with Store.open(tmp_path / "s.db") as store:
+    with BlockingStore(tmp_path / "s.db") as store:
         for i in range(4):
             record(store, i, [observation(i, f"fp_{i}000000000")])
         all_events = store.events()
@@ -186,6 +194,6 @@ def test_a_database_from_every_earlier_schema_migrates_forward(tmp_path: Path) -
             " fingerprint_samples, response_model_samples) VALUES ('m', 7, 0, 0, 0, '[]', 0, 0)"
         )
         db.close()
-        with Store.open(path) as store:
+        with BlockingStore(path) as store:
             assert [row[0] for row in store.db.execute("SELECT name FROM migrations")] == [n for n, _ in MIGRATIONS]
             assert store.load_state("m").checks == 7

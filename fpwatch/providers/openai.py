@@ -13,28 +13,23 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
-from fpwatch.canaries import Canary
-from fpwatch.config import ModelConfig, ProviderConfig, Secret
-from fpwatch.http import Exchange, server_delay
-from fpwatch.observation import FingerprintState, FirstToken, Parsed, ProbeError
-
-DEFAULT_TOP_LOGPROBS = {"openai": 20, "azure": 5, "openai-compatible": 5}
-
-
-@dataclass(frozen=True)
-class Request:
-    url: str
-    headers: Mapping[str, str]
-    payload: Mapping[str, Any]
-    params: Mapping[str, str] | None = None
+from fpwatch.config import Canary, ModelConfig, ProviderConfig, ProviderType, Secret
+from fpwatch.detect.observation import FingerprintState, FirstToken
+from fpwatch.errors import ProbeError
+from fpwatch.providers.base import Parsed, Request
+from fpwatch.providers.http import Exchange, server_delay
 
 
 class OpenAIAdapter:
-    """api.openai.com: Bearer auth, `max_completion_tokens`, logprobs by default."""
+    """api.openai.com: Bearer auth, `max_completion_tokens`, logprobs by default (top 20)."""
 
+    spec: ClassVar[ProviderType] = ProviderType(
+        "openai", default_base_url="https://api.openai.com/v1", key_variable="OPENAI_API_KEY", key_required=True
+    )
     auto_logprobs = True
+    top_logprobs = 20
     token_field = "max_completion_tokens"
 
     def __init__(self, provider: ProviderConfig) -> None:
@@ -62,7 +57,7 @@ class OpenAIAdapter:
         if wants_logprobs:
             payload["logprobs"] = True
             top = canary.top_logprobs
-            payload["top_logprobs"] = DEFAULT_TOP_LOGPROBS[self.provider.type] if top is None else top
+            payload["top_logprobs"] = self.top_logprobs if top is None else top
         payload.update(model.params)
         headers = {"content-type": "application/json", **self.auth_headers()}
         for name, value in self.provider.headers.items():
@@ -81,22 +76,30 @@ class OpenAICompatibleAdapter(OpenAIAdapter):
     canary asks, because some servers reject the field outright.
     """
 
+    spec: ClassVar[ProviderType] = ProviderType("openai-compatible", base_url_example="http://127.0.0.1:8000/v1")
     auto_logprobs = False
+    top_logprobs = 5
     token_field = "max_tokens"
 
 
 class AzureAdapter(OpenAIAdapter):
     """Azure OpenAI: `api-key` header; the classic deployment path with `api-version`, or the v1 path."""
 
+    spec: ClassVar[ProviderType] = ProviderType(
+        "azure",
+        base_url_example="https://myres.openai.azure.com",
+        key_variable="AZURE_OPENAI_API_KEY",
+        key_required=True,
+        extra_keys=("api_version",),  # the classic deployment path; without it, Azure's v1 path
+    )
+    top_logprobs = 5
     token_field = "max_tokens"
 
     def url(self, model: ModelConfig) -> tuple[str, Mapping[str, str] | None]:
         base = self.provider.base_url
-        if self.provider.api_version and not base.endswith("/openai/v1"):
-            return (
-                f"{base}/openai/deployments/{model.model}/chat/completions",
-                {"api-version": self.provider.api_version},
-            )
+        version = self.provider.extra.get("api_version")
+        if version and not base.endswith("/openai/v1"):
+            return f"{base}/openai/deployments/{model.model}/chat/completions", {"api-version": version}
         root = base if base.endswith("/openai/v1") else f"{base}/openai/v1"
         return f"{root}/chat/completions", None
 
@@ -115,6 +118,7 @@ def parse_chat_completion(exchange: Exchange) -> Parsed:
         raise ProbeError(
             "redirect",
             f"the server redirected (HTTP {exchange.status}) to {where}; set the provider's base_url to the final URL",
+            permanent=True,
             status=exchange.status,
         )
     body = _decode(exchange)
@@ -286,30 +290,33 @@ def error_from(exchange: Exchange, body: Any) -> ProbeError:
     attempts = len(exchange.attempts)
     retried = f" after {attempts} attempts" if attempts > 1 else ""
 
-    def err(kind: str, hint: str) -> ProbeError:
-        text = f"{said} ({tag}{retried})"
-        return ProbeError(kind, f"{text} — {hint}" if hint else text, status=status)
+    def err(kind: str, hint: str, *, permanent: bool) -> ProbeError:
+        said_at = f"{said} ({tag}{retried})"
+        return ProbeError(kind, said_at, hint, param=fields.param, permanent=permanent, status=status)
 
     if "insufficient_quota" in words or status == 402:
-        return err("quota", "the account is out of quota or credits; fpwatch does not retry this: check billing")
+        hint = "the account is out of quota or credits; fpwatch does not retry this: check billing"
+        return err("quota", hint, permanent=True)
     if "content_filter" in words or "responsibleaipolicyviolation" in words:
-        return err("content_filter", "the provider's content filter blocked the canary; change its prompt")
-    if status in (401, 403) or "api_key" in words or "invalid api key" in words:
-        return err("auth", "check the provider's api_key (or api_key_file) and that the key is active")
-    if status == 404:
         return err(
-            "not_found",
-            "check the model id (for Azure: the deployment name), and the provider's base_url and api_version",
+            "content_filter", "the provider's content filter blocked the canary; change its prompt", permanent=True
         )
+    if status in (401, 403) or "api_key" in words or "invalid api key" in words:
+        hint = "check the provider's api_key (or api_key_file) and that the key is active"
+        return err("auth", hint, permanent=True)
+    if status == 404:
+        hint = "check the model id (for Azure: the deployment name), and the provider's base_url and api_version"
+        return err("not_found", hint, permanent=True)
     if status == 429 or "rate_limit" in words or "overloaded" in words:
         delay = server_delay(exchange.headers)
         wait = f"; the server asked to wait {delay:.0f}s" if delay else ""
-        return err("rate_limited", f"rate limited{wait}: lower max_concurrency or raise the interval")
+        return err("rate_limited", f"rate limited{wait}: lower max_concurrency or raise the interval", permanent=False)
     if status >= 500:
-        return err("server_error", "the provider failed; fpwatch retried within the timeout and will try next check")
+        hint = "the provider failed; fpwatch retried within the timeout and will try next check"
+        return err("server_error", hint, permanent=False)
     if status in (400, 422) or status == 200:
-        return err("bad_request", _bad_request_hint(fields, words))
-    return err("http_error", "")
+        return err("bad_request", _bad_request_hint(fields, words), permanent=True)
+    return err("http_error", "", permanent=False)
 
 
 def _bad_request_hint(fields: _Error, words: str) -> str:

@@ -11,8 +11,9 @@ import contextlib
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 from prometheus_client.process_collector import ProcessCollector
 
-from fpwatch import __version__, drift
+from fpwatch import __version__
 from fpwatch.check import CheckResult
+from fpwatch.detect import drift
 
 _DURATION_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300)
 _LAG_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60)
@@ -91,11 +92,10 @@ class Metrics:
         drift_state = result.state.drift
         if drift_state.screens:
             self.drift_screen.labels(name, "value").set(drift_state.screens[-1])
-            threshold = drift.robust_threshold(drift_state.screens, drift.SCREEN_K, drift.SCREEN_FLOOR)
-            self.drift_screen.labels(name, "threshold").set(threshold)
+            self.drift_screen.labels(name, "threshold").set(drift.screen_threshold(drift_state))
         if result.burst:
             self.drift_bursts.labels(name).inc()
-        self.drift_open.labels(name).set(1 if drift_state.open_since else 0)
+        self.drift_open.labels(name).set(1 if result.state.drift_open else 0)
         self.model_up.labels(name).set(0 if result.state.down else 1)
         self.last_check.labels(name).set(result.finished.timestamp())
 

@@ -1,6 +1,7 @@
 """HTTP to providers: one client per provider, retries that honour the server, a whole-request deadline.
 
-The only module that imports httpx, so a move to the maintained fork (httpx2) is a one-line change.
+The only module that imports httpx (import-linter keeps it so), so a move to the maintained fork
+(httpx2) is a one-line change.
 Retries follow the official OpenAI SDK's rules (research/library-practice.md section 4.2): retry
 408/409/429/5xx/529 and connection errors with exponential backoff and jitter, prefer
 `retry-after-ms`, then `Retry-After` (seconds or an HTTP date), obey `x-should-retry`, and never wait
@@ -14,7 +15,6 @@ import asyncio
 import contextlib
 import email.utils
 import functools
-import random
 import ssl
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -24,10 +24,12 @@ from typing import Any
 import httpx
 
 from fpwatch import __version__
+from fpwatch.backoff import backoff
 
 RETRYABLE = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 529})
 MAX_SERVER_DELAY = 60.0  # a server asking for longer is reported, not waited for
 MAX_ATTEMPTS = 4
+RETRY_BASE, RETRY_CAP = 0.5, 8.0  # seconds: full-jitter backoff between attempts
 MAX_BODY = 4 * 1024 * 1024  # canary answers are tiny; anything bigger is a misbehaving server
 # A 429 that needs a person (no credits left) is final however it is dressed: retrying cannot help.
 FINAL_MARKERS = (b"insufficient_quota",)
@@ -132,11 +134,6 @@ def server_delay(headers: Mapping[str, str], now: float | None = None) -> float 
     return None
 
 
-def backoff(attempt: int, base: float = 0.5, cap: float = 8.0) -> float:
-    """Full-jitter exponential backoff for the attempt-th retry (0-based)."""
-    return random.uniform(0, min(cap, base * 2**attempt))
-
-
 def _request_id(headers: Mapping[str, str]) -> str | None:
     return headers.get("x-request-id") or headers.get("request-id") or headers.get("apim-request-id")
 
@@ -173,7 +170,7 @@ async def post_json(
             attempts.append(Attempt(None, str(failure), waited, None, None))
             if failure.kind == "too_large":
                 raise TransportFailure(failure.kind, str(failure), attempts) from None
-            delay = backoff(number)
+            delay = backoff(number, RETRY_BASE, RETRY_CAP)
             if number + 1 >= max_attempts or time.monotonic() + delay >= deadline:
                 raise TransportFailure(failure.kind, str(failure), attempts) from None
             await asyncio.sleep(delay)
@@ -185,7 +182,7 @@ async def post_json(
         retryable = should == "true" or (should != "false" and status in RETRYABLE)
         if any(marker in body for marker in FINAL_MARKERS):
             retryable = False
-        delay = asked if asked is not None else backoff(number)
+        delay = asked if asked is not None else backoff(number, RETRY_BASE, RETRY_CAP)
         last = number + 1 >= max_attempts
         if not retryable or last or (asked is not None and asked > MAX_SERVER_DELAY):
             return Exchange(status, response_headers, body, time.monotonic() - start, attempts)

@@ -11,6 +11,10 @@ research/library-practice.md sections 1 and 5:
   (APScheduler's own shutdown would cancel them);
 - sd_notify: READY, RELOADING with MONOTONIC_USEC, STOPPING, STATUS, and WATCHDOG only while the
   scheduler and the checks are healthy.
+
+The store is awaited (its work runs on its own threads), so a database locked by another process
+delays recording, never signals, `/healthz` or the other models' probes. The daemon reads the time
+from its `clock`, so tests control it.
 """
 
 from __future__ import annotations
@@ -37,53 +41,29 @@ from apscheduler.events import (
     JobSubmissionEvent,
 )
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from apscheduler.triggers.base import BaseTrigger
-from apscheduler.triggers.cron import CronTrigger
-from apscheduler.triggers.interval import IntervalTrigger
 
-from fpwatch import systemd
-from fpwatch.check import CheckContext, CheckResult, model_summary, run_check, state_label
+from fpwatch.check import CheckContext, CheckResult, policy_for, run_check
+from fpwatch.clock import Clock, utcnow
 from fpwatch.config import Config, ModelConfig, load_config, mask_url, validate_notifier_urls
+from fpwatch.detect.state import ModelState
+from fpwatch.detect.verdict import state_label
 from fpwatch.errors import ConfigError, FpwatchError
-from fpwatch.http import new_client
 from fpwatch.logs import get_logger
-from fpwatch.metrics import Metrics
 from fpwatch.notify import Notifier, routes
-from fpwatch.providers import Providers
+from fpwatch.providers import TYPES, Providers
+from fpwatch.providers.http import new_client
 from fpwatch.redact import Redactor
-from fpwatch.store import Store
-from fpwatch.tracking import ModelState
+from fpwatch.report.summary import model_summary
+from fpwatch.service import health, systemd
+from fpwatch.service.metrics import Metrics
+from fpwatch.service.schedule import JOB_PREFIX, schedule_key, trigger
+from fpwatch.store import Store, open_store
 
-JOB_PREFIX = "check:"
 DRAIN_SECONDS = 20.0  # + a 5 s notification flush: below the unit's TimeoutStopSec=30s
-MISFIRE_GRACE_SECONDS = 60
 HEARTBEAT_EVERY = 60.0
+STATUS_EVERY = 1.0  # 1,000 models must not mean 1,000 datagrams a minute
 
 log = get_logger("fpwatch.daemon")
-
-
-def _trigger(model: ModelConfig, first_run: datetime | None = None) -> BaseTrigger:
-    jitter = int(model.jitter.total_seconds()) or None
-    if model.cron:
-        minute, hour, day, month, day_of_week = model.cron.split()
-        return CronTrigger(
-            minute=minute,
-            hour=hour,
-            day=day,
-            month=month,
-            day_of_week=day_of_week,
-            timezone=model.timezone,
-            jitter=jitter,
-        )
-    assert model.interval is not None
-    # No trigger jitter: APScheduler 3 adds it to the previous, already jittered, run, so a "1m" model
-    # would drift to every 1m + jitter/2. Instead each model gets a fixed random phase (first_run).
-    return IntervalTrigger(seconds=model.interval.total_seconds(), start_date=first_run, timezone=model.timezone)
-
-
-def _schedule_key(model: ModelConfig) -> str:
-    """What makes a schedule: a reload that leaves this unchanged leaves the job's timing alone."""
-    return f"{model.interval}|{model.cron}|{model.timezone}|{model.jitter}"
 
 
 @dataclass
@@ -98,21 +78,22 @@ class Daemon:
     metrics: Metrics = field(default_factory=Metrics)
     states: dict[str, ModelState] = field(default_factory=dict)
     redact: Redactor = field(default_factory=Redactor)  # shared with the log pipeline: reloads add secrets
-    started: datetime = field(default_factory=lambda: datetime.now(UTC))
+    clock: Clock = field(default_factory=Clock)
     last_reload_ok: bool = True
 
     def __post_init__(self) -> None:
         self.redact.add(self.config.secrets)
+        self.started = self.clock.now()
         self.stop_requested = asyncio.Event()
         self.reload_requested = asyncio.Event()
         self.in_flight: dict[asyncio.Task[Any], float] = {}
         self.scheduler = AsyncIOScheduler(
             timezone=UTC,
-            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": MISFIRE_GRACE_SECONDS},
+            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": health.MISFIRE_GRACE_SECONDS},
         )
-        self._last_heartbeat = 0.0
-        self._loop_tick = time.monotonic()  # the loop's own heartbeat, read by /healthz on another thread
-        self._last_status = 0.0
+        self._last_heartbeat = -HEARTBEAT_EVERY
+        self._loop_tick = self.clock.monotonic()  # the loop's own heartbeat, read by /healthz on another thread
+        self._last_status = -STATUS_EVERY
         self._schedule_keys: dict[str, str] = {}
         self._scheduled_since: dict[str, datetime] = {}  # when each model's current schedule began
 
@@ -128,7 +109,7 @@ class Daemon:
         _EARLY_SIGNALS.clear()  # a SIGHUP during start-up: the config was just read anyway
         server = self._start_endpoint()  # first: a taken port should stop us before anything is opened
         try:
-            self.open()
+            await self.open()
         except BaseException:
             if server is not None:
                 server.shutdown()
@@ -136,7 +117,7 @@ class Daemon:
             raise
         self.scheduler.add_listener(self._on_job_event, EVENT_JOB_ERROR | EVENT_JOB_MISSED | EVENT_JOB_MAX_INSTANCES)
         self.scheduler.add_listener(self._on_submitted, EVENT_JOB_SUBMITTED)
-        self.sync_jobs(first=True)
+        await self.sync_jobs(first=True)
         self.scheduler.start()
         self.metrics.reload_ok.set(1)
         self.metrics.reload_time.set(time.time())
@@ -153,21 +134,28 @@ class Daemon:
                 reload.cancel()
                 if self.reload_requested.is_set() and not self.stop_requested.is_set():
                     self.reload_requested.clear()
-                    self.reload()
+                    await self.reload()
         finally:
             await self._shutdown(watchdog, delivery, server)
         return 0
 
-    def open(self) -> None:
+    async def open(self) -> None:
         """The state database, the providers' clients, the notifier: what checks need."""
-        # SQLite calls run on the event loop: wait at most 5 s for another process's lock, not 30.
-        self.store = Store.open(self.config.settings.state, busy_timeout_ms=5000)
-        self.states = {m.name: self.store.load_state(m.name) for m in self.config.models}
+        self.store: Store = await open_store(self.config.settings.state)
+        self.states = {m.name: await self.store.load_state(m.name) for m in self.config.models}
         self.providers = Providers(self.config.settings.max_concurrency)
         self.notifier = Notifier(self.config, self.store, on_failure=self._delivery_failed)
         self.ctx = CheckContext(
-            store=self.store, providers=self.providers, redact=self.redact, route=routes(self.config)
+            store=self.store,
+            providers=self.providers,
+            redact=self.redact,
+            clock=self.clock.now,
+            route=routes(self.config),
         )
+
+    async def close(self) -> None:
+        await self.providers.aclose()
+        await self.store.close()
 
     async def _deliver_forever(self) -> None:
         """Group and send notifications every second; a failure here never stops the daemon."""
@@ -206,15 +194,14 @@ class Daemon:
         if server is not None:
             server.shutdown()
             server.server_close()
-        await self.providers.aclose()
-        self.store.close()
+        await self.close()
         log.info("stopped")
 
-    def reload(self) -> None:
+    async def reload(self) -> None:
         """Re-read the config; apply it if valid, else keep running the old one and say why."""
         systemd.notify("RELOADING=1", f"MONOTONIC_USEC={systemd.monotonic_usec()}")
         try:
-            config = load_config(self.config_path)
+            config = load_config(self.config_path, TYPES)
             problems = validate_notifier_urls(config)
             if problems:
                 raise ConfigError(problems, str(self.config_path))
@@ -235,7 +222,7 @@ class Daemon:
         self.redact.add(config.secrets)
         self.notifier.configure(config)
         self.ctx.route = routes(config)
-        self.sync_jobs()
+        await self.sync_jobs()
         self.last_reload_ok = True
         self.metrics.reload_ok.set(1)
         self.metrics.reload_time.set(time.time())
@@ -248,7 +235,7 @@ class Daemon:
         log.error("keeping the previous config", problems=problems)
         systemd.notify("READY=1", f"STATUS={self.status_line()}")
 
-    def sync_jobs(self, first: bool = False) -> None:
+    async def sync_jobs(self, first: bool = False) -> None:
         wanted = {JOB_PREFIX + m.name: m for m in self.config.models}
         for job in self.scheduler.get_jobs():
             if job.id.startswith(JOB_PREFIX) and job.id not in wanted:
@@ -259,22 +246,22 @@ class Daemon:
                 self.states.pop(name, None)
                 self.metrics.forget(name)
                 log.info("model removed", model=name)
-        now = datetime.now(UTC)
+        now = self.clock.now()
         for job_id, model in wanted.items():
-            key = _schedule_key(model)
+            key = schedule_key(model)
             existing = self.scheduler.get_job(job_id) if not first else None
             if existing is None:
                 start = now + timedelta(seconds=random.uniform(0, self._spread(model)))
                 self.scheduler.add_job(
-                    self._check_job, _trigger(model, start), id=job_id, args=[model.name], next_run_time=start
+                    self._check_job, trigger(model, start), id=job_id, args=[model.name], next_run_time=start
                 )
                 self._scheduled_since[model.name] = now
                 if not first:
-                    self.states.setdefault(model.name, self.store.load_state(model.name))
+                    self.states.setdefault(model.name, await self.store.load_state(model.name))
                     log.info("model added", model=model.name)
             elif self._schedule_keys.get(model.name) != key:
                 start = now + timedelta(seconds=random.uniform(0, self._spread(model)))
-                self.scheduler.reschedule_job(job_id, trigger=_trigger(model, start))
+                self.scheduler.reschedule_job(job_id, trigger=trigger(model, start))
                 self._scheduled_since[model.name] = now
                 log.info("schedule changed", model=model.name, interval=str(model.interval), cron=model.cron)
             self._schedule_keys[model.name] = key
@@ -297,7 +284,7 @@ class Daemon:
             return
         task = asyncio.current_task()
         assert task is not None
-        self.in_flight[task] = time.monotonic()
+        self.in_flight[task] = self.clock.monotonic()
         self.metrics.in_flight.set(len(self.in_flight))
         try:
             result = await run_check(model, self.ctx)
@@ -326,14 +313,14 @@ class Daemon:
     def _announce(self) -> None:
         if not systemd.notify_socket():
             return
-        now = time.monotonic()
-        if now - self._last_status >= 1.0:  # 1,000 models must not mean 1,000 datagrams a minute
+        now = self.clock.monotonic()
+        if now - self._last_status >= STATUS_EVERY:
             self._last_status = now
             systemd.notify(f"STATUS={self.status_line()}")
 
     async def _heartbeat(self) -> None:
         url = self.config.settings.heartbeat_url
-        now = time.monotonic()
+        now = self.clock.monotonic()
         if url is None or now - self._last_heartbeat < HEARTBEAT_EVERY or self.health():
             return
         self._last_heartbeat = now
@@ -346,7 +333,7 @@ class Daemon:
             log.warning("heartbeat ping failed", error=type(exc).__name__, url=mask_url(url.reveal()))
 
     def _on_submitted(self, event: JobSubmissionEvent) -> None:
-        now = datetime.now(UTC)
+        now = utcnow()  # APScheduler's run times are wall-clock
         for scheduled in event.scheduled_run_times:
             self.metrics.schedule_lag.observe(max(0.0, (now - scheduled).total_seconds()))
 
@@ -364,73 +351,55 @@ class Daemon:
 
     # -- health
 
+    def snapshot(self) -> health.Snapshot:
+        """What health needs, copied (/healthz reads it on the endpoint's thread while checks come and go)."""
+        return health.Snapshot(
+            now=self.clock.now(),
+            monotonic=self.clock.monotonic(),
+            started=self.started,
+            scheduler_running=self.scheduler.running,
+            loop_tick=self._loop_tick,
+            next_runs=[(job.id.removeprefix(JOB_PREFIX), job.next_run_time) for job in self.scheduler.get_jobs()],
+            in_flight=list(self.in_flight.values()),
+            models=self.config.models,
+            last_checks={name: state.last_check for name, state in list(self.states.items())},
+            scheduled_since=dict(self._scheduled_since),
+        )
+
     def health(self) -> list[str]:
         """Reasons the daemon is unhealthy; empty when all is well."""
-        reasons = []
-        if not self.scheduler.running:
-            reasons.append("the scheduler is not running")
-        blocked = time.monotonic() - self._loop_tick
-        if blocked > 5:
-            reasons.append(f"the event loop has been blocked for {blocked:.0f}s (a database lock?)")
-        now = datetime.now(UTC)
-        overdue = [
-            job.id.removeprefix(JOB_PREFIX)
-            for job in self.scheduler.get_jobs()
-            if job.next_run_time is not None and now - job.next_run_time > timedelta(seconds=MISFIRE_GRACE_SECONDS + 30)
-        ]
-        if overdue:
-            reasons.append(f"the scheduler is stuck: {len(overdue)} checks overdue (e.g. {overdue[0]})")
-        limit = max((10 * m.timeout.total_seconds() + 60 for m in self.config.models), default=60)
-        # list(): /healthz runs this on the endpoint's thread while checks come and go.
-        stuck = [t for t, since in list(self.in_flight.items()) if time.monotonic() - since > limit]
-        if stuck:
-            reasons.append(f"{len(stuck)} checks have run for more than {limit:.0f}s")
-        late = [m.name for m in self.config.models if self._last_check_too_old(m, now)]
-        if late:
-            reasons.append(f"{len(late)} models have not been checked on schedule (e.g. {late[0]})")
-        return reasons
-
-    def _last_check_too_old(self, model: ModelConfig, now: datetime) -> bool:
-        """Two missed intervals (plus the request timeout and some slack) without any check attempt."""
-        if model.interval is None:
-            return False  # cron schedules: the overdue-job test above covers them
-        allowed = 2 * model.interval + model.timeout + timedelta(seconds=60)
-        state = self.states.get(model.name)
-        last = state.last_check if state and state.last_check else None
-        scheduled = self._scheduled_since.get(model.name, self.started)
-        since = max(last, scheduled) if last else scheduled
-        return now - since > allowed
+        return [r.text for r in health.reasons(self.snapshot())]
 
     def stuck(self) -> list[str]:
-        """What a restart would fix: the scheduler not running or not firing (the watchdog's test).
-
-        Slow providers or checks queueing on concurrency limits are reported by /healthz, not
-        punished by a watchdog kill that would lose in-flight checks and fix nothing.
-        """
-        return [r for r in self.health() if r.startswith("the scheduler")]
+        """What a restart would fix: the scheduler not running or not firing (the watchdog's test)."""
+        return [r.text for r in health.reasons(self.snapshot()) if r.restart_helps]
 
     async def _watchdog(self) -> None:
         """Tick for /healthz's blocked-loop test; ping systemd's watchdog while the scheduler is live."""
         interval = systemd.watchdog_interval()
         last_ping = 0.0
         while True:
-            self._loop_tick = time.monotonic()
+            self._loop_tick = self.clock.monotonic()
             if interval is not None and self._loop_tick - last_ping >= interval and not self.stuck():
                 systemd.notify("WATCHDOG=1")
                 last_ping = self._loop_tick
             await asyncio.sleep(min(0.5, interval or 0.5))
 
     def status_line(self) -> str:
-        now = datetime.now(UTC)
-        labels = [state_label(self.states.get(m.name) or ModelState(m.name), m, now) for m in self.config.models]
+        now = self.clock.now()
+        labels = [
+            state_label(state, policy_for(m, state), now)
+            for m in self.config.models
+            for state in [self.states.get(m.name) or ModelState(m.name)]
+        ]
         counts = {label: labels.count(label) for label in dict.fromkeys(labels)}
         parts = ", ".join(f"{n} {label}" for label, n in counts.items())
         line = f"watching {len(labels)} models: {parts}" if labels else "watching no models"
         return line if self.last_reload_ok else line + "; the last reload failed (see the log)"
 
     def status(self) -> dict[str, Any]:
-        """What /api/v1/status serves: the JSON of `fpwatch status`."""
-        now = datetime.now(UTC)
+        """What /api/v1/status serves: the JSON of `fpwatch status` (from the daemon's own memory)."""
+        now = self.clock.now()
         return {
             "models": [model_summary(m, self.states.get(m.name) or ModelState(m.name), now) for m in self.config.models]
         }
@@ -441,11 +410,11 @@ class Daemon:
         listen = self.config.settings.listen
         if not listen:
             return None
-        from fpwatch.endpoint import serve
+        from fpwatch.service.endpoint import app, serve
 
         host, _, port = listen.rpartition(":")
         try:
-            server = serve(host.strip("[]"), int(port), self)
+            server = serve(host.strip("[]"), int(port), app(self.metrics.registry, self.health, self.status))
         except OSError as exc:
             raise FpwatchError(
                 f"cannot listen on {listen}: {exc.strerror or exc}; change [fpwatch] listen or stop what uses it"
@@ -468,7 +437,7 @@ def run_daemon(config_path: Path, *, debug: bool = False) -> int:
         signal.signal(sig, _remember)
     from fpwatch.logs import configure_logging
 
-    config = load_config(config_path)
+    config = load_config(config_path, TYPES)
     problems = validate_notifier_urls(config)
     if problems:
         raise ConfigError(problems, str(config_path))

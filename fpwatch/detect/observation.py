@@ -54,28 +54,3 @@ class Observation:
                 "top": dict(self.first_token.top),
             }
         return out
-
-
-@dataclass(frozen=True)
-class Parsed:
-    """What an adapter reads out of a successful response body."""
-
-    fingerprint: str | None
-    fingerprint_state: FingerprintState
-    response_model: str | None
-    output: str
-    finish_reason: str | None = None
-    first_token: FirstToken | None = None
-    input_tokens: int | None = None
-    output_tokens: int | None = None
-    reasoning_tokens: int | None = None
-    response_id: str | None = None
-
-
-class ProbeError(Exception):
-    """A request that produced no usable answer, explained for a person: what happened and what to do."""
-
-    def __init__(self, kind: str, message: str, *, status: int | None = None) -> None:
-        super().__init__(message)
-        self.kind = kind
-        self.status = status

@@ -1,4 +1,4 @@
-"""The grace window and every tracking event, on a controlled clock (DESIGN section 5)."""
+"""The grace window, and every version-signal and health event of conclude(), on a controlled clock (DESIGN 5)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from fpwatch.observation import Observation
-from fpwatch.tracking import ModelState, Policy, learning, track
+from fpwatch.detect.conclude import conclude
+from fpwatch.detect.observation import Observation
+from fpwatch.detect.state import ModelState, Policy, learning
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 STEP = timedelta(minutes=15)
@@ -55,7 +56,7 @@ class Run:
         self.raw: list = []
 
     def check(self, observations: Sequence[Observation]) -> None:
-        self.state, events = track(self.state, observations, self.policy, self.now)
+        self.state, events = conclude(self.state, observations, self.policy, self.now)
         for e in events:
             value = e.details.get("new") or e.details.get("value") or e.details.get("canary")
             self.events.append((self.index, e.type, value))

@@ -11,17 +11,15 @@ import socket
 import threading
 from collections.abc import Callable, Iterable
 from socketserver import ThreadingMixIn
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import make_wsgi_app
+from prometheus_client import CollectorRegistry, make_wsgi_app
 
 from fpwatch.logs import get_logger
 
-if TYPE_CHECKING:
-    from fpwatch.daemon import Daemon
-
 StartResponse = Callable[..., Any]
+App = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
 
 class _Server(ThreadingMixIn, WSGIServer):
@@ -41,12 +39,13 @@ class _QuietHandler(WSGIRequestHandler):
         pass  # scrapes every 15 s would drown the journal
 
 
-def app(daemon: Daemon) -> Callable[[dict[str, Any], StartResponse], Iterable[bytes]]:
-    metrics = make_wsgi_app(daemon.metrics.registry)
+def app(registry: CollectorRegistry, health: Callable[[], list[str]], status: Callable[[], dict[str, Any]]) -> App:
+    """The endpoint from what it serves: the metrics registry, the health reasons, the status summary."""
+    metrics = make_wsgi_app(registry)
 
-    def respond(start: StartResponse, status: str, body: Any) -> list[bytes]:
+    def respond(start: StartResponse, code: str, body: Any) -> list[bytes]:
         payload = json.dumps(body, indent=2).encode()
-        start(status, [("Content-Type", "application/json"), ("Content-Length", str(len(payload)))])
+        start(code, [("Content-Type", "application/json"), ("Content-Length", str(len(payload)))])
         return [payload]
 
     def handle(environ: dict[str, Any], start: StartResponse) -> Iterable[bytes]:
@@ -54,12 +53,12 @@ def app(daemon: Daemon) -> Callable[[dict[str, Any], StartResponse], Iterable[by
         if path == "/metrics":
             return metrics(environ, start)  # type: ignore[no-any-return]
         if path == "/healthz":
-            reasons = daemon.health()
+            reasons = health()
             if reasons:
                 return respond(start, "503 Service Unavailable", {"status": "unhealthy", "reasons": reasons})
             return respond(start, "200 OK", {"status": "ok"})
         if path == "/api/v1/status":
-            return respond(start, "200 OK", daemon.status())
+            return respond(start, "200 OK", status())
         return respond(
             start, "404 Not Found", {"error": f"no such path {path}; try /metrics, /healthz, /api/v1/status"}
         )
@@ -67,9 +66,9 @@ def app(daemon: Daemon) -> Callable[[dict[str, Any], StartResponse], Iterable[by
     return handle
 
 
-def serve(host: str, port: int, daemon: Daemon) -> _Server:
-    """Start serving in a daemon thread; the caller shuts it down with server.shutdown()."""
+def serve(host: str, port: int, handler: App) -> _Server:
+    """Start serving `handler` in a daemon thread; the caller shuts it down with server.shutdown()."""
     server_class = _Server6 if ":" in host else _Server
-    server = make_server(host, port, app(daemon), server_class=server_class, handler_class=_QuietHandler)
+    server = make_server(host, port, handler, server_class=server_class, handler_class=_QuietHandler)
     threading.Thread(target=server.serve_forever, name="fpwatch-http", daemon=True).start()
     return server

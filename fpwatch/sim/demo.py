@@ -21,11 +21,13 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
-from fpwatch.check import STATUS_NAMES, CheckResult
+from fpwatch.check import CheckResult
 from fpwatch.config import load_config
-from fpwatch.daemon import Daemon
+from fpwatch.detect.verdict import STATUS_NAMES
 from fpwatch.notify import render
-from fpwatch.sim import Simulator
+from fpwatch.providers import TYPES
+from fpwatch.service.daemon import Daemon
+from fpwatch.sim.server import Simulator
 from fpwatch.store import StoredEvent
 
 FP_A, FP_B, FP_C = "fp_44709d6fcb", "fp_6ca29cf396", "fp_9d50cd990b"
@@ -110,7 +112,7 @@ async def play(echo: Callable[[str], None], interval: float = 1.0) -> int:
         sim.update_model("gpt-4o", {"resolved": "gpt-4o-2024-08-06", "outputs": BEFORE, "logprob_jitter": 0.02})
         config_path = Path(tmp) / "fpwatch.toml"
         config_path.write_text(CONFIG.format(base_url=sim.base_url, interval=f"{int(interval * 1000)}ms"))
-        config = load_config(config_path, env={})
+        config = load_config(config_path, TYPES, env={})
         echo(
             f"fpwatch demo: the daemon checks demo/gpt-4o every {interval:g}s on a simulated provider at {sim.base_url}"
         )

@@ -1,0 +1,178 @@
+"""Commands that run checks: `check` (one pass), `run` (the daemon), `demo`, `simulate`."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+
+from fpwatch.cli.app import InternalError, cli, obj_of, run_async, select_models, setup_logging
+from fpwatch.errors import FpwatchError
+
+
+@cli.command()
+@click.argument("models", nargs=-1, metavar="[MODEL|TAG]...")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (fields documented in the README).")
+@click.option("--dry-run", is_flag=True, help="Probe and report, but write nothing to the state database.")
+@click.option("--no-notify", is_flag=True, help="Record events but send no notifications.")
+@click.pass_context
+def check(ctx: click.Context, models: tuple[str, ...], as_json: bool, dry_run: bool, no_notify: bool) -> None:
+    """One pass now over all (or the named) models.
+
+    Shares the state database with the daemon. The first line of the human output and the exit code
+    follow the monitoring-plugin convention: 0 OK, 1 WARNING (a fingerprint or resolved model changed),
+    2 CRITICAL (a silent change, a rollback, a failed expect), 3 UNKNOWN (a model could not be checked,
+    or the config is invalid). The worst result applies; CRITICAL outranks UNKNOWN, which outranks WARNING.
+
+    \b
+    Examples:
+      fpwatch check
+      fpwatch check openai/gpt-4o prod --json
+      fpwatch check --dry-run
+    """
+    from fpwatch.detect.verdict import STATUS_NAMES, UNKNOWN, worst
+    from fpwatch.report.summary import check_summary
+    from fpwatch.report.tables import check_report, delivery_line
+    from fpwatch.service.once import run_pass
+
+    obj = obj_of(ctx)
+    try:
+        config = obj.config()
+        selected = select_models(config, models)
+        setup_logging(config, obj)
+        progress = _Progress(len(selected))
+        results, delivery = run_async(
+            run_pass(config, selected, dry_run=dry_run, notify=not no_notify, on_done=progress)
+        )
+        progress.done()
+    except FpwatchError as exc:
+        exc.exit_code = UNKNOWN  # for a monitor, "could not check" is UNKNOWN whatever the cause
+        raise
+    except Exception as exc:
+        if obj.debug:
+            raise
+        raise InternalError(exc, UNKNOWN) from exc
+    code = worst(r.status for r in results)
+    if as_json:
+        out: dict[str, Any] = {
+            "exit_code": code,
+            "status": STATUS_NAMES[code],
+            "models": [check_summary(r) for r in results],
+        }
+        if delivery is not None:
+            out["notifications"] = {
+                "delivered": delivery.delivered,
+                "failed": delivery.failed,
+                "expired": delivery.expired,
+            }
+        click.echo(json.dumps(out, indent=2))
+    else:
+        click.echo(check_report(results, code, dry_run))
+        line = delivery_line(delivery) if delivery is not None else None
+        if line:
+            click.echo("\n" + line)
+    ctx.exit(code)
+
+
+class _Progress:
+    """ "checked 120/200 models" on a TTY's stderr for long passes; silent otherwise."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.count = total, 0
+        self.enabled = total > 5 and sys.stderr.isatty()
+
+    def __call__(self, result: object) -> None:
+        self.count += 1
+        if self.enabled:
+            click.echo(f"\rchecked {self.count}/{self.total} models", nl=False, err=True)
+
+    def done(self) -> None:
+        if self.enabled:
+            click.echo("\r" + " " * 40 + "\r", nl=False, err=True)
+
+
+# --- run ---------------------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.pass_context
+def run(ctx: click.Context) -> None:
+    """The daemon: check every model on its own schedule until stopped.
+
+    SIGHUP reloads the config (an invalid one is logged and the old one keeps running); SIGTERM or
+    Ctrl-C drains in-flight checks and exits 0. Under systemd it speaks sd_notify (see systemd/).
+    Logs go to stdout: JSON lines (with journald priorities under systemd), or readable on a terminal.
+
+    \b
+    Examples:
+      fpwatch --config /etc/fpwatch/fpwatch.toml run
+      systemctl reload fpwatch        (sends SIGHUP)
+    """
+    from fpwatch.config import find_config_path
+    from fpwatch.service.daemon import run_daemon
+
+    obj = obj_of(ctx)
+    ctx.exit(run_daemon(find_config_path(obj.config_path), debug=obj.debug))
+
+
+# --- demo -----------------------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option(
+    "--interval",
+    default=1.0,
+    show_default=True,
+    type=click.FloatRange(min=1),
+    help="Seconds between the daemon's checks.",
+)
+@click.pass_context
+def demo(ctx: click.Context, interval: float) -> None:
+    """Watch a scripted story on the built-in simulator: no key, no network, under a minute.
+
+    Steady replica rotation stays quiet; a rollout with overlap raises one change and later one
+    retirement; an outage raises model.down then model.recovered; a rollback is critical.
+
+    \b
+    Example:
+      fpwatch demo
+    """
+    from fpwatch.logs import configure_logging
+    from fpwatch.sim.demo import play
+
+    configure_logging("error")  # the story itself is the output
+    ctx.exit(run_async(play(click.echo, interval=interval)))
+
+
+# --- simulate ---------------------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8787, show_default=True, help="Port to listen on (0: any free port).")
+@click.option("--scenario", type=click.Path(exists=True, dir_okay=False), help="A scenario file (.json or .toml).")
+@click.option("--api-key", envvar="FPWATCH_SIMULATOR_API_KEY", help="Require this key (default: accept any request).")
+@click.option("--seed", type=int, help="Seed the simulator's randomness for reproducible runs.")
+def simulate(host: str, port: int, scenario: str | None, api_key: str | None, seed: int | None) -> None:
+    """Serve the simulated OpenAI-compatible provider, for trying configs and alert routing.
+
+    Point a provider at it with type = "openai-compatible" and base_url = "http://127.0.0.1:8787/v1"
+    (or type = "azure" and base_url = "http://127.0.0.1:8787"). The scenario format is documented in
+    fpwatch/sim/scenario.py and the README; /_sim/... endpoints change behaviour at run time.
+
+    \b
+    Example:
+      fpwatch simulate --port 8787 --scenario rollout.toml
+    """
+    from fpwatch.sim import load_scenario, serve
+
+    try:
+        loaded = load_scenario(scenario) if scenario else None
+    except ValueError as exc:
+        raise FpwatchError(str(exc)) from None
+    try:
+        serve(host, port, loaded, api_key, seed)
+    except OSError as exc:
+        raise FpwatchError(f"cannot listen on {host}:{port}: {exc.strerror or exc}; pick another --port") from None

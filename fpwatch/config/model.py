@@ -1,0 +1,186 @@
+"""The config as fpwatch uses it: frozen dataclasses, and every default in one place (here).
+
+Imports nothing else of fpwatch: providers, checks and the daemon read these values; the reader
+(config/reader.py) builds them and takes its defaults from these fields.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+Logprobs = Literal["auto"] | bool
+
+
+class Secret:
+    """A value that must never be printed: its repr and str are masked."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('********')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True)
+class Message:
+    role: str
+    content: str
+
+
+@dataclass(frozen=True)
+class Canary:
+    """One fixed request. `temperature=None` means "send no temperature" (reasoning models)."""
+
+    name: str
+    messages: tuple[Message, ...]
+    seed: int | None = 1
+    temperature: float | None = 0.0
+    max_tokens: int = 16
+    samples: int = 3
+    logprobs: Logprobs = "auto"
+    top_logprobs: int | None = None
+    expect: str | None = None
+    builtin: bool = field(default=False, compare=False)
+
+    @property
+    def prompt(self) -> str:
+        """The last user message: what a person reads as "the question"."""
+        for message in reversed(self.messages):
+            if message.role == "user":
+                return message.content
+        return self.messages[-1].content if self.messages else ""
+
+    def digest(self, context: object = None) -> str:
+        """8 hex digits naming what this canary sends (and `context`: the model id, provider type and extra
+        request fields), so an edited canary, or one sent elsewhere, gets a drift reference of its own."""
+        spec = repr(
+            (
+                [(m.role, m.content) for m in self.messages],
+                self.seed,
+                self.temperature,
+                self.max_tokens,
+                self.logprobs,
+                self.top_logprobs,
+                context,
+            )
+        )
+        return hashlib.sha256(spec.encode()).hexdigest()[:8]
+
+
+@dataclass(frozen=True)
+class ProviderType:
+    """What the config needs to know of one provider `type`; each adapter declares its own."""
+
+    name: str
+    default_base_url: str | None = None  # None: base_url is required
+    base_url_example: str = "http://127.0.0.1:8000/v1"  # shown when a required base_url is missing
+    key_variable: str | None = None  # the environment variable people keep this provider's key in
+    key_required: bool = False
+    extra_keys: tuple[str, ...] = ()  # keys of [providers.NAME] only this type takes (Azure's api_version)
+    supported: bool = True  # False: named in the contract, not implemented yet
+
+
+@dataclass(frozen=True)
+class Settings:
+    state: Path = Path("fpwatch.db")  # relative: to $STATE_DIRECTORY, else to the config file's folder
+    log_format: Literal["auto", "json", "console"] = "auto"
+    log_level: str = "info"
+    listen: str | None = None
+    heartbeat_url: Secret | None = None
+    retention: timedelta = timedelta(days=90)
+    max_concurrency: int = 64  # requests in flight across all providers
+
+
+@dataclass(frozen=True)
+class ProviderConfig:
+    name: str
+    type: str
+    base_url: str
+    api_key: Secret | None = None
+    headers: Mapping[str, str | Secret] = field(default_factory=dict)
+    extra: Mapping[str, str] = field(default_factory=dict)  # the type's own keys (ProviderType.extra_keys)
+    max_concurrency: int = 4
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str
+    provider: ProviderConfig
+    model: str
+    canaries: tuple[Canary, ...]
+    interval: timedelta | None = timedelta(minutes=15)
+    cron: str | None = None
+    timezone: str = "UTC"
+    jitter: timedelta = timedelta(seconds=30)
+    timeout: timedelta = timedelta(seconds=60)
+    grace_period: timedelta = timedelta(hours=24)
+    learning_period: int | timedelta = 3
+    failure_threshold: int = 3
+    tags: tuple[str, ...] = ()
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AlertsConfig:
+    group_wait: timedelta = timedelta(seconds=30)
+    send_resolved: bool = True
+    repeat_interval: timedelta = timedelta(0)
+
+
+@dataclass(frozen=True)
+class NotifierConfig:
+    name: str
+    url: Secret
+    events: tuple[str, ...] | None = None  # None: every event of severity >= min_severity
+    models: tuple[str, ...] | None = None  # None: every model; else model names or tags
+    min_severity: str = "warning"
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    settings: Settings
+    providers: Mapping[str, ProviderConfig]
+    models: tuple[ModelConfig, ...]
+    canaries: Mapping[str, Canary]
+    alerts: AlertsConfig
+    notifiers: tuple[NotifierConfig, ...]
+    secrets: frozenset[str] = field(repr=False)  # every loaded secret, for verbatim redaction
+
+    @functools.cached_property
+    def _by_name(self) -> dict[str, ModelConfig]:
+        return {m.name: m for m in self.models}
+
+    def model(self, name: str) -> ModelConfig | None:
+        return self._by_name.get(name)
+
+
+def default(cls: type[Any], name: str) -> Any:
+    """The default of one field: the reader fills in what a file leaves out from here, never from a copy."""
+    for f in dataclasses.fields(cls):
+        if f.name == name:
+            if f.default is not dataclasses.MISSING:
+                return f.default
+            if f.default_factory is not dataclasses.MISSING:
+                return f.default_factory()
+    raise KeyError(f"{cls.__name__}.{name} has no default")

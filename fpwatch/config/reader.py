@@ -1,0 +1,550 @@
+"""The config file (DESIGN section 3): TOML in, frozen dataclasses out, every mistake reported at once.
+
+Reading is one pass that collects `ConfigProblem`s instead of stopping at the first: a person who
+runs `fpwatch config check` sees everything to fix. Secrets (`api_key`, notifier URLs, secret
+headers, `${VAR}` values of secret-looking variables) are wrapped in `Secret` and listed in
+`Config.secrets`, the set the log and output redaction scrub verbatim.
+
+Provider types are not known here: the caller passes the adapter registry's `ProviderType`s
+(`fpwatch.providers.TYPES`), each declaring its default base URL, key variable and own keys.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from fpwatch.config.canaries import BUILTIN_SET, BUILTIN_SET_NAME
+from fpwatch.config.fields import MISSING, Fields, join, type_name
+from fpwatch.config.model import (
+    AlertsConfig,
+    Canary,
+    Config,
+    Logprobs,
+    Message,
+    ModelConfig,
+    NotifierConfig,
+    ProviderConfig,
+    ProviderType,
+    Secret,
+    Settings,
+    default,
+)
+from fpwatch.detect.events import EVENTS, SEVERITIES
+from fpwatch.errors import ConfigError, ConfigProblem
+from fpwatch.hints import did_you_mean
+from fpwatch.redact import SECRET_NAME, Redactor
+
+_LOG_FORMATS = ("auto", "json", "console")
+_LOG_LEVELS = ("debug", "info", "warning", "error")
+
+_TOP = ("fpwatch", "defaults", "providers", "models", "canaries", "alerts", "notify")
+_SETTINGS = ("state", "log_format", "log_level", "listen", "heartbeat_url", "retention", "max_concurrency")
+_SCHEDULE = (
+    "interval",
+    "cron",
+    "timezone",
+    "jitter",
+    "timeout",
+    "grace_period",
+    "learning_period",
+    "failure_threshold",
+)
+_DEFAULTS = (*_SCHEDULE, "canaries", "params", "tags")
+_PROVIDER = ("type", "base_url", "api_key", "api_key_file", "headers", "max_concurrency")  # + each type's own keys
+_MODEL = ("provider", "model", "name", *_DEFAULTS)
+_CANARY = (
+    "messages",
+    "prompt",
+    "seed",
+    "temperature",
+    "max_tokens",
+    "samples",
+    "logprobs",
+    "top_logprobs",
+    "expect",
+)
+_ALERTS = ("group_wait", "send_resolved", "repeat_interval")
+_NOTIFY = ("name", "url", "url_file", "events", "models", "min_severity")
+
+
+def find_config_path(explicit: str | None, env: Mapping[str, str] | None = None) -> Path:
+    """--config, else $FPWATCH_CONFIG, else ./fpwatch.toml, else /etc/fpwatch/fpwatch.toml."""
+    env = os.environ if env is None else env
+    if explicit:
+        return Path(explicit)
+    if env.get("FPWATCH_CONFIG"):
+        return Path(env["FPWATCH_CONFIG"])
+    for candidate in (Path("fpwatch.toml"), Path("/etc/fpwatch/fpwatch.toml")):
+        if candidate.is_file():
+            return candidate
+    raise ConfigError(
+        [
+            ConfigProblem(
+                "",
+                "no config file found: pass --config PATH, set FPWATCH_CONFIG, or create ./fpwatch.toml "
+                "(config.example.toml is a starting point)",
+            )
+        ]
+    )
+
+
+def load_config(path: Path | str, types: Mapping[str, ProviderType], env: Mapping[str, str] | None = None) -> Config:
+    """Read and validate a config file against these provider types; raise ConfigError listing every problem."""
+    path = Path(path)
+    env = os.environ if env is None else env
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError([ConfigProblem("", f"config file {path} does not exist")]) from None
+    except OSError as exc:
+        raise ConfigError([ConfigProblem("", f"cannot read {path}: {exc.strerror}")]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([ConfigProblem("", f"{path} is not valid TOML: {exc}")]) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            [ConfigProblem("", f"{path} is not UTF-8 text (byte {exc.start}); save it as UTF-8")]
+        ) from None
+    return parse_config(raw, types, path=path, env=env)
+
+
+def parse_config(
+    raw: Mapping[str, Any], types: Mapping[str, ProviderType], *, path: Path, env: Mapping[str, str]
+) -> Config:
+    """Validate a parsed TOML document; raise ConfigError listing every problem."""
+    reader = Reader(types, env=env, base_dir=path.resolve().parent)
+    config = reader.config(raw, path)
+    if reader.problems:
+        redact = Redactor(reader.secrets)  # a secret put in the wrong key must not be printed back
+        problems = [ConfigProblem(p.location, redact(p.message)) for p in dict.fromkeys(reader.problems)]
+        raise ConfigError(problems, str(path))
+    assert config is not None
+    return config
+
+
+class Reader(Fields):
+    """One pass over the TOML document, section by section."""
+
+    def __init__(self, types: Mapping[str, ProviderType], env: Mapping[str, str], base_dir: Path) -> None:
+        super().__init__(env, base_dir)
+        self.types = types
+        self.broken_canaries: set[str] = set()  # defined but invalid: already reported, not "missing"
+
+    def config(self, raw: Mapping[str, Any], path: Path) -> Config | None:
+        top = self.table(dict(raw), "", _TOP)
+        settings = self.settings(top.get("fpwatch", MISSING))
+        canaries = self.canaries(top.get("canaries", MISSING))
+        providers = self.providers(top.get("providers", MISSING))
+        defaults = self.table(top.get("defaults", MISSING), "defaults", _DEFAULTS)
+        models = self.models(top.get("models", MISSING), defaults, providers, canaries)
+        alerts = self.alerts(top.get("alerts", MISSING))
+        notifiers = self.notifiers(top.get("notify", MISSING), models)
+        if self.problems:
+            return None
+        return Config(
+            path=path,
+            settings=settings,
+            providers=providers,
+            models=tuple(models),
+            canaries=canaries,
+            alerts=alerts,
+            notifiers=tuple(notifiers),
+            secrets=frozenset(self.secrets),
+        )
+
+    def settings(self, value: Any) -> Settings:
+        tbl = self.table(value, "fpwatch", _SETTINGS)
+        fallback = str(default(Settings, "state"))
+        state = Path(self.string(tbl, "state", "fpwatch", fallback) or fallback)
+        if not state.is_absolute():
+            root = self.env.get("STATE_DIRECTORY")
+            # systemd may pass several colon-separated directories; the first is ours.
+            state = (Path(root.split(":")[0]) if root else self.base_dir) / state
+        listen = self.string(tbl, "listen", "fpwatch", None)
+        if listen is not None and (
+            not re.fullmatch(r"(\[[0-9a-fA-F:]+\]|[^:\s]+):\d{1,5}", listen) or int(listen.rpartition(":")[2]) > 65535
+        ):
+            self.problem("fpwatch.listen", f'"{listen}" is not HOST:PORT (for example "127.0.0.1:9464")')
+        heartbeat = self.string(tbl, "heartbeat_url", "fpwatch", None, secret=True)
+        return Settings(
+            state=state,
+            log_format=self.string(tbl, "log_format", "fpwatch", "auto", choices=_LOG_FORMATS) or "auto",
+            log_level=self.string(tbl, "log_level", "fpwatch", "info", choices=_LOG_LEVELS) or "info",
+            listen=listen,
+            heartbeat_url=Secret(heartbeat) if heartbeat else None,
+            retention=self.duration(tbl, "retention", "fpwatch", default(Settings, "retention")),
+            max_concurrency=self.integer(tbl, "max_concurrency", "fpwatch", default(Settings, "max_concurrency"), 1),
+        )
+
+    def providers(self, value: Any) -> dict[str, ProviderConfig]:
+        if value is MISSING:
+            self.problem("providers", 'define at least one provider, e.g. [providers.openai] with type = "openai"')
+            return {}
+        if not isinstance(value, dict):
+            self.problem("providers", f"expected a table of providers, got {type_name(value)}")
+            return {}
+        extra_keys = tuple(dict.fromkeys(k for t in self.types.values() for k in t.extra_keys))
+        out: dict[str, ProviderConfig] = {}
+        for name, body in value.items():
+            loc = f"providers.{name}"
+            tbl = self.table(body, loc, (*_PROVIDER, *extra_keys))
+            spec = self.provider_type(tbl, loc)
+            base_url = self.string(tbl, "base_url", loc, spec.default_base_url if spec else None)
+            if base_url is None and spec is not None and spec.default_base_url is None:
+                self.problem(
+                    join(loc, "base_url"), f'is required for type "{spec.name}", e.g. "{spec.base_url_example}"'
+                )
+            elif base_url is not None and not re.match(r"https?://[^/\s]+", base_url):
+                self.problem(join(loc, "base_url"), f'"{base_url}" is not an http(s) URL')
+            api_key = self._api_key(tbl, loc, spec)
+            headers = self._headers(tbl.get("headers", MISSING), join(loc, "headers"))
+            extra = {}
+            for key in extra_keys:
+                text = self.string(tbl, key, loc, None)
+                if text is None:
+                    continue
+                if spec is not None and key not in spec.extra_keys:
+                    takes = " or ".join(f'type = "{t.name}"' for t in self.types.values() if key in t.extra_keys)
+                    self.problem(join(loc, key), f"only applies to {takes}; remove it")
+                extra[key] = text
+            concurrency = self.integer(tbl, "max_concurrency", loc, default(ProviderConfig, "max_concurrency"), 1)
+            if spec is None or base_url is None:
+                continue
+            out[name] = ProviderConfig(
+                name=name,
+                type=spec.name,
+                base_url=base_url.rstrip("/"),
+                api_key=Secret(api_key) if api_key else None,
+                headers=headers,
+                extra=extra,
+                max_concurrency=concurrency,
+            )
+        return out
+
+    def provider_type(self, tbl: Mapping[str, Any], loc: str) -> ProviderType | None:
+        """The provider's `type`, known to the adapter registry and implemented; None (and a problem) if not."""
+        name = self.string(tbl, "type", loc, choices=tuple(self.types))
+        spec = self.types.get(name) if name is not None else None
+        if spec is not None and not spec.supported:
+            supported = ", ".join(t.name for t in self.types.values() if t.supported)
+            self.problem(join(loc, "type"), f'"{name}" is not supported yet; use one of {supported}')
+            return None
+        return spec
+
+    def _api_key(self, tbl: Mapping[str, Any], loc: str, spec: ProviderType | None) -> str | None:
+        if "api_key" in tbl and "api_key_file" in tbl:
+            self.problem(join(loc, "api_key"), "set api_key or api_key_file, not both")
+            return None
+        if "api_key_file" in tbl:
+            return self.secret_file(tbl, "api_key_file", loc)
+        if "api_key" in tbl:
+            key: str | None = self.string(tbl, "api_key", loc, None, secret=True)
+            return key
+        if spec is not None and spec.key_required:
+            self.problem(
+                join(loc, "api_key"),
+                f'is required for type "{spec.name}": api_key = "${{{spec.key_variable}}}" or api_key_file = "..."',
+            )
+        return None
+
+    def _headers(self, value: Any, loc: str) -> dict[str, str | Secret]:
+        if value is MISSING:
+            return {}
+        if not isinstance(value, dict):
+            self.problem(loc, f"expected a table of header names to values, got {type_name(value)}")
+            return {}
+        out: dict[str, str | Secret] = {}
+        for name in value:
+            secret = bool(SECRET_NAME.search(name))
+            text = self.string(value, name, loc, secret=secret)
+            if text is not None and not secret:
+                self.check_header_safe(text, join(loc, name))
+            if text is not None:
+                out[name] = Secret(text) if secret else text
+        return out
+
+    def canaries(self, value: Any) -> dict[str, Canary]:
+        if value is MISSING:
+            return {}
+        if not isinstance(value, dict):
+            self.problem("canaries", f"expected a table of canaries, got {type_name(value)}")
+            return {}
+        out: dict[str, Canary] = {}
+        for name, body in value.items():
+            loc = f"canaries.{name}"
+            if name == BUILTIN_SET_NAME:
+                self.problem(loc, f'"{BUILTIN_SET_NAME}" is the built-in canary set; pick another name')
+                continue
+            canary = self.canary(name, body, loc)
+            if canary is not None:
+                out[name] = canary
+            else:
+                self.broken_canaries.add(name)
+        return out
+
+    def canary(self, name: str, body: Any, loc: str) -> Canary | None:
+        tbl = self.table(body, loc, _CANARY)
+        before = len(self.problems)
+        messages = self._messages(tbl, loc)
+        seed: int | None = (
+            None if tbl.get("seed") == "none" else self.integer(tbl, "seed", loc, default(Canary, "seed"))
+        )
+        temperature: float | None = default(Canary, "temperature")
+        raw_t = tbl.get("temperature", temperature)
+        if raw_t == "default":
+            temperature = None
+        elif isinstance(raw_t, int | float) and not isinstance(raw_t, bool) and 0 <= raw_t <= 2:
+            temperature = float(raw_t)
+        else:
+            self.problem(join(loc, "temperature"), 'expected a number from 0 to 2, or "default" to omit it')
+        logprobs: Logprobs = default(Canary, "logprobs")
+        raw_lp = tbl.get("logprobs", logprobs)
+        if isinstance(raw_lp, bool) or raw_lp == "auto":
+            logprobs = raw_lp
+        else:
+            self.problem(join(loc, "logprobs"), 'expected "auto", true or false')
+        expect = self.string(tbl, "expect", loc, None)
+        if expect is not None:
+            try:
+                re.compile(expect)
+            except re.error as exc:
+                self.problem(join(loc, "expect"), f"is not a valid regular expression: {exc}")
+        canary = Canary(
+            name=name,
+            messages=messages,
+            seed=seed,
+            temperature=temperature,
+            max_tokens=self.integer(tbl, "max_tokens", loc, default(Canary, "max_tokens"), minimum=1),
+            samples=self.integer(tbl, "samples", loc, default(Canary, "samples"), minimum=1),
+            logprobs=logprobs,
+            top_logprobs=self.integer(tbl, "top_logprobs", loc, None, minimum=0),
+            expect=expect,
+        )
+        return canary if len(self.problems) == before else None
+
+    def _messages(self, tbl: Mapping[str, Any], loc: str) -> tuple[Message, ...]:
+        if "prompt" in tbl and "messages" in tbl:
+            self.problem(join(loc, "prompt"), "set prompt or messages, not both")
+            return ()
+        if "prompt" in tbl:
+            prompt = self.string(tbl, "prompt", loc)
+            return (Message("user", prompt),) if prompt else ()
+        raw = tbl.get("messages", MISSING)
+        if raw is MISSING:
+            self.problem(loc, 'needs prompt = "..." or messages = [{ role = "user", content = "..." }]')
+            return ()
+        if not isinstance(raw, list) or not raw:
+            self.problem(join(loc, "messages"), "expected a non-empty list of { role, content } tables")
+            return ()
+        out = []
+        for i, item in enumerate(raw):
+            mloc = f"{loc}.messages[{i}]"
+            mt = self.table(item, mloc, ("role", "content"))
+            role = self.string(mt, "role", mloc, choices=("system", "developer", "user", "assistant"))
+            content = self.string(mt, "content", mloc, allow_empty=True)
+            if role and content is not None:
+                out.append(Message(role, content))
+        return tuple(out)
+
+    def models(
+        self,
+        value: Any,
+        defaults: Mapping[str, Any],
+        providers: Mapping[str, ProviderConfig],
+        canaries: Mapping[str, Canary],
+    ) -> list[ModelConfig]:
+        if value is MISSING or value == []:
+            self.problem("models", 'add at least one [[models]] entry with provider = "..." and model = "..."')
+            return []
+        if not isinstance(value, list):
+            self.problem("models", "expected [[models]] entries (an array of tables)")
+            return []
+        out: list[ModelConfig] = []
+        seen: dict[str, str] = {}
+        for i, body in enumerate(value):
+            loc = f"models[{i}]"
+            first_problem = len(self.problems)
+            tbl = self.table(body, loc, _MODEL)
+            merged = {**defaults, **tbl}
+            provider_name = self.string(tbl, "provider", loc)
+            model_id = self.string(tbl, "model", loc)
+            provider = providers.get(provider_name) if provider_name else None
+            if (
+                provider_name
+                and provider is None
+                and not any(p.location.startswith(f"providers.{provider_name}") for p in self.problems)
+            ):
+                advice = did_you_mean(provider_name, providers, f"define it under [providers.{provider_name}]")
+                self.problem(join(loc, "provider"), f'no provider named "{provider_name}"; {advice}')
+            name = self.string(tbl, "name", loc, f"{provider_name}/{model_id}")
+            if name in seen:
+                self.problem(join(loc, "name"), f'"{name}" is already used by {seen[name]}; names must be unique')
+            elif name:
+                seen[name] = loc
+            schedule = self.schedule(merged, loc, tbl)
+            model_canaries = self.model_canaries(merged, loc, canaries)
+            params = merged.get("params", {})
+            if not isinstance(params, dict):
+                self.problem(join(loc, "params"), f"expected a table of request fields, got {type_name(params)}")
+                params = {}
+            tags = self.strings(merged, "tags", loc) or ()
+            self._blame_defaults(first_problem, loc, tbl, defaults)
+            if provider is None or not model_id or not name or schedule is None:
+                continue
+            out.append(
+                ModelConfig(
+                    name=name,
+                    provider=provider,
+                    model=model_id,
+                    canaries=model_canaries,
+                    tags=tags,
+                    params=self._interpolate_params(params, join(loc, "params")),
+                    **schedule,
+                )
+            )
+        return out
+
+    def _blame_defaults(self, first: int, loc: str, own: Mapping[str, Any], defaults: Mapping[str, Any]) -> None:
+        """A bad value a model inherited is the [defaults] entry's fault: report it there (once)."""
+        for j in range(first, len(self.problems)):
+            problem = self.problems[j]
+            rest = problem.location.removeprefix(loc + ".")
+            key = re.split(r"[.\[]", rest)[0]
+            if rest != problem.location and key not in own and key in defaults:
+                self.problems[j] = ConfigProblem(f"defaults.{rest}", problem.message)
+
+    def _interpolate_params(self, value: Any, loc: str) -> Any:
+        if isinstance(value, str):
+            return self.interpolate(value, loc, secret=False)
+        if isinstance(value, dict):
+            return {k: self._interpolate_params(v, join(loc, k)) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self._interpolate_params(v, f"{loc}[{i}]") for i, v in enumerate(value)]
+        return value
+
+    def schedule(self, merged: Mapping[str, Any], loc: str, own: Mapping[str, Any]) -> dict[str, Any] | None:
+        before = len(self.problems)
+        cron = self.string(merged, "cron", loc, None)
+        interval = self.duration(merged, "interval", loc, default(ModelConfig, "interval"))
+        if "cron" in own and "interval" in own:
+            self.problem(join(loc, "cron"), "set interval or cron, not both")
+        if cron is not None and "interval" not in own:
+            interval = None
+            self._check_cron(cron, join(loc, "cron"))
+        elif cron is not None and "cron" not in own:
+            cron = None  # the model's own interval overrides a default cron
+        if interval is not None and interval < timedelta(seconds=1):
+            self.problem(join(loc, "interval"), "must be at least 1s")
+        timezone = self.string(merged, "timezone", loc, default(ModelConfig, "timezone"))
+        if timezone:
+            try:
+                ZoneInfo(timezone)
+            except (ZoneInfoNotFoundError, ValueError):
+                self.problem(join(loc, "timezone"), f'"{timezone}" is not an IANA time zone like "Europe/Paris"')
+        learning: Any = merged.get("learning_period", default(ModelConfig, "learning_period"))
+        if isinstance(learning, str):
+            learning = self.duration(merged, "learning_period", loc, default(ModelConfig, "learning_period"))
+        else:
+            learning = self.integer(merged, "learning_period", loc, default(ModelConfig, "learning_period"), 1)
+        timeout = self.duration(merged, "timeout", loc, default(ModelConfig, "timeout"))
+        if timeout <= timedelta(0):
+            self.problem(join(loc, "timeout"), "must be longer than 0")
+        result = {
+            "interval": interval,
+            "cron": cron,
+            "timezone": timezone or default(ModelConfig, "timezone"),
+            "jitter": self.duration(merged, "jitter", loc, default(ModelConfig, "jitter")),
+            "timeout": timeout,
+            "grace_period": self.duration(merged, "grace_period", loc, default(ModelConfig, "grace_period")),
+            "learning_period": learning,
+            "failure_threshold": self.integer(
+                merged, "failure_threshold", loc, default(ModelConfig, "failure_threshold"), 1
+            ),
+        }
+        return result if len(self.problems) == before else None
+
+    def _check_cron(self, expr: str, loc: str) -> None:
+        fields = expr.split()
+        if len(fields) != 5:
+            self.problem(loc, f'"{expr}" is not a 5-field crontab expression like "*/15 * * * *"')
+            return
+        if re.search(r"\d", fields[4]):
+            # APScheduler 3 numbers weekdays from Monday = 0, crontab from Sunday = 0: refuse the ambiguity.
+            self.problem(loc, 'write the day-of-week field with names ("mon-fri"), not numbers')
+            return
+        from apscheduler.triggers.cron import CronTrigger
+
+        try:
+            CronTrigger.from_crontab(expr, timezone="UTC")
+        except ValueError as exc:
+            self.problem(loc, f'"{expr}" is not a valid crontab expression: {exc}')
+
+    def model_canaries(self, merged: Mapping[str, Any], loc: str, canaries: Mapping[str, Canary]) -> tuple[Canary, ...]:
+        names = self.strings(merged, "canaries", loc)
+        if names is None:
+            return tuple(canaries.values()) if canaries else BUILTIN_SET
+        if not names:
+            self.problem(join(loc, "canaries"), 'is empty; list at least one canary, e.g. ["default"]')
+        out: list[Canary] = []
+        for name in names:
+            if name == BUILTIN_SET_NAME:
+                out.extend(BUILTIN_SET)
+            elif name in canaries:
+                out.append(canaries[name])
+            elif name in self.broken_canaries:
+                continue
+            else:
+                advice = did_you_mean(name, [BUILTIN_SET_NAME, *canaries], f"define it under [canaries.{name}]")
+                self.problem(join(loc, "canaries"), f'no canary named "{name}"; {advice}')
+        return tuple(dict.fromkeys(out))
+
+    def alerts(self, value: Any) -> AlertsConfig:
+        tbl = self.table(value, "alerts", _ALERTS)
+        return AlertsConfig(
+            group_wait=self.duration(tbl, "group_wait", "alerts", default(AlertsConfig, "group_wait")),
+            send_resolved=self.boolean(tbl, "send_resolved", "alerts", default(AlertsConfig, "send_resolved")),
+            repeat_interval=self.duration(tbl, "repeat_interval", "alerts", default(AlertsConfig, "repeat_interval")),
+        )
+
+    def notifiers(self, value: Any, models: list[ModelConfig]) -> list[NotifierConfig]:
+        if value is MISSING:
+            return []
+        if not isinstance(value, list):
+            self.problem("notify", "expected [[notify]] entries (an array of tables)")
+            return []
+        known = {m.name for m in models} | {t for m in models for t in m.tags}
+        out: list[NotifierConfig] = []
+        for i, body in enumerate(value):
+            loc = f"notify[{i}]"
+            tbl = self.table(body, loc, _NOTIFY)
+            name = self.string(tbl, "name", loc, f"notify[{i}]")
+            if "url" in tbl and "url_file" in tbl:
+                self.problem(join(loc, "url"), "set url or url_file, not both")
+                continue
+            url = (
+                self.secret_file(tbl, "url_file", loc)
+                if "url_file" in tbl
+                else self.string(tbl, "url", loc, secret=True)
+            )
+            if url is not None and "://" not in url:
+                self.problem(join(loc, "url"), "is not an apprise URL like slack://... or mailtos://...")
+            events = self.strings(tbl, "events", loc)
+            for event in events or ():
+                if event not in EVENTS:
+                    advice = did_you_mean(event, EVENTS, "see the event list in the README")
+                    self.problem(join(loc, "events"), f'unknown event type "{event}"; {advice}')
+            selectors = self.strings(tbl, "models", loc)
+            for selector in selectors or ():
+                if models and selector not in known:
+                    self.problem(join(loc, "models"), f'"{selector}" matches no model name or tag')
+            fallback = default(NotifierConfig, "min_severity")
+            severity = self.string(tbl, "min_severity", loc, fallback, choices=SEVERITIES) or fallback
+            if name and url:
+                out.append(NotifierConfig(name, Secret(url), events, selectors, severity))
+        return out

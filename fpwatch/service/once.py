@@ -1,0 +1,60 @@
+"""`fpwatch check`: one pass over some models now, sharing the state (and the outbox) with the daemon."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+
+from fpwatch.check import CheckContext, CheckResult, run_check
+from fpwatch.clock import utcnow
+from fpwatch.config import Config, ModelConfig
+from fpwatch.notify import DeliveryReport, Notifier, routes
+from fpwatch.providers import Providers
+from fpwatch.redact import Redactor
+from fpwatch.store import Store, open_store
+
+
+async def run_pass(
+    config: Config,
+    models: Sequence[ModelConfig],
+    *,
+    dry_run: bool = False,
+    notify: bool = True,
+    on_done: Callable[[CheckResult], None] | None = None,
+) -> tuple[list[CheckResult], DeliveryReport | None]:
+    """Check the models concurrently, prune old outputs, and send what the pass concluded (unless told not to).
+
+    A dry run opens the state read-only (no state yet: every model starts fresh) and writes nothing.
+    """
+    store: Store | None = None
+    if not (dry_run and not config.settings.state.exists()):
+        store = await open_store(config.settings.state, readonly=dry_run)
+    sending = notify and not dry_run and bool(config.notifiers)
+    try:
+        async with Providers(config.settings.max_concurrency) as providers:
+            ctx = CheckContext(
+                store=store,
+                providers=providers,
+                redact=Redactor(config.secrets),
+                dry_run=dry_run,
+                route=routes(config) if sending else None,
+            )
+
+            async def one(model: ModelConfig) -> CheckResult:
+                result = await run_check(model, ctx)
+                if on_done is not None:
+                    on_done(result)
+                return result
+
+            results = list(await asyncio.gather(*(one(m) for m in models)))
+        delivery = None
+        if store is not None and not dry_run:
+            await store.prune_outputs(utcnow() - config.settings.retention)
+            if sending:
+                # The pass is over: its events go out now, one message per notifier, through the same
+                # outbox the daemon uses (so neither sends what the other already sent).
+                delivery = await Notifier(config, store).deliver(flush=True)
+        return results, delivery
+    finally:
+        if store is not None:
+            await store.close()

@@ -1,0 +1,173 @@
+"""The `Store` protocol: fpwatch's state in the domain's words, awaited from the event loop.
+
+Implementations keep the event loop free: the SQLite store does all its work on worker threads, and a
+PostgreSQL store would use an async driver. Nothing here names a database: no connections, PRAGMAs
+or process checks; leases name their owner, and what "alive" means is the implementation's business.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from fpwatch.clock import iso
+from fpwatch.detect.events import Event
+from fpwatch.detect.observation import Observation
+from fpwatch.detect.signals import Signal
+from fpwatch.detect.state import ModelState
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    id: int | None  # None for an event of a dry run, which is never stored
+    event: Event
+    check_id: str | None
+    acked_at: datetime | None = None
+    ack_comment: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The event object of `events --json`, `check --json` and exports (documented in the README)."""
+        e = self.event
+        return {
+            "id": self.id,
+            "time": iso(e.time),
+            "model": e.model,
+            "type": e.type,
+            "severity": e.severity,
+            "summary": e.summary,
+            "details": e.details.to_json(),
+            "check_id": self.check_id,
+            "acked_at": iso(self.acked_at) if self.acked_at else None,
+            "ack_comment": self.ack_comment,
+        }
+
+
+@dataclass(frozen=True)
+class OutboxMessage:
+    id: int
+    notifier: str
+    title: str
+    body: str
+    notify_type: str
+    created: datetime
+    attempts: int
+
+
+@dataclass(frozen=True)
+class CheckRecord:
+    id: str
+    model: str
+    started: datetime
+    finished: datetime
+    requests: int
+    failures: int
+    error: str | None
+
+
+Conclude = Callable[[ModelState], tuple[ModelState, list[Event]]]
+"""Applied to the model's state inside the check's transaction (detect.conclude, bound to the check)."""
+Route = Callable[[ModelState, StoredEvent], list[str]]
+"""The notifiers an event goes to, given the model's state after its check (notify.routing)."""
+
+
+class Store(Protocol):
+    """Where fpwatch keeps what it knows. Every method may raise `StateError` with a one-line reason."""
+
+    # -- checks and model state
+
+    async def load_state(self, model: str) -> ModelState: ...
+
+    async def record_check(
+        self,
+        check: CheckRecord,
+        observations: Sequence[Observation],
+        conclude: Conclude,
+        route: Route | None = None,
+    ) -> tuple[ModelState, list[StoredEvent]]:
+        """Atomically: load the model's state, apply `conclude`, append the observations (hash-chained), save
+        the state and the events, and queue each event for the notifiers `route` names."""
+        ...
+
+    async def signal_history(self, model: str, kind: str) -> list[Signal]: ...
+
+    # -- events
+
+    async def events(
+        self,
+        *,
+        since: datetime | None = None,
+        model: str | None = None,
+        severities: Sequence[str] | None = None,
+        types: Sequence[str] | None = None,
+        limit: int | None = None,
+    ) -> list[StoredEvent]:
+        """Events oldest first (the newest `limit` of them when limited)."""
+        ...
+
+    async def event(self, event_id: int) -> StoredEvent | None: ...
+
+    async def events_by_id(self, ids: Sequence[int]) -> list[StoredEvent]:
+        """These events, in the order asked (missing ones left out)."""
+        ...
+
+    async def ack(self, event_id: int, comment: str | None, now: datetime) -> StoredEvent | None:
+        """A person's acknowledgement; acking the open canary.drift ends the model's `drift` state."""
+        ...
+
+    # -- the outbox (DESIGN section 7)
+
+    async def pending_alerts(self, notifier: str) -> list[tuple[int, datetime]]:
+        """(event id, queued at) of this notifier's alerts not yet in a message, oldest first."""
+        ...
+
+    async def compose_message(
+        self, notifier: str, event_ids: Sequence[int], title: str, body: str, notify_type: str, now: datetime
+    ) -> int | None:
+        """Write one message for these alerts and tie them to it; None if another process got there first."""
+        ...
+
+    async def due_reminders(self, event_types: Sequence[str], every: timedelta, now: datetime) -> list[tuple[int, str]]:
+        """(event id, notifier) of unacked alerts of these types, delivered, last sent over `every` ago."""
+        ...
+
+    async def add_reminder(
+        self, event_id: int, notifier: str, title: str, body: str, notify_type: str, now: datetime, every: timedelta
+    ) -> None:
+        """Queue a reminder and note when, at once; nothing if another process just did."""
+        ...
+
+    async def claim_next_message(self, notifier: str, now: datetime, lease: timedelta) -> OutboxMessage | None:
+        """The oldest due message of this notifier that no live process holds, leased to this process."""
+        ...
+
+    async def orphaned_messages(self, notifiers: set[str]) -> list[tuple[int, str]]:
+        """Pending messages of notifiers no longer configured."""
+        ...
+
+    async def mark_delivered(self, message_id: int, now: datetime) -> None: ...
+
+    async def retry_message(self, message_id: int, due: datetime, error: str) -> None: ...
+
+    async def expire_message(self, message_id: int, now: datetime, error: str) -> None: ...
+
+    async def notifier_status(self, notifier: str) -> dict[str, Any]:
+        """Messages waiting, expired, the last error and the last delivery of one notifier (`status`)."""
+        ...
+
+    # -- the audit trail
+
+    def observation_rows(self, since: datetime | None = None) -> AsyncIterator[dict[str, Any]]:
+        """Observations in export form (chain.py), oldest first, with prev_hash and hash."""
+        ...
+
+    async def verify_chain(self) -> tuple[int, int | None]:
+        """Recompute the hash chain: (rows checked, id of the first broken row or None)."""
+        ...
+
+    async def prune_outputs(self, before: datetime) -> int:
+        """Drop raw outputs older than `before`; their digests stay, so the chain still verifies."""
+        ...
+
+    async def close(self) -> None: ...

@@ -1,0 +1,596 @@
+"""The SQLite `Store` (DESIGN section 9): the default state, one file, shared by the daemon and `fpwatch check`.
+
+WAL mode with a busy timeout. A check's read-modify-write (load the model's state, conclude, append the
+observations, save the state and the events, queue the alerts) is one `BEGIN IMMEDIATE` transaction: two
+processes checking the same model serialise instead of double-counting.
+
+The event loop never waits on the file: every statement runs on one of two worker threads, each with
+its own connection, and is awaited. Writes go to the writer; reads to the reader, so that a write
+waiting (up to the busy timeout) on another process's lock holds back neither the next check's load
+nor `status`. Errors become one-line `StateError`s that say what to do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import itertools
+import json
+import os
+import socket
+import sqlite3
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+from fpwatch.clock import iso, parse_iso, utcnow
+from fpwatch.detect.events import Event
+from fpwatch.detect.observation import Observation
+from fpwatch.detect.signals import Signal
+from fpwatch.detect.state import ModelState
+from fpwatch.errors import StateError
+from fpwatch.store import chain, codec
+from fpwatch.store.protocol import CheckRecord, Conclude, OutboxMessage, Route, StoredEvent
+from fpwatch.store.sqlite_migrations import MIGRATIONS
+
+BUSY_TIMEOUT_MS = 30_000
+ROWS_PER_BATCH = 500
+T = TypeVar("T")
+_STATE_SELECT = f"SELECT {', '.join(codec.STATE_COLUMNS)} FROM model_state WHERE model = ?"
+_SIGNAL_SELECT = "SELECT kind, value, first_seen, last_seen, count, misses, retired_at, since FROM signals"
+_EVENT_SELECT = f"SELECT {', '.join(codec.EVENT_COLUMNS)} FROM events"
+
+
+class _Worker:
+    """A dedicated thread with its own connection: `await worker.run(fn, ...)` runs fn(connection, ...) there."""
+
+    def __init__(self, connect: Callable[[], sqlite3.Connection], name: str) -> None:
+        self._connect = connect
+        self._db: sqlite3.Connection | None = None  # opened, used and closed on the worker thread only
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+
+    def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._db is None:
+            self._db = self._connect()
+        return fn(self._db, *args)
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(
+            self._executor, functools.partial(self._call, fn, *args)
+        )
+
+    def _close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    async def close(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._executor, self._close)
+        self._executor.shutdown(wait=True)
+
+
+def _lease_owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _owner_alive(owner: str | None) -> bool:
+    """Is the process holding a lease still running? (Owners on other hosts are assumed alive.)"""
+    if not owner:
+        return False
+    host, _, pid = owner.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return True
+    if int(pid) == os.getpid():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists, it is just not ours
+    return True
+
+
+def _not_ours(path: Path, exc: Exception) -> StateError:
+    return StateError(
+        f"{path} is not a usable fpwatch database ({exc}); move it aside or point [fpwatch] state at another file"
+    )
+
+
+async def open_sqlite(
+    path: Path | str, *, readonly: bool = False, busy_timeout_ms: int = BUSY_TIMEOUT_MS
+) -> SqliteStore:
+    """Open (creating and migrating) the database; `readonly` opens an existing file and writes nothing."""
+    store = SqliteStore(Path(path), readonly=readonly, busy_timeout_ms=busy_timeout_ms)
+    try:
+        if readonly:
+            await store._reader.run(store._check_schema)
+        else:
+            await store.migrate()
+    except BaseException:
+        await store.close()
+        raise
+    return store
+
+
+class SqliteStore:
+    """fpwatch's state in one SQLite file. Methods speak the domain's words; callers never see SQL."""
+
+    def __init__(self, path: Path, *, readonly: bool = False, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> None:
+        self.path = path
+        self.readonly = readonly
+        self.busy_timeout_ms = busy_timeout_ms
+        self._writer = _Worker(self._connect, "fpwatch-db-writer")
+        # A read-only store has one connection; otherwise reads never queue behind a write waiting on a lock.
+        self._reader = self._writer if readonly else _Worker(self._connect, "fpwatch-db-reader")
+
+    # -- connections (on a worker thread)
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            if self.readonly:
+                db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, isolation_level=None)
+            else:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                db = sqlite3.connect(self.path, isolation_level=None, timeout=self.busy_timeout_ms / 1000)
+            db.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
+            if not self.readonly:
+                db.execute("PRAGMA journal_mode = WAL")
+                db.execute("PRAGMA synchronous = NORMAL")
+        except sqlite3.OperationalError as exc:
+            raise StateError(
+                f"cannot open the state database {self.path}: {exc}; check [fpwatch] state and the folder's permissions"
+            ) from None
+        except sqlite3.DatabaseError as exc:
+            raise _not_ours(self.path, exc) from None
+        return db
+
+    @contextmanager
+    def _guard(self) -> Iterator[None]:
+        """sqlite3 errors become one-line StateErrors that say what to do."""
+        try:
+            yield
+        except sqlite3.OperationalError as exc:
+            if "locked" in str(exc) or "busy" in str(exc):
+                raise StateError(
+                    f"the state database {self.path} stayed locked by another process for "
+                    f"{self.busy_timeout_ms / 1000:g}s; is another fpwatch stuck? ({exc})"
+                ) from None
+            raise StateError(f"state database {self.path}: {exc}") from None
+        except sqlite3.DatabaseError as exc:
+            raise _not_ours(self.path, exc) from None
+
+    @contextmanager
+    def _transaction(self, db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE: take the write lock up front so read-modify-write cannot interleave."""
+        with self._guard():
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+
+    async def _read(self, fn: Callable[..., T], *args: Any) -> T:
+        def guarded(db: sqlite3.Connection, *inner: Any) -> T:
+            with self._guard():
+                return fn(db, *inner)
+
+        return await self._reader.run(guarded, *args)
+
+    async def _write(self, fn: Callable[..., T], *args: Any) -> T:
+        def transacted(db: sqlite3.Connection, *inner: Any) -> T:
+            with self._transaction(db):
+                return fn(db, *inner)
+
+        return await self._writer.run(transacted, *args)
+
+    async def close(self) -> None:
+        await self._writer.close()
+        if self._reader is not self._writer:
+            await self._reader.close()
+
+    # -- schema
+
+    def _check_schema(self, db: sqlite3.Connection) -> None:
+        """A read-only open cannot migrate: make sure the schema is the one this fpwatch knows."""
+        with self._guard():
+            done = {row[0] for row in db.execute("SELECT name FROM migrations")}
+        known = [name for name, _ in MIGRATIONS]
+        if done - set(known):
+            raise StateError(f"the state database {self.path} was written by a newer fpwatch; upgrade fpwatch")
+        if set(known) - done:
+            raise StateError(
+                f"the state database {self.path} needs an upgrade; run `fpwatch check` once without --dry-run"
+            )
+
+    async def migrate(self) -> list[str]:
+        """Run the migrations this database has not seen yet; return their names."""
+        return await self._write(self._migrate)
+
+    def _migrate(self, db: sqlite3.Connection) -> list[str]:
+        db.execute("CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
+        done = {row[0] for row in db.execute("SELECT name FROM migrations")}
+        known = {name for name, _ in MIGRATIONS}
+        if done - known:
+            raise StateError(
+                f"the state database {self.path} was written by a newer fpwatch "
+                f"(migrations {', '.join(sorted(done - known))}); upgrade fpwatch"
+            )
+        ran = []
+        for name, step in MIGRATIONS:
+            if name not in done:
+                step(db)
+                db.execute("INSERT INTO migrations VALUES (?, ?)", (name, iso(utcnow())))
+                ran.append(name)
+        return ran
+
+    # -- checks and model state
+
+    async def record_check(
+        self,
+        check: CheckRecord,
+        observations: Sequence[Observation],
+        conclude: Conclude,
+        route: Route | None = None,
+    ) -> tuple[ModelState, list[StoredEvent]]:
+        return await self._write(self._record_check, check, observations, conclude, route)
+
+    def _record_check(
+        self,
+        db: sqlite3.Connection,
+        check: CheckRecord,
+        observations: Sequence[Observation],
+        conclude: Conclude,
+        route: Route | None,
+    ) -> tuple[ModelState, list[StoredEvent]]:
+        state = self._load_state(db, check.model)
+        new_state, events = conclude(state)
+        self._append_observations(db, check.id, observations)
+        db.execute(
+            "INSERT INTO checks VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                check.id,
+                check.model,
+                iso(check.started),
+                iso(check.finished),
+                int(check.failures < check.requests),
+                check.requests,
+                check.failures,
+                check.error,
+            ),
+        )
+        self._save_state(db, new_state)
+        stored = [self._insert_event(db, event, check.id) for event in events]
+        for event in stored:
+            for notifier in route(new_state, event) if route is not None else ():
+                db.execute(
+                    "INSERT OR IGNORE INTO alerts (event_id, notifier, created) VALUES (?, ?, ?)",
+                    (event.id, notifier, iso(check.finished)),
+                )
+        return new_state, stored
+
+    def _append_observations(self, db: sqlite3.Connection, check_id: str, observations: Sequence[Observation]) -> None:
+        row = db.execute("SELECT hash FROM observations ORDER BY id DESC LIMIT 1").fetchone()
+        prev = row[0] if row else chain.GENESIS
+        for obs in observations:
+            fields = chain.hashed_fields(obs, check_id)
+            digest = chain.chain_hash(prev, fields)
+            db.execute(
+                """INSERT INTO observations (check_id, time, model, canary, sample, seed, ok, system_fingerprint,
+                   fingerprint_state, response_model, output, output_sha256, finish_reason, first_token,
+                   input_tokens, output_tokens, reasoning_tokens, latency_ms, request_id, response_id,
+                   http_status, attempts, error_kind, error, prev_hash, hash)
+                   VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)""",
+                (
+                    check_id,
+                    fields["time"],
+                    obs.model,
+                    obs.canary,
+                    obs.sample,
+                    obs.seed,
+                    int(obs.ok),
+                    obs.system_fingerprint,
+                    obs.fingerprint_state,
+                    obs.response_model,
+                    obs.output,
+                    fields["output_sha256"],
+                    obs.finish_reason,
+                    json.dumps(fields["first_token"]) if obs.first_token else None,
+                    obs.input_tokens,
+                    obs.output_tokens,
+                    obs.reasoning_tokens,
+                    obs.latency_ms,
+                    obs.request_id,
+                    obs.response_id,
+                    obs.http_status,
+                    obs.attempts,
+                    obs.error_kind,
+                    obs.error,
+                    prev,
+                    digest,
+                ),
+            )
+            prev = digest
+
+    async def load_state(self, model: str) -> ModelState:
+        return await self._read(self._load_state, model)
+
+    def _load_state(self, db: sqlite3.Connection, model: str) -> ModelState:
+        row = db.execute(_STATE_SELECT, (model,)).fetchone()
+        signals = db.execute(f"{_SIGNAL_SELECT} WHERE model = ?", (model,)).fetchall()
+        return codec.state_from(row, model, ((r[0], codec.signal_from(r[1:])) for r in signals))
+
+    def _save_state(self, db: sqlite3.Connection, state: ModelState) -> None:
+        marks = ",".join("?" * len(codec.STATE_COLUMNS))
+        db.execute(
+            f"INSERT OR REPLACE INTO model_state ({', '.join(codec.STATE_COLUMNS)}) VALUES ({marks})",
+            codec.state_row(state),
+        )
+        db.executemany("INSERT OR REPLACE INTO signals VALUES (?,?,?,?,?,?,?,?,?)", codec.signal_rows(state))
+
+    async def signal_history(self, model: str, kind: str) -> list[Signal]:
+        def read(db: sqlite3.Connection) -> list[Signal]:
+            rows = db.execute(
+                f"{_SIGNAL_SELECT} WHERE model = ? AND kind = ? ORDER BY first_seen, value", (model, kind)
+            ).fetchall()
+            return [codec.signal_from(r[1:]) for r in rows]
+
+        return await self._read(read)
+
+    # -- events
+
+    def _insert_event(self, db: sqlite3.Connection, event: Event, check_id: str | None) -> StoredEvent:
+        cursor = db.execute(
+            "INSERT INTO events (time, model, type, severity, summary, details, check_id) VALUES (?,?,?,?,?,?,?)",
+            codec.event_values(event, check_id),
+        )
+        assert cursor.lastrowid is not None
+        return StoredEvent(cursor.lastrowid, event, check_id)
+
+    async def events(
+        self,
+        *,
+        since: datetime | None = None,
+        model: str | None = None,
+        severities: Sequence[str] | None = None,
+        types: Sequence[str] | None = None,
+        limit: int | None = None,
+    ) -> list[StoredEvent]:
+        where, args = ["1=1"], []
+        if since is not None:
+            where.append("time >= ?")
+            args.append(iso(since))
+        if model is not None:
+            where.append("model = ?")
+            args.append(model)
+        if severities:
+            where.append(f"severity IN ({','.join('?' * len(severities))})")
+            args.extend(severities)
+        if types:
+            where.append(f"type IN ({','.join('?' * len(types))})")
+            args.extend(types)
+        sql = f"{_EVENT_SELECT} WHERE {' AND '.join(where)} ORDER BY id DESC"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+
+        def read(db: sqlite3.Connection) -> list[StoredEvent]:
+            return [codec.event_from(row) for row in reversed(db.execute(sql, args).fetchall())]
+
+        return await self._read(read)
+
+    async def events_by_id(self, ids: Sequence[int]) -> list[StoredEvent]:
+        def read(db: sqlite3.Connection) -> list[StoredEvent]:
+            rows = db.execute(f"{_EVENT_SELECT} WHERE id IN ({','.join('?' * len(ids))})", tuple(ids)).fetchall()
+            found = {row[0]: codec.event_from(row) for row in rows}
+            return [found[i] for i in ids if i in found]
+
+        return await self._read(read) if ids else []
+
+    async def event(self, event_id: int) -> StoredEvent | None:
+        found = await self.events_by_id([event_id])
+        return found[0] if found else None
+
+    async def ack(self, event_id: int, comment: str | None, now: datetime) -> StoredEvent | None:
+        def write(db: sqlite3.Connection) -> None:
+            db.execute("UPDATE events SET acked_at = ?, ack_comment = ? WHERE id = ?", (iso(now), comment, event_id))
+            row = db.execute("SELECT time, model, type FROM events WHERE id = ?", (event_id,)).fetchone()
+            if row is not None and row[2] == "canary.drift":
+                state = self._load_state(db, row[1])
+                opened = state.drift.open_since
+                if opened is not None and parse_iso(row[0]) >= opened:
+                    self._save_state(db, state.drift_signed_off())
+
+        await self._write(write)
+        return await self.event(event_id)
+
+    # -- the outbox
+
+    async def pending_alerts(self, notifier: str) -> list[tuple[int, datetime]]:
+        def read(db: sqlite3.Connection) -> list[tuple[int, datetime]]:
+            rows = db.execute(
+                "SELECT event_id, created FROM alerts WHERE notifier = ? AND message_id IS NULL ORDER BY event_id",
+                (notifier,),
+            ).fetchall()
+            return [(event_id, parse_iso(created)) for event_id, created in rows]
+
+        return await self._read(read)
+
+    async def compose_message(
+        self, notifier: str, event_ids: Sequence[int], title: str, body: str, notify_type: str, now: datetime
+    ) -> int | None:
+        def write(db: sqlite3.Connection) -> int | None:
+            marks = ",".join("?" * len(event_ids))
+            free = db.execute(
+                f"SELECT COUNT(*) FROM alerts WHERE notifier = ? AND message_id IS NULL AND event_id IN ({marks})",
+                (notifier, *event_ids),
+            ).fetchone()[0]
+            if free != len(event_ids):
+                return None
+            message_id = self._insert_message(db, notifier, title, body, notify_type, now)
+            db.execute(
+                f"UPDATE alerts SET message_id = ? WHERE notifier = ? AND event_id IN ({marks})",
+                (message_id, notifier, *event_ids),
+            )
+            return message_id
+
+        return await self._write(write)
+
+    @staticmethod
+    def _insert_message(
+        db: sqlite3.Connection, notifier: str, title: str, body: str, notify_type: str, now: datetime
+    ) -> int:
+        cursor = db.execute(
+            "INSERT INTO outbox (notifier, title, body, notify_type, created, due, status) "
+            "VALUES (?, ?, ?, ?, ?, ?, 'pending')",
+            (notifier, title, body, notify_type, iso(now), iso(now)),
+        )
+        assert cursor.lastrowid is not None
+        return cursor.lastrowid
+
+    async def due_reminders(self, event_types: Sequence[str], every: timedelta, now: datetime) -> list[tuple[int, str]]:
+        def read(db: sqlite3.Connection) -> list[tuple[int, str]]:
+            rows = db.execute(
+                f"""SELECT a.event_id, a.notifier, COALESCE(a.last_reminded, o.finished)
+                    FROM alerts a JOIN events e ON e.id = a.event_id JOIN outbox o ON o.id = a.message_id
+                    WHERE e.type IN ({",".join("?" * len(event_types))}) AND e.acked_at IS NULL
+                    AND o.status = 'delivered'""",
+                tuple(event_types),
+            ).fetchall()
+            return [(event_id, notifier) for event_id, notifier, last in rows if now - parse_iso(last) >= every]
+
+        return await self._read(read)
+
+    async def add_reminder(
+        self, event_id: int, notifier: str, title: str, body: str, notify_type: str, now: datetime, every: timedelta
+    ) -> None:
+        def write(db: sqlite3.Connection) -> None:
+            row = db.execute(
+                "SELECT a.last_reminded, o.finished FROM alerts a JOIN outbox o ON o.id = a.message_id "
+                "WHERE a.event_id = ? AND a.notifier = ?",
+                (event_id, notifier),
+            ).fetchone()
+            if row is None or now - parse_iso(row[0] or row[1]) < every:
+                return
+            self._insert_message(db, notifier, title, body, notify_type, now)
+            db.execute(
+                "UPDATE alerts SET last_reminded = ? WHERE event_id = ? AND notifier = ?",
+                (iso(now), event_id, notifier),
+            )
+
+        await self._write(write)
+
+    async def claim_next_message(self, notifier: str, now: datetime, lease: timedelta) -> OutboxMessage | None:
+        """A lease names its owner (host:pid), so one left by a process killed mid-send is taken over at once
+        instead of when it runs out."""
+        due = "FROM outbox WHERE notifier = ? AND status = 'pending' AND due <= ?"
+
+        def anything_due(db: sqlite3.Connection) -> bool:
+            return db.execute(f"SELECT 1 {due} LIMIT 1", (notifier, iso(now))).fetchone() is not None
+
+        def write(db: sqlite3.Connection) -> OutboxMessage | None:
+            rows = db.execute(
+                f"SELECT id, notifier, title, body, notify_type, created, attempts, lease_until, lease_owner {due} "
+                "ORDER BY id",
+                (notifier, iso(now)),
+            ).fetchall()
+            free = next((r for r in rows if r[7] is None or r[7] < iso(now) or not _owner_alive(r[8])), None)
+            if free is None:
+                return None
+            db.execute(
+                "UPDATE outbox SET lease_until = ?, lease_owner = ? WHERE id = ?",
+                (iso(now + lease), _lease_owner(), free[0]),
+            )
+            return OutboxMessage(free[0], free[1], free[2], free[3], free[4], parse_iso(free[5]), free[6])
+
+        # Most seconds nothing is due: look first, and take the write lock only when there is something to claim.
+        return await self._write(write) if await self._read(anything_due) else None
+
+    async def orphaned_messages(self, notifiers: set[str]) -> list[tuple[int, str]]:
+        def read(db: sqlite3.Connection) -> list[tuple[int, str]]:
+            rows = db.execute("SELECT id, notifier FROM outbox WHERE status = 'pending'").fetchall()
+            return [(message_id, name) for message_id, name in rows if name not in notifiers]
+
+        return await self._read(read)
+
+    async def _finish(self, sql: str, args: tuple[Any, ...]) -> None:
+        """Apply one outcome to a message still pending: a finished message is never rewritten."""
+        await self._write(lambda db: db.execute(sql + " WHERE id = ? AND status = 'pending'", args))
+
+    async def mark_delivered(self, message_id: int, now: datetime) -> None:
+        await self._finish(
+            "UPDATE outbox SET status = 'delivered', finished = ?, attempts = attempts + 1, last_error = NULL, "
+            "lease_until = NULL",
+            (iso(now), message_id),
+        )
+
+    async def retry_message(self, message_id: int, due: datetime, error: str) -> None:
+        await self._finish(
+            "UPDATE outbox SET due = ?, attempts = attempts + 1, last_error = ?, lease_until = NULL",
+            (iso(due), error, message_id),
+        )
+
+    async def expire_message(self, message_id: int, now: datetime, error: str) -> None:
+        await self._finish(
+            "UPDATE outbox SET status = 'expired', finished = ?, attempts = attempts + 1, last_error = ?, "
+            "lease_until = NULL",
+            (iso(now), error, message_id),
+        )
+
+    async def notifier_status(self, notifier: str) -> dict[str, Any]:
+        def read(db: sqlite3.Connection) -> dict[str, Any]:
+            def one(sql: str) -> Any:
+                return db.execute(sql, (notifier,)).fetchone()
+
+            failed = one(
+                "SELECT last_error, status FROM outbox WHERE notifier = ? AND last_error IS NOT NULL "
+                "ORDER BY id DESC LIMIT 1"
+            )
+            return {
+                "name": notifier,
+                "pending_messages": one("SELECT COUNT(*) FROM outbox WHERE notifier = ? AND status = 'pending'")[0],
+                "queued_alerts": one("SELECT COUNT(*) FROM alerts WHERE notifier = ? AND message_id IS NULL")[0],
+                "expired_messages": one("SELECT COUNT(*) FROM outbox WHERE notifier = ? AND status = 'expired'")[0],
+                "last_error": failed[0] if failed else None,
+                "last_delivered": one("SELECT MAX(finished) FROM outbox WHERE notifier = ? AND status = 'delivered'")[
+                    0
+                ],
+            }
+
+        return await self._read(read)
+
+    # -- the audit trail
+
+    @staticmethod
+    def _observations(db: sqlite3.Connection, since: datetime | None) -> Iterator[dict[str, Any]]:
+        sql, args = "SELECT * FROM observations", []
+        if since is not None:
+            sql += " WHERE time >= ?"
+            args.append(iso(since))
+        cursor = db.execute(sql + " ORDER BY id", args)
+        names = [d[0] for d in cursor.description]
+        for row in cursor:
+            item = dict(zip(names, row, strict=True))
+            item["ok"] = bool(item["ok"])
+            item["first_token"] = json.loads(item["first_token"]) if item["first_token"] else None
+            yield item
+
+    async def observation_rows(self, since: datetime | None = None) -> AsyncIterator[dict[str, Any]]:
+        rows = await self._read(lambda db: self._observations(db, since))
+        while batch := await self._read(lambda db: list(itertools.islice(rows, ROWS_PER_BATCH))):
+            for item in batch:
+                yield item
+
+    async def verify_chain(self) -> tuple[int, int | None]:
+        return await self._read(lambda db: chain.verify(self._observations(db, None)))
+
+    async def prune_outputs(self, before: datetime) -> int:
+        def write(db: sqlite3.Connection) -> int:
+            sql = "UPDATE observations SET output = NULL WHERE time < ? AND output IS NOT NULL"
+            return db.execute(sql, (iso(before),)).rowcount
+
+        return await self._write(write)

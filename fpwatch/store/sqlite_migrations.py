@@ -1,0 +1,173 @@
+"""The SQLite schema, as an ordered list of named migrations recorded in `migrations` as they run on open.
+
+Each step runs inside the opening transaction; a database from every earlier schema migrates forward
+(tested), and one with a migration this fpwatch does not know is refused (a newer fpwatch wrote it).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable
+
+
+def _script(db: sqlite3.Connection, sql: str) -> None:
+    """Run DDL statement by statement: executescript() would COMMIT the migration's transaction."""
+    for statement in sql.split(";"):
+        if statement.strip():
+            db.execute(statement)
+
+
+def _m001_initial(db: sqlite3.Connection) -> None:
+    _script(
+        db,
+        """
+        CREATE TABLE observations (
+            id INTEGER PRIMARY KEY,
+            check_id TEXT NOT NULL,
+            time TEXT NOT NULL,
+            model TEXT NOT NULL,
+            canary TEXT NOT NULL,
+            sample INTEGER NOT NULL,
+            seed INTEGER,
+            ok INTEGER NOT NULL,
+            system_fingerprint TEXT,
+            fingerprint_state TEXT,
+            response_model TEXT,
+            output TEXT,
+            output_sha256 TEXT,
+            finish_reason TEXT,
+            first_token TEXT,
+            input_tokens INTEGER,
+            output_tokens INTEGER,
+            reasoning_tokens INTEGER,
+            latency_ms REAL,
+            request_id TEXT,
+            response_id TEXT,
+            http_status INTEGER,
+            attempts INTEGER NOT NULL,
+            error_kind TEXT,
+            error TEXT,
+            prev_hash TEXT NOT NULL,
+            hash TEXT NOT NULL UNIQUE
+        );
+        CREATE INDEX observations_model_time ON observations (model, time);
+        CREATE INDEX observations_time ON observations (time);
+
+        CREATE TABLE checks (
+            id TEXT PRIMARY KEY,
+            model TEXT NOT NULL,
+            started TEXT NOT NULL,
+            finished TEXT NOT NULL,
+            ok INTEGER NOT NULL,
+            requests INTEGER NOT NULL,
+            failures INTEGER NOT NULL,
+            error TEXT
+        );
+        CREATE INDEX checks_model_started ON checks (model, started);
+
+        CREATE TABLE model_state (
+            model TEXT PRIMARY KEY,
+            checks INTEGER NOT NULL,
+            first_check TEXT,
+            last_check TEXT,
+            last_ok TEXT,
+            consecutive_failures INTEGER NOT NULL,
+            down INTEGER NOT NULL,
+            down_since TEXT,
+            last_error TEXT,
+            fingerprint_missing INTEGER NOT NULL,
+            expect_failing TEXT NOT NULL,
+            behaviour_fingerprint TEXT,
+            fingerprint_samples INTEGER NOT NULL,
+            response_model_samples INTEGER NOT NULL
+        );
+
+        CREATE TABLE signals (
+            model TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            value TEXT NOT NULL,
+            first_seen TEXT NOT NULL,
+            last_seen TEXT NOT NULL,
+            count INTEGER NOT NULL,
+            misses INTEGER NOT NULL,
+            retired_at TEXT,
+            since INTEGER NOT NULL,
+            PRIMARY KEY (model, kind, value)
+        );
+
+        CREATE TABLE events (
+            id INTEGER PRIMARY KEY,
+            time TEXT NOT NULL,
+            model TEXT NOT NULL,
+            type TEXT NOT NULL,
+            severity TEXT NOT NULL,
+            summary TEXT NOT NULL,
+            details TEXT NOT NULL,
+            check_id TEXT,
+            acked_at TEXT,
+            ack_comment TEXT
+        );
+        CREATE INDEX events_time ON events (time);
+        CREATE INDEX events_model_time ON events (model, time);
+        """,
+    )
+
+
+def _m002_outbox(db: sqlite3.Connection) -> None:
+    _script(
+        db,
+        """
+        CREATE TABLE alerts (
+            event_id INTEGER NOT NULL,
+            notifier TEXT NOT NULL,
+            created TEXT NOT NULL,
+            message_id INTEGER,
+            last_reminded TEXT,
+            PRIMARY KEY (event_id, notifier)
+        );
+        CREATE INDEX alerts_pending ON alerts (notifier, message_id);
+
+        CREATE TABLE outbox (
+            id INTEGER PRIMARY KEY,
+            notifier TEXT NOT NULL,
+            title TEXT NOT NULL,
+            body TEXT NOT NULL,
+            notify_type TEXT NOT NULL,
+            created TEXT NOT NULL,
+            due TEXT NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            last_error TEXT,
+            lease_until TEXT,
+            lease_owner TEXT,
+            status TEXT NOT NULL,
+            finished TEXT
+        );
+        CREATE INDEX outbox_due ON outbox (status, due);
+        """,
+    )
+
+
+def _m003_flap_damping(db: sqlite3.Connection) -> None:
+    db.execute("ALTER TABLE model_state ADD COLUMN recent_downs TEXT NOT NULL DEFAULT '[]'")
+
+
+def _m004_drift(db: sqlite3.Connection) -> None:
+    db.execute("ALTER TABLE model_state ADD COLUMN drift TEXT NOT NULL DEFAULT '{}'")
+    db.execute("ALTER TABLE model_state ADD COLUMN unsupported TEXT NOT NULL DEFAULT '[]'")
+
+
+def _m005_unsupported_pairs(db: sqlite3.Connection) -> None:
+    """Rejected options were stored as "option@model-id" strings; they are [option, model id] pairs now."""
+    for model, text in db.execute("SELECT model, unsupported FROM model_state").fetchall():
+        pairs = sorted([entry.partition("@")[0], entry.partition("@")[2]] for entry in json.loads(text))
+        db.execute("UPDATE model_state SET unsupported = ? WHERE model = ?", (json.dumps(pairs), model))
+
+
+MIGRATIONS: list[tuple[str, Callable[[sqlite3.Connection], None]]] = [
+    ("001_initial", _m001_initial),
+    ("002_outbox", _m002_outbox),
+    ("003_flap_damping", _m003_flap_damping),
+    ("004_drift", _m004_drift),
+    ("005_unsupported_pairs", _m005_unsupported_pairs),
+]
