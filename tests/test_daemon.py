@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,7 @@ import httpx
 import pytest
 from conftest import BlockingStore, DaemonProcess, HttpSink, wait_for
 
+from fpwatch.clock import parse_iso
 from fpwatch.config import load_config
 from fpwatch.providers import TYPES
 from fpwatch.service.daemon import Daemon
@@ -349,3 +352,45 @@ def test_a_check_past_the_drain_deadline_is_cancelled_cleanly(tmp_path: Path, si
     with BlockingStore(tmp_path / "state.db") as store:
         assert store.load_state("sim/gpt-4o").checks == 0  # the cancelled check left no partial record
         assert store.verify_chain() == (0, None)
+
+
+HOLD = 6.0
+
+
+def test_a_lock_held_by_another_process_delays_recording_not_the_daemon(daemon: DaemonProcess, sim: Simulator) -> None:
+    """Another process holds BEGIN EXCLUSIVE for 6 s: SIGHUP is handled within a second, /healthz answers at once,
+    a model added by that reload is probed meanwhile, and every check made is recorded once the lock is released."""
+    daemon.write(interval="1s")
+    daemon.start()
+    wait_for(lambda: daemon.checks() >= 2, what="two checks")
+    # This test process is the other process: it takes the write lock, and holds it for HOLD seconds.
+    locker = sqlite3.connect(daemon.tmp_path / "state.db", isolation_level=None, timeout=30)
+    locker.execute("BEGIN EXCLUSIVE")
+    held = time.monotonic()
+    # The reload adds a model: its state is read, and it is probed, while the lock is held.
+    added = '\n[[models]]\nprovider = "sim"\nmodel = "gpt-4o-mini"\ncanaries = ["probe"]\n'
+    daemon.config.write_text(daemon.config.read_text() + added)
+    sent = datetime.now(UTC)
+    daemon.signal(signal.SIGHUP)
+    reloaded = wait_for(
+        lambda: next((line for line in daemon.log_lines() if line.get("event") == "config reloaded"), None),
+        timeout=5,
+        what="the reload",
+    )
+    assert (parse_iso(reloaded["timestamp"]) - sent).total_seconds() < 1.0
+    started = time.monotonic()
+    assert httpx.get(f"http://127.0.0.1:{daemon.port}/healthz", timeout=5).status_code == 200
+    assert time.monotonic() - started < 1.0
+    wait_for(lambda: any(r["model"] == "gpt-4o-mini" for r in sim.requests()), timeout=4, what="the new model probed")
+    assert time.monotonic() - held < HOLD, "the daemon was too slow to be seen working under the lock"
+    time.sleep(HOLD - (time.monotonic() - held))
+    locker.execute("COMMIT")
+    locker.close()
+    wait_for(lambda: daemon.checks() >= 4, what="checks recorded after the release")
+    assert daemon.stop() == 0
+    with BlockingStore(daemon.tmp_path / "state.db") as store:
+        rows = store.observation_rows()
+        assert len(rows) == len(sim.requests())  # every answer the simulator gave is recorded
+        assert {r["model"] for r in rows} == {"sim/gpt-4o", "sim/gpt-4o-mini"}
+        assert store.verify_chain() == (len(rows), None)
+        assert "locked" not in daemon.log.read_text()  # no check gave up on the lock

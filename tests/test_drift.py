@@ -42,21 +42,25 @@ T0 = datetime(2026, 1, 1, tzinfo=UTC)
     ],
 )
 def test_chi_square_tail_matches_tables(x: float, df: int, p: float) -> None:
+    """The chi-square upper tail matches the printed tables, in both branches of the computation."""
     assert math.exp(drift.chi2_logsf(x, df)) == pytest.approx(p, rel=1e-6)
 
 
 def test_chi_square_tail_with_two_degrees_is_exactly_exponential() -> None:
+    """With two degrees of freedom the tail is exp(-x/2): far tails stay finite because they are kept in logs."""
     for x in (0.1, 1.0, 10.0, 200.0, 2000.0):
         assert drift.chi2_logsf(x, 2) == pytest.approx(-x / 2, rel=1e-9)  # far tails stay finite in logs
 
 
 def test_surprise_is_minus_log10_p() -> None:
+    """Surprise is -log10 of the chi-square p-value: 2 means p = 0.01."""
     assert drift.surprise(6.634896601021214, 1) == pytest.approx(2.0, rel=1e-6)
     assert drift.surprise(0.0, 3) == 0.0
 
 
 def test_g_statistic_of_a_two_by_two_table() -> None:
     # ref a:10 b:10, window a:10 b:0 -> G = 20 * (ln 0.75 + 2 ln 1.5) = 10.4650...
+    """G of a 2 x 2 table equals the value worked out by hand; equal proportions give 0."""
     g, df = drift.g_statistic({"a": 10, "b": 10}, {"a": 10})
     assert g == pytest.approx(20 * (math.log(0.75) + 2 * math.log(1.5)), rel=1e-12)
     assert df == 1
@@ -64,12 +68,14 @@ def test_g_statistic_of_a_two_by_two_table() -> None:
 
 
 def test_total_variation() -> None:
+    """Total variation is the share of probability that moved: 0.3, 1 for disjoint answers, 0 for the same."""
     assert drift.total_variation({"Heads": 0.5, "Tails": 0.5}, {"Heads": 0.8, "Tails": 0.2}) == pytest.approx(0.3)
     assert drift.total_variation({"a": 1.0}, {"b": 1.0}) == 1.0
     assert drift.total_variation({"a": 0.5, "b": 0.5}, {"a": 0.5, "b": 0.5}) == 0.0
 
 
 def test_robust_threshold_is_median_plus_k_mad_with_a_floor() -> None:
+    """The threshold is median + k x 1.4826 x MAD of the history, never below the floor, the floor alone when short."""
     history = [float(x) for x in range(1, 21)]  # median 10.5, MAD 5
     assert drift.robust_threshold(history, 4.0, 2.0) == pytest.approx(10.5 + 4 * 1.4826 * 5)
     assert drift.robust_threshold([1.0] * 30, 4.0, 2.0) == 2.0  # a calm history never goes under the floor
@@ -77,6 +83,7 @@ def test_robust_threshold_is_median_plus_k_mad_with_a_floor() -> None:
 
 
 def test_logprob_change_is_the_mean_absolute_change_over_the_references_top_tokens() -> None:
+    """LT's statistic compares only the reference's top 3 tokens, a missing token counting at the sample's minimum."""
     reference = {"k": Reference(logprobs={"a": (-0.1, 10), "b": (-2.5, 10), "c": (-4.0, 10), "d": (-6.0, 10)})}
     window = [Sample("k", "a", top={"a": -0.1, "b": -2.0, "c": -4.3, "d": -1.0})]
     # the reference's top 3 only (a, b, c): (0 + 0.5 + 0.3) / 3; d's rank depends on the host's top-k depth
@@ -93,6 +100,7 @@ def test_logprob_change_is_the_mean_absolute_change_over_the_references_top_toke
 
 
 def test_permutation_p_value() -> None:
+    """The permutation p-value is 1 for nothing, tiny for a new answer, and the exact hypergeometric tail otherwise."""
     rng = random.Random(1)
     ref = Reference(tuple(("", o) for o in ["Heads"] * 30 + ["Tails"] * 30))
 
@@ -131,6 +139,7 @@ def test_fingerprint_strata_absorb_replica_differences() -> None:
 
 
 def test_outcome_is_the_whitespace_normalised_first_words() -> None:
+    """An outcome is the answer's first eight words, whitespace-normalised."""
     assert drift.outcome("  2\n") == drift.outcome("2") == "2"
     assert (
         drift.outcome("The  quick brown fox jumps over the lazy dog again") == "The quick brown fox jumps over the lazy"
@@ -139,6 +148,7 @@ def test_outcome_is_the_whitespace_normalised_first_words() -> None:
 
 
 def test_canary_key_changes_when_the_request_changes() -> None:
+    """A canary's reference key follows what it sends: more samples keep it, other tokens or options do not."""
     canary = BUILTIN_SET[1]
     assert canary_key(canary) == canary_key(replace(canary, samples=9))  # more samples: same question
     assert canary_key(canary) != canary_key(replace(canary, max_tokens=3))
@@ -149,6 +159,7 @@ def test_canary_key_changes_when_the_request_changes() -> None:
 
 
 def test_adapt_leaves_out_what_the_model_rejects() -> None:
+    """Adapting a canary drops the options the model rejected; without temperature it takes twice the samples."""
     canary = Canary("c", (Message("user", "Heads or tails?"),), seed=1, temperature=0.0, samples=3, logprobs=True)
     assert adapt(canary, frozenset()) is canary
     reasoning = adapt(canary, frozenset({"temperature", "logprobs", "seed"}))
@@ -161,6 +172,7 @@ def _fixture_message(name: str) -> str:
 
 
 def test_rejected_option_reads_the_providers_words() -> None:
+    """The rejected option is read from the provider's words, never from fpwatch's hint, and only if it was sent."""
     canary = BUILTIN_SET[0]
     assert rejected_option(_fixture_message("openai-400-unsupported-temperature.json"), canary) == "temperature"
     said = (
@@ -233,6 +245,7 @@ class Stream:
 
 
 def test_learning_then_quiet_through_a_long_noisy_steady_state() -> None:
+    """After learning, three weeks of noisy checks raise nothing: the screen fires on noise, bursts keep it quiet."""
     stream = Stream(seed=7)
     for _ in range(3):
         assert stream.check() is None
@@ -247,6 +260,7 @@ def test_learning_then_quiet_through_a_long_noisy_steady_state() -> None:
 
 
 def test_a_silent_swap_is_confirmed_on_its_first_check_and_then_relearned() -> None:
+    """A full swap is raised on its first check as strong and silent, then the new behaviour is the reference."""
     stream = Stream(seed=8)
     for _ in range(40):
         assert stream.check() is None
@@ -261,6 +275,7 @@ def test_a_silent_swap_is_confirmed_on_its_first_check_and_then_relearned() -> N
 
 
 def test_a_change_next_to_a_fingerprint_change_is_not_silent() -> None:
+    """A drift within the screen's window of a version-signal change is reported as not silent."""
     stream = Stream(seed=9)
     for _ in range(40):
         stream.check()
@@ -269,6 +284,7 @@ def test_a_change_next_to_a_fingerprint_change_is_not_silent() -> None:
 
 
 def test_a_logprob_only_perturbation_is_found_by_the_logprob_statistic_and_confirmed_twice() -> None:
+    """Logprobs moved, answers not: the logprob statistic finds it, and the weak evidence must confirm twice."""
     stream = Stream(seed=10)
     for _ in range(60):
         assert stream.check() is None
@@ -290,6 +306,7 @@ def test_a_weak_confirmation_that_does_not_persist_is_dropped() -> None:
 
 
 def test_dispersion_is_the_median_check_ratio_over_chi_squares_and_scales_the_confirmation() -> None:
+    """The dispersion factor is the median single-check G/df over chi-square's, at least 1, and damps the exact test."""
     assert DriftState().dispersion() == 1.0  # no history: independent samples assumed
     assert DriftState(ratios=(1.86,) * 30).dispersion() == pytest.approx(2.0)  # 1.86 / 0.93
     assert DriftState(ratios=(0.5,) * 30).dispersion() == 1.0  # never below 1
@@ -324,6 +341,7 @@ def test_quiet_when_serving_noise_varies_from_moment_to_moment() -> None:
 
 
 def test_observe_uses_the_prescreen_only_for_the_state_it_was_computed_on() -> None:
+    """A prescreen is reused for the state it saw; for a state another process changed, the screen is run again."""
     stream = Stream(seed=15)
     for _ in range(30):
         stream.check()
@@ -340,6 +358,7 @@ def test_observe_uses_the_prescreen_only_for_the_state_it_was_computed_on() -> N
 
 
 def test_drift_state_survives_json() -> None:
+    """The drift state's JSON form (what the store keeps) reads back to the same state."""
     stream = Stream(seed=11)
     for _ in range(10):
         stream.check()
@@ -380,6 +399,7 @@ def _observations(
 def test_conclude_raises_a_critical_silent_drift_with_a_new_behaviour_fingerprint_and_ack_signs_it_off(
     tmp_path: Path,
 ) -> None:
+    """conclude() raises a critical silent canary.drift with a new bfp; acking it in the store ends the drift state."""
     policy = Policy(timedelta(hours=1), 3, 3, canary_keys={name: name for name in STEADY})
     rng = random.Random(3)
     state, now = ModelState("m"), T0

@@ -73,6 +73,7 @@ def by_model(result: subprocess.CompletedProcess[str]) -> dict[str, dict[str, An
 def test_check_raises_a_critical_silent_drift_after_a_silent_swap_and_ack_signs_it_off(
     tmp_path: Path, sim: Simulator
 ) -> None:
+    """The real `check`: a silent swap is a critical drift (exit 2 until acked), a visible upgrade a warning one."""
     write_config(tmp_path / "fpwatch.toml", sim, models=["silent", "loud"])
     for _ in range(10):
         steady = run(tmp_path, "check", "--json")
@@ -135,6 +136,7 @@ def test_check_raises_a_critical_silent_drift_after_a_silent_swap_and_ack_signs_
 def test_a_model_that_rejects_temperature_and_logprobs_is_adapted_once_not_failed(
     tmp_path: Path, sim: Simulator
 ) -> None:
+    """A reasoning model that rejects temperature and logprobs is adapted once and checked without them, not failed."""
     sim.update_model("silent", {"rejects": ["temperature", "logprobs"]})
     write_config(tmp_path / "fpwatch.toml", sim, models=["silent"])
     first = run(tmp_path, "check")
@@ -172,6 +174,7 @@ def test_a_model_that_rejects_temperature_and_logprobs_is_adapted_once_not_faile
 def test_daemon_stays_quiet_through_a_long_noisy_steady_state_then_alerts_on_a_silent_swap(
     tmp_path: Path, sim: Simulator
 ) -> None:
+    """The daemon runs 60 noisy checks without an alarm, then alerts a json:// sink with a silent swap's evidence."""
     sink = HttpSink()
     port = free_port()
     # A user canary with a long answer too: it repeats exactly only ~7% of the time and diverges late.

@@ -13,6 +13,7 @@ from fpwatch.config import Config, parse_config
 from fpwatch.detect.drift import CanaryShift
 from fpwatch.detect.events import (
     EVENTS,
+    BehaviourChange,
     DriftDetails,
     Event,
     ExpectFailed,
@@ -88,7 +89,7 @@ def drift_event(silent: bool = True) -> StoredEvent:
     shift = CanaryShift(0.9, 240, 60, {"Heads": 0.6, "Tails": 0.4}, {"Tails": 0.95}, ("Heads",), ("Tails.",))
     details = DriftDetails(
         "pooled_g", 81.2, 24.1, 0.0003, ScreenFigures(9.1, 4.2, None, 0.2, 34), 0.9, silent, 204, (T0,), ("fp_a",),
-        {"default/coin": shift}, ("bfp_0000000001", "bfp_0000000002"),
+        {"default/coin": shift}, BehaviourChange("bfp_0000000001", "bfp_0000000002"),
     )  # fmt: skip
     return StoredEvent(10, Event(T0, MODEL, "canary.drift", f"{MODEL}: canary behaviour changed", details), "c")
 

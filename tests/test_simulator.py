@@ -610,7 +610,7 @@ def frequencies(answers: Iterable[str]) -> dict[str, float]:
 
 
 def test_builtin_prompts_are_the_builtin_canary_set() -> None:
-    """BUILTIN_PROMPTS repeats fpwatch/canaries.py's built-in prompts (the simulator imports nothing from fpwatch)."""
+    """BUILTIN_PROMPTS repeats the built-in canaries' prompts (the simulator does not import fpwatch's config)."""
     assert tuple(canary.prompt for canary in BUILTIN_SET) == BUILTIN_PROMPTS
 
 

@@ -18,7 +18,14 @@ from dataclasses import replace
 from datetime import datetime
 
 from fpwatch.detect import drift
-from fpwatch.detect.events import VERSION_CHANGES, DriftDetails, Event, FingerprintMissing, ScreenFigures
+from fpwatch.detect.events import (
+    VERSION_CHANGES,
+    BehaviourChange,
+    DriftDetails,
+    Event,
+    FingerprintMissing,
+    ScreenFigures,
+)
 from fpwatch.detect.health import errors_summary, expectations, failed, latest, recovered
 from fpwatch.detect.observation import Observation
 from fpwatch.detect.signals import update_signals
@@ -163,6 +170,6 @@ def _drift_event(model: str, finding: drift.Finding, old_bfp: str, new_bfp: str,
         confirmations=tuple(finding.confirmations),
         fingerprints=tuple(finding.fingerprints),
         canaries=dict(finding.canaries),
-        behaviour_fingerprint=(old_bfp, new_bfp),
+        behaviour_fingerprint=BehaviourChange(old_bfp, new_bfp),
     )
     return Event(now, model, "canary.drift", summary, details)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from fpwatch.clock import iso, iso_or_none, parse_iso, parse_iso_or_none
+from fpwatch.clock import iso
 from fpwatch.detect.drift.decide import CanaryShift
 from fpwatch.detect.shaped import Shaped
 
@@ -32,10 +32,6 @@ def _valid_line(valid: tuple[str, ...]) -> list[str]:
 
 class Details(Shaped):
     """What an event carries besides its summary; subclasses are frozen dataclasses."""
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> Details:
-        raise NotImplementedError
 
     @property
     def subject(self) -> str | None:
@@ -66,32 +62,10 @@ class SignalChange(Details):
     last_seen_before: datetime | None = None  # ... and when it was last seen before that
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "kind": self.kind,
-            "new": self.new,
-            "old": list(self.old),
-            "valid": list(self.valid),
-            "first_seen": iso_or_none(self.first_seen),
-            "count_this_check": self.count_this_check,
-            "samples_this_check": self.samples_this_check,
-        }
-        if self.retired_at is not None or self.last_seen_before is not None:
-            out.update(retired_at=iso_or_none(self.retired_at), last_seen_before=iso_or_none(self.last_seen_before))
+        out = super().to_json()
+        if self.retired_at is None and self.last_seen_before is None:
+            del out["retired_at"], out["last_seen_before"]  # reverted only
         return out
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> SignalChange:
-        return cls(
-            str(data.get("kind", "")),
-            str(data.get("new", "")),
-            tuple(data.get("old") or ()),
-            tuple(data.get("valid") or ()),
-            parse_iso_or_none(data.get("first_seen")),
-            int(data.get("count_this_check", 0)),
-            int(data.get("samples_this_check", 0)),
-            parse_iso_or_none(data.get("retired_at")),
-            parse_iso_or_none(data.get("last_seen_before")),
-        )
 
     def lines(self) -> list[str]:
         out = [f"- {', '.join(self.old) or '(none)'} → **{self.new}**", *_valid_line(self.valid)]
@@ -114,29 +88,6 @@ class SignalRetired(Details):
     chance_of_missing: float  # (1 - share) ** missed_samples
     valid: tuple[str, ...]
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "value": self.value,
-            "last_seen": iso_or_none(self.last_seen),
-            "share": self.share,
-            "missed_samples": self.missed_samples,
-            "chance_of_missing": self.chance_of_missing,
-            "valid": list(self.valid),
-        }
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> SignalRetired:
-        return cls(
-            str(data.get("kind", "")),
-            str(data.get("value", "")),
-            parse_iso_or_none(data.get("last_seen")),
-            float(data.get("share", 0.0)),
-            int(data.get("missed_samples", 0)),
-            float(data.get("chance_of_missing", 0.0)),
-            tuple(data.get("valid") or ()),
-        )
-
     def lines(self) -> list[str]:
         return [*_valid_line(self.valid), *([f"- last seen: {_when(self.last_seen)}"] if self.last_seen else [])]
 
@@ -148,19 +99,12 @@ class FingerprintMissing(Details):
     states: Mapping[str, int]
     valid: tuple[str, ...]
 
-    def to_json(self) -> dict[str, Any]:
-        return {"states": dict(self.states), "valid": list(self.valid)}
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> FingerprintMissing:
-        return cls(dict(data.get("states") or {}), tuple(data.get("valid") or ()))
-
     def lines(self) -> list[str]:
         return _valid_line(self.valid)
 
 
 @dataclass(frozen=True)
-class ScreenFigures:
+class ScreenFigures(Shaped):
     """The drift screen's figures at the check that raised the drift."""
 
     surprise: float
@@ -169,25 +113,13 @@ class ScreenFigures:
     logprob_threshold: float
     samples: int
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "surprise": self.surprise,
-            "threshold": self.threshold,
-            "logprob_change": self.logprob_change,
-            "logprob_threshold": self.logprob_threshold,
-            "samples": self.samples,
-        }
 
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> ScreenFigures:
-        change = data.get("logprob_change")
-        return cls(
-            float(data.get("surprise", 0.0)),
-            float(data.get("threshold", 0.0)),
-            None if change is None else float(change),
-            float(data.get("logprob_threshold", 0.0)),
-            int(data.get("samples", 0)),
-        )
+@dataclass(frozen=True)
+class BehaviourChange(Shaped):
+    """The behaviour fingerprint before and after a confirmed drift."""
+
+    old: str | None
+    new: str | None
 
 
 @dataclass(frozen=True)
@@ -205,43 +137,7 @@ class DriftDetails(Details):
     confirmations: tuple[datetime, ...]
     fingerprints: tuple[str, ...]
     canaries: Mapping[str, CanaryShift]
-    behaviour_fingerprint: tuple[str | None, str | None]  # (old, new)
-
-    def to_json(self) -> dict[str, Any]:
-        old, new = self.behaviour_fingerprint
-        return {
-            "statistic": self.statistic,
-            "value": self.value,
-            "threshold": self.threshold,
-            "p_value": self.p_value,
-            "screen": self.screen.to_json(),
-            "effect_size": self.effect_size,
-            "silent": self.silent,
-            "burst_samples": self.burst_samples,
-            "confirmations": [iso(t) for t in self.confirmations],
-            "fingerprints": list(self.fingerprints),
-            "canaries": {name: shift.to_json() for name, shift in self.canaries.items()},
-            "behaviour_fingerprint": {"old": old, "new": new},
-        }
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> DriftDetails:
-        bfp = data.get("behaviour_fingerprint") or {}
-        p_value = data.get("p_value")
-        return cls(
-            str(data.get("statistic", "")),
-            float(data.get("value", 0.0)),
-            float(data.get("threshold", 0.0)),
-            None if p_value is None else float(p_value),
-            ScreenFigures.from_json(data.get("screen") or {}),
-            float(data.get("effect_size", 0.0)),
-            bool(data.get("silent", False)),
-            int(data.get("burst_samples", 0)),
-            tuple(parse_iso(t) for t in data.get("confirmations") or ()),
-            tuple(data.get("fingerprints") or ()),
-            {name: CanaryShift.from_json(c) for name, c in (data.get("canaries") or {}).items()},
-            (bfp.get("old"), bfp.get("new")),
-        )
+    behaviour_fingerprint: BehaviourChange
 
     def severity(self, declared: str) -> str:
         return "critical" if self.silent else declared
@@ -261,14 +157,12 @@ class DriftDetails(Details):
             lines.append(f"- {name} (TV {c.tv}): before {before or '-'} → after {after or '-'}")
         if self.canaries:
             top = max(self.canaries.values(), key=lambda c: c.tv)
-            examples = [f"`{x[:80]}`" for x in top.before_examples[:1]] + [
-                f"`{x[:80]}`" for x in top.after_examples[:1]
-            ]
-            if len(examples) == 2:
+            examples = [f"`{x[:80]}`" for x in [*top.before_examples[:1], *top.after_examples[:1]]]
+            if top.before_examples and top.after_examples:
                 lines.append(f"- example: before {examples[0]}, after {examples[1]}")
-        old, new = self.behaviour_fingerprint
-        if old or new:
-            lines.append(f"- behaviour fingerprint {old} → **{new}**")
+        bfp = self.behaviour_fingerprint
+        if bfp.old or bfp.new:
+            lines.append(f"- behaviour fingerprint {bfp.old} → **{bfp.new}**")
         return lines
 
 
@@ -281,25 +175,6 @@ class ExpectFailed(Details):
     matched: int
     samples: int
     examples: tuple[str, ...]
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "canary": self.canary,
-            "expect": self.expect,
-            "matched": self.matched,
-            "samples": self.samples,
-            "examples": list(self.examples),
-        }
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> ExpectFailed:
-        return cls(
-            str(data.get("canary", "")),
-            str(data.get("expect", "")),
-            int(data.get("matched", 0)),
-            int(data.get("samples", 0)),
-            tuple(data.get("examples") or ()),
-        )
 
     @property
     def subject(self) -> str | None:
@@ -316,27 +191,8 @@ class ModelDown(Details):
     failed_checks: int
     last_error: str | None
     last_ok: datetime | None
-    downs_last_hour: int
-    flapping: bool
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "failed_checks": self.failed_checks,
-            "last_error": self.last_error,
-            "last_ok": iso_or_none(self.last_ok),
-            "downs_last_hour": self.downs_last_hour,
-            "flapping": self.flapping,
-        }
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> ModelDown:
-        return cls(
-            int(data.get("failed_checks", 0)),
-            data.get("last_error"),
-            parse_iso_or_none(data.get("last_ok")),
-            int(data.get("downs_last_hour", 1)),
-            bool(data.get("flapping", False)),
-        )
+    downs_last_hour: int = 1  # rows from before flap damping lack the last two
+    flapping: bool = False
 
     def lines(self) -> list[str]:
         return [f"- last error: {self.last_error[:300]}"] if self.last_error else []
@@ -348,13 +204,6 @@ class ModelRecovered(Details):
 
     failed_checks: int
     down_since: datetime | None
-
-    def to_json(self) -> dict[str, Any]:
-        return {"failed_checks": self.failed_checks, "down_since": iso_or_none(self.down_since)}
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> ModelRecovered:
-        return cls(int(data.get("failed_checks", 0)), parse_iso_or_none(data.get("down_since")))
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,8 @@ from fpwatch.sim.scenario import (
 
 # --------------------------------------------------------------------------- realistic noise and model changes
 
-# The prompts of fpwatch's built-in canary set (fpwatch/canaries.py, BUILTIN_SET), repeated so that
-# the simulator imports nothing from fpwatch; a test checks that the two agree.
+# The prompts of fpwatch's built-in canary set (fpwatch/config/canaries.py, BUILTIN_SET), repeated so that
+# the simulator stays a provider's stand-in that knows nothing of fpwatch's config; a test checks they agree.
 BUILTIN_PROMPTS: tuple[str, ...] = (
     "x",
     "Reply in one token. 1+1=",

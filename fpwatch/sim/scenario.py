@@ -162,13 +162,14 @@ key, only whether auth was ``ok``, ``missing``, ``wrong`` or ``none-required``.
 from __future__ import annotations
 
 import copy
-import difflib
 import json
 import math
 import tomllib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
+
+from fpwatch.hints import closest
 
 JsonDict = dict[str, Any]
 
@@ -252,12 +253,17 @@ def _is_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def _suggestion(word: str, choices: Iterable[str]) -> str:
+    """ " (did you mean 'x'?)" when a choice is close, else nothing."""
+    match = closest(word, choices)
+    return f" (did you mean {match!r}?)" if match else ""
+
+
 def _check_keys(obj: Mapping[str, Any], allowed: Iterable[str], where: str) -> None:
     allowed = list(allowed)
     for key in obj:
         if key not in allowed:
-            close = difflib.get_close_matches(str(key), allowed, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            hint = _suggestion(str(key), allowed)
             raise ValueError(f"{where}: unknown key {key!r}{hint}; expected one of: {', '.join(allowed)}")
 
 
@@ -335,8 +341,7 @@ def _rejects(value: object, where: str) -> list[str]:
     names: list[str] = []
     for i, name in enumerate(value):
         if not isinstance(name, str) or name not in _REJECTABLE:
-            close = difflib.get_close_matches(str(name), _REJECTABLE, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            hint = _suggestion(str(name), _REJECTABLE)
             raise ValueError(f"{where}[{i}]: cannot reject {name!r}{hint}; expected any of: {', '.join(_REJECTABLE)}")
         if name not in names:
             names.append(name)
@@ -386,8 +391,7 @@ def _fault_kind(value: object, where: str) -> str:
     # TOML users naturally write `kind = 500`; status-like kinds are accepted as integers too.
     kind = str(value) if isinstance(value, int) and not isinstance(value, bool) else value
     if not isinstance(kind, str) or kind not in _FAULT_OPTIONS:
-        close = difflib.get_close_matches(str(kind), list(_FAULT_OPTIONS), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        hint = _suggestion(str(kind), _FAULT_OPTIONS)
         raise ValueError(
             f"{where}.kind: unknown fault kind {value!r}{hint}; expected one of: {', '.join(_FAULT_OPTIONS)}"
         )

@@ -26,7 +26,6 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any
 
 from fpwatch.detect.drift.reference import (
     EMPTY,
@@ -159,29 +158,6 @@ class CanaryShift(Shaped):
     after: Mapping[str, float]
     before_examples: tuple[str, ...]  # full answers seen with the top outcomes
     after_examples: tuple[str, ...]
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "tv": self.tv,
-            "reference_samples": self.reference_samples,
-            "burst_samples": self.burst_samples,
-            "before": dict(self.before),
-            "after": dict(self.after),
-            "before_examples": list(self.before_examples),
-            "after_examples": list(self.after_examples),
-        }
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> CanaryShift:
-        return cls(
-            float(data.get("tv", 0.0)),
-            int(data.get("reference_samples", 0)),
-            int(data.get("burst_samples", 0)),
-            dict(data.get("before") or {}),
-            dict(data.get("after") or {}),
-            tuple(data.get("before_examples") or ()),
-            tuple(data.get("after_examples") or ()),
-        )
 
 
 @dataclass(frozen=True)
