@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 API_KEY = "sk-fpwatch-bench-3f2e1d0c9b8a7"
@@ -52,3 +53,9 @@ def child_env() -> dict[str, str]:
     ):
         env.pop(name, None)  # the config must come from --config, the state must sit next to it
     return env
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

@@ -65,7 +65,6 @@ import math
 import os
 import resource
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -77,7 +76,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from _common import API_KEY, child_env, write_config  # bench/ is on sys.path: the script's own folder
+from _common import API_KEY, child_env, free_port, write_config  # bench/ is on sys.path: the script's own folder
 from prometheus_client.parser import text_string_to_metric_families
 
 from fpwatch.durations import parse_duration
@@ -247,12 +246,6 @@ def bucket_of(value: float | None, buckets: list[tuple[float, float]]) -> str:
 
 
 # --------------------------------------------------------------------------- the daemon
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Daemon:

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from _common import child_env, write_config  # bench/ is on sys.path: the script's own folder
+from _common import child_env, free_port, write_config  # bench/ is on sys.path: the script's own folder
 
 from fpwatch.clock import parse_iso
 from fpwatch.sim import Simulator
@@ -60,14 +60,6 @@ LOCKER = textwrap.dedent(
     db.execute("COMMIT")
     """
 )
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def log_events(log: Path, name: str) -> list[dict[str, Any]]:

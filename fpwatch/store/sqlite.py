@@ -12,15 +12,12 @@ nor `status`. Errors become one-line `StateError`s that say what to do.
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import itertools
 import json
 import os
 import socket
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -35,6 +32,7 @@ from fpwatch.errors import StateError
 from fpwatch.store import chain, codec
 from fpwatch.store.protocol import CheckRecord, Conclude, OutboxMessage, Route, StoredEvent
 from fpwatch.store.sqlite_migrations import MIGRATIONS
+from fpwatch.store.worker import Worker
 
 BUSY_TIMEOUT_MS = 30_000
 ROWS_PER_BATCH = 500
@@ -42,34 +40,6 @@ T = TypeVar("T")
 _STATE_SELECT = f"SELECT {', '.join(codec.STATE_COLUMNS)} FROM model_state WHERE model = ?"
 _SIGNAL_SELECT = "SELECT kind, value, first_seen, last_seen, count, misses, retired_at, since FROM signals"
 _EVENT_SELECT = f"SELECT {', '.join(codec.EVENT_COLUMNS)} FROM events"
-
-
-class _Worker:
-    """A dedicated thread with its own connection: `await worker.run(fn, ...)` runs fn(connection, ...) there."""
-
-    def __init__(self, connect: Callable[[], sqlite3.Connection], name: str) -> None:
-        self._connect = connect
-        self._db: sqlite3.Connection | None = None  # opened, used and closed on the worker thread only
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
-
-    def _call(self, fn: Callable[..., T], *args: Any) -> T:
-        if self._db is None:
-            self._db = self._connect()
-        return fn(self._db, *args)
-
-    async def run(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(
-            self._executor, functools.partial(self._call, fn, *args)
-        )
-
-    def _close(self) -> None:
-        if self._db is not None:
-            self._db.close()
-            self._db = None
-
-    async def close(self) -> None:
-        await asyncio.get_running_loop().run_in_executor(self._executor, self._close)
-        self._executor.shutdown(wait=True)
 
 
 def _lease_owner() -> str:
@@ -123,9 +93,9 @@ class SqliteStore:
         self.path = path
         self.readonly = readonly
         self.busy_timeout_ms = busy_timeout_ms
-        self._writer = _Worker(self._connect, "fpwatch-db-writer")
+        self._writer = Worker(self._connect, "fpwatch-db-writer")
         # A read-only store has one connection; otherwise reads never queue behind a write waiting on a lock.
-        self._reader = self._writer if readonly else _Worker(self._connect, "fpwatch-db-reader")
+        self._reader = self._writer if readonly else Worker(self._connect, "fpwatch-db-reader")
 
     # -- connections (on a worker thread)
 
