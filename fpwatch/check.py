@@ -75,9 +75,9 @@ def canaries_for(model: ModelConfig, unsupported: frozenset[str]) -> list[Canary
     return [adapt(c, unsupported) for c in model.canaries]
 
 
-def policy_for(model: ModelConfig, state: ModelState | None = None, also: frozenset[str] = frozenset()) -> Policy:
-    """How this model's checks are judged, given the options its model id rejected (in `state`, and `also`)."""
-    unsupported = (state.rejected_by(model.model) if state is not None else frozenset()) | also
+def policy_for(model: ModelConfig, state: ModelState | None = None) -> Policy:
+    """How this model's checks are judged, given the options its model id rejected (as `state` records)."""
+    unsupported = state.rejected_by(model.model) if state is not None else frozenset()
     # What else shapes the request: a different model id, provider type or extra field starts a new reference.
     context = (model.model, model.provider.type, sorted((k, repr(v)) for k, v in model.params.items()))
     return Policy(

@@ -59,6 +59,7 @@ class ProbeError(FpwatchError):
     `provider_words` is what the provider said (with the HTTP status), `hint` what fixes it; `param` the
     request field the provider named, if any. `permanent`: trying again at the next check cannot help
     until a person acts (a wrong key, an unknown model, no quota left), as opposed to a timeout or a 503.
+    `canary_setting`: the canary setting the hint asks to change (temperature, logprobs, seed), if any.
     """
 
     def __init__(
@@ -70,6 +71,7 @@ class ProbeError(FpwatchError):
         param: str | None = None,
         permanent: bool = False,
         status: int | None = None,
+        canary_setting: str | None = None,
     ) -> None:
         super().__init__(f"{provider_words}{HINT_SEPARATOR}{hint}" if hint else provider_words)
         self.kind = kind
@@ -78,3 +80,4 @@ class ProbeError(FpwatchError):
         self.param = param
         self.permanent = permanent
         self.status = status
+        self.canary_setting = canary_setting

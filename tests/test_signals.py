@@ -45,7 +45,7 @@ def obs(
 
 
 class Run:
-    """Feeds checks to the tracker one interval apart and collects (check index, type, value)."""
+    """Feeds checks to conclude() one interval apart and collects (check index, type, value)."""
 
     def __init__(self, policy: Policy | None = None) -> None:
         self.policy = policy or Policy(timedelta(hours=24), 3, 3)

@@ -76,7 +76,7 @@ def test_a_file_that_is_not_a_database_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_state_round_trips_through_the_database(tmp_path: Path) -> None:
-    """What the tracker produced is exactly what the next check loads."""
+    """What conclude() produced is exactly what the next check loads."""
     with BlockingStore(tmp_path / "s.db") as store:
         obs = [observation(0), observation(1, "fp_b000000000")]
         expected, _ = conclude(store.load_state("m"), obs, POLICY, T0)
@@ -197,3 +197,95 @@ def test_a_database_from_every_earlier_schema_migrates_forward(tmp_path: Path) -
         with BlockingStore(path) as store:
             assert [row[0] for row in store.db.execute("SELECT name FROM migrations")] == [n for n, _ in MIGRATIONS]
             assert store.load_state("m").checks == 7
+
+
+def test_rejected_options_are_kept_per_model_id_in_their_stored_form(tmp_path: Path) -> None:
+    """A state written by an earlier fpwatch ("option@model-id", ids with "@" included) loads as (option, id)
+    pairs, and is written back in the same form, so either fpwatch reads the other's file."""
+    path = tmp_path / "s.db"
+    BlockingStore(path).close()
+    with sqlite3.connect(path) as db:
+        db.execute(
+            "INSERT INTO model_state (model, checks, consecutive_failures, down, fingerprint_missing, expect_failing,"
+            " fingerprint_samples, response_model_samples, unsupported) VALUES ('m', 1, 0, 0, 0, '[]', 0, 0, ?)",
+            (json.dumps(["temperature@o3-mini", "seed@claude-3-5-sonnet@20240620"]),),
+        )
+    with BlockingStore(path) as store:
+        state = store.load_state("m")
+        assert state.unsupported == {("temperature", "o3-mini"), ("seed", "claude-3-5-sonnet@20240620")}
+        assert state.rejected_by("o3-mini") == {"temperature"} and state.rejected_by("gpt-4o") == frozenset()
+        check = CheckRecord("c1", "m", T0, T0, 0, 0, None)
+        store.record_check(check, [], lambda s: (s, []))
+        stored = store.db.execute("SELECT unsupported FROM model_state").fetchone()[0]
+        assert json.loads(stored) == ["seed@claude-3-5-sonnet@20240620", "temperature@o3-mini"]
+
+
+def test_a_stored_events_details_are_shown_exactly_as_stored(tmp_path: Path) -> None:
+    """A row from an earlier fpwatch (fewer keys, one it no longer writes) reads back with its details as they
+    are, keys sorted as stored: the audit trail is not rewritten; the typed details fill in what they lack."""
+    with BlockingStore(tmp_path / "s.db") as store:
+        old = {"failed_checks": 3, "last_error": "boom", "last_ok": None, "retired_key": "kept"}
+        store.db.execute(
+            "INSERT INTO events (time, model, type, severity, summary, details) VALUES (?, 'm', 'model.down', "
+            "'warning', 'm: down', ?)",
+            ("2026-03-01T00:00:00Z", json.dumps(old, sort_keys=True)),
+        )
+        (event,) = store.events()
+        assert list(event.to_dict()["details"].items()) == sorted(old.items())
+        assert event.event.details.flapping is False and event.event.details.downs_last_hour == 1
+
+
+def test_queued_writes_wait_for_a_lock_from_when_they_were_asked_not_one_after_another(tmp_path: Path) -> None:
+    """Three writes queued behind another process's lock each give up at the busy timeout from when they were
+    asked for (about 1 s for all three), not 1 s, 2 s and 3 s; the store works again once the lock is gone."""
+    import asyncio
+    import time
+
+    from fpwatch.store import open_sqlite
+
+    path = tmp_path / "s.db"
+    BlockingStore(path).close()
+    locker = sqlite3.connect(path, isolation_level=None)
+
+    async def scenario() -> tuple[list[BaseException | None], float, int]:
+        store = await open_sqlite(path, busy_timeout_ms=1000)
+        locker.execute("BEGIN EXCLUSIVE")
+        started = time.monotonic()
+        outcomes = await asyncio.gather(*(store.prune_outputs(T0) for _ in range(3)), return_exceptions=True)
+        elapsed = time.monotonic() - started
+        locker.execute("COMMIT")
+        pruned = await store.prune_outputs(T0)
+        await store.close()
+        return [o if isinstance(o, BaseException) else None for o in outcomes], elapsed, pruned
+
+    errors, elapsed, pruned = asyncio.run(scenario())
+    assert all(isinstance(e, StateError) and "stayed locked" in str(e) for e in errors)
+    assert elapsed < 1.8 and pruned == 0
+
+
+def test_a_write_whose_caller_is_cancelled_still_completes(tmp_path: Path) -> None:
+    """Asked for, a write runs to its end even if its caller is cancelled (a delivery already sent must be marked
+    delivered): the event lands, and the store closes only after it."""
+    import asyncio
+
+    from fpwatch.store import open_sqlite
+
+    path = tmp_path / "s.db"
+    BlockingStore(path).close()
+    locker = sqlite3.connect(path, isolation_level=None)
+    obs = [observation(0)]
+
+    async def scenario() -> None:
+        store = await open_sqlite(path)
+        locker.execute("BEGIN EXCLUSIVE")
+        check = CheckRecord("c1", "m", T0, T0, 1, 0, None)
+        task = asyncio.create_task(store.record_check(check, obs, lambda s: conclude(s, obs, POLICY, T0)))
+        await asyncio.sleep(0.3)  # queued and waiting on the lock
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        locker.execute("COMMIT")
+        await store.close()
+
+    asyncio.run(scenario())
+    with BlockingStore(path) as store:
+        assert store.load_state("m").checks == 1 and store.verify_chain() == (1, None)

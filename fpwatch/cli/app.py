@@ -22,7 +22,6 @@ if TYPE_CHECKING:
     from fpwatch.config import Config, ModelConfig
     from fpwatch.store import Store
 
-_LEVELS = ["debug", "info", "warning", "error"]
 T = TypeVar("T")
 
 
@@ -99,12 +98,13 @@ async def reading(config: Config) -> AsyncIterator[Store | None]:
 
 
 def setup_logging(config: Config, obj: _Obj) -> None:
+    """Logging for a one-shot command: the report on stdout already says what happened (events, errors,
+    failed deliveries), so stderr carries only errors (cron does not mail everything twice); --debug all."""
+    from fpwatch.config.model import LOG_LEVELS
     from fpwatch.logs import configure_logging
     from fpwatch.redact import Redactor
 
-    # The report on stdout already says what happened (events, errors, failed deliveries): stderr carries
-    # only errors, so cron does not mail everything twice; --debug shows every log line.
-    level = "debug" if obj.debug else max(config.settings.log_level, "error", key=_LEVELS.index)
+    level = "debug" if obj.debug else max(config.settings.log_level, "error", key=LOG_LEVELS.index)
     configure_logging(level, config.settings.log_format, Redactor(config.secrets))
 
 

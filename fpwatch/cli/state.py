@@ -96,7 +96,7 @@ def events(
 
     config = obj_of(ctx).config()
     severities = SEVERITIES[SEVERITIES.index(severity) :] if severity else None
-    start = parse_since(since)
+    start = parse_since(since) if config.settings.state.exists() else None  # no state: no events, whatever --since
 
     async def gather() -> list[Any]:
         async with reading(config) as store:
@@ -209,7 +209,6 @@ def export(ctx: click.Context, since: str | None, fmt: str, output: str | None, 
     from fpwatch.report.export import write
 
     config = obj_of(ctx).config()
-    start = parse_since(since)
 
     async def verify() -> tuple[int, int | None] | None:
         async with reading(config) as store:
@@ -226,6 +225,8 @@ def export(ctx: click.Context, since: str | None, fmt: str, output: str | None, 
             ctx.exit(1)
         click.echo(f"chain OK: {count} observations")
         return
+
+    start = parse_since(since) if config.settings.state.exists() else None
 
     async def dump(out: Any) -> None:
         async with reading(config) as store:

@@ -16,6 +16,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 Logprobs = Literal["auto"] | bool
+LogFormat = Literal["auto", "json", "console"]
+LOG_FORMATS: tuple[LogFormat, ...] = ("auto", "json", "console")
+LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 class Secret:
@@ -103,7 +106,7 @@ class ProviderType:
 @dataclass(frozen=True)
 class Settings:
     state: Path = Path("fpwatch.db")  # relative: to $STATE_DIRECTORY, else to the config file's folder
-    log_format: Literal["auto", "json", "console"] = "auto"
+    log_format: LogFormat = "auto"
     log_level: str = "info"
     listen: str | None = None
     heartbeat_url: Secret | None = None

@@ -23,6 +23,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from fpwatch.config.canaries import BUILTIN_SET, BUILTIN_SET_NAME
 from fpwatch.config.fields import MISSING, Fields, join, type_name
 from fpwatch.config.model import (
+    LOG_FORMATS,
+    LOG_LEVELS,
     AlertsConfig,
     Canary,
     Config,
@@ -41,9 +43,6 @@ from fpwatch.errors import ConfigError, ConfigProblem
 from fpwatch.hints import did_you_mean
 from fpwatch.redact import SECRET_NAME, Redactor
 
-_LOG_FORMATS = ("auto", "json", "console")
-_LOG_LEVELS = ("debug", "info", "warning", "error")
-
 _TOP = ("fpwatch", "defaults", "providers", "models", "canaries", "alerts", "notify")
 _SETTINGS = ("state", "log_format", "log_level", "listen", "heartbeat_url", "retention", "max_concurrency")
 _SCHEDULE = (
@@ -57,7 +56,7 @@ _SCHEDULE = (
     "failure_threshold",
 )
 _DEFAULTS = (*_SCHEDULE, "canaries", "params", "tags")
-_PROVIDER = ("type", "base_url", "api_key", "api_key_file", "headers", "max_concurrency")  # + each type's own keys
+_PROVIDER = ("type", "base_url", "api_key", "api_key_file", "headers")  # then each type's own keys, max_concurrency
 _MODEL = ("provider", "model", "name", *_DEFAULTS)
 _CANARY = (
     "messages",
@@ -161,6 +160,7 @@ class Reader(Fields):
     def settings(self, value: Any) -> Settings:
         tbl = self.table(value, "fpwatch", _SETTINGS)
         fallback = str(default(Settings, "state"))
+        log_format, log_level = default(Settings, "log_format"), default(Settings, "log_level")
         state = Path(self.string(tbl, "state", "fpwatch", fallback) or fallback)
         if not state.is_absolute():
             root = self.env.get("STATE_DIRECTORY")
@@ -174,8 +174,8 @@ class Reader(Fields):
         heartbeat = self.string(tbl, "heartbeat_url", "fpwatch", None, secret=True)
         return Settings(
             state=state,
-            log_format=self.string(tbl, "log_format", "fpwatch", "auto", choices=_LOG_FORMATS) or "auto",
-            log_level=self.string(tbl, "log_level", "fpwatch", "info", choices=_LOG_LEVELS) or "info",
+            log_format=self.string(tbl, "log_format", "fpwatch", log_format, choices=LOG_FORMATS) or log_format,
+            log_level=self.string(tbl, "log_level", "fpwatch", log_level, choices=LOG_LEVELS) or log_level,
             listen=listen,
             heartbeat_url=Secret(heartbeat) if heartbeat else None,
             retention=self.duration(tbl, "retention", "fpwatch", default(Settings, "retention")),
@@ -193,7 +193,7 @@ class Reader(Fields):
         out: dict[str, ProviderConfig] = {}
         for name, body in value.items():
             loc = f"providers.{name}"
-            tbl = self.table(body, loc, (*_PROVIDER, *extra_keys))
+            tbl = self.table(body, loc, (*_PROVIDER, *extra_keys, "max_concurrency"))
             spec = self.provider_type(tbl, loc)
             base_url = self.string(tbl, "base_url", loc, spec.default_base_url if spec else None)
             if base_url is None and spec is not None and spec.default_base_url is None:
@@ -378,7 +378,7 @@ class Reader(Fields):
             if (
                 provider_name
                 and provider is None
-                and not any(p.location.startswith(f"providers.{provider_name}") for p in self.problems)
+                and not any(_within(p.location, f"providers.{provider_name}") for p in self.problems)
             ):
                 advice = did_you_mean(provider_name, providers, f"define it under [providers.{provider_name}]")
                 self.problem(join(loc, "provider"), f'no provider named "{provider_name}"; {advice}')
@@ -548,3 +548,8 @@ class Reader(Fields):
             if name and url:
                 out.append(NotifierConfig(name, Secret(url), events, selectors, severity))
         return out
+
+
+def _within(location: str, section: str) -> bool:
+    """Is this problem's location the section or inside it? ("providers.x" is not inside "providers.xai")"""
+    return location == section or location.startswith(section + ".")

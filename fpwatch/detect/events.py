@@ -4,8 +4,9 @@ An entry says everything the rest of fpwatch needs to know about a type: its nam
 typed details it carries (whose JSON shape the README documents, and which render themselves as the
 message's facts), whether a model being down inhibits it, whether it counts as a version change (a
 drift next to one is not silent), whether it is reminded while its condition stays open, which event it
-resolves, and whether flap damping holds it. Routing, rendering, reminders, the exit status and the CLI
-read these flags; none of them tests an event's name. Adding an event type is one entry here.
+resolves, whether flap damping holds it, and whether an ack signs off the state it opened. Routing,
+rendering, reminders and `ack` read these flags instead of testing names. Adding an event type is one
+entry here.
 """
 
 from __future__ import annotations
@@ -245,6 +246,7 @@ class EventType:
     still_open: Callable[[Standing, Details], bool] | None = None  # reminded (repeat_interval) while this holds
     resolves: str | None = None  # goes wherever that event went; dropped with send_resolved = false
     flap_hold: int | None = None  # held from notifiers once the model went down this often within the hour
+    ack_signs_off: bool = False  # acking the event that opened the model's current state ends that state
 
     @property
     def reminded(self) -> bool:
@@ -275,7 +277,14 @@ EVENTS: dict[str, EventType] = {
         EventType("model.changed", "warning", SignalChange, inhibited_while_down=True, version_change=True),
         EventType("model.reverted", "critical", SignalChange, inhibited_while_down=True, version_change=True),
         EventType("model.retired", "info", SignalRetired, inhibited_while_down=True, version_change=True),
-        EventType("canary.drift", "warning", DriftDetails, inhibited_while_down=True, still_open=_drift_open),
+        EventType(
+            "canary.drift",
+            "warning",
+            DriftDetails,
+            inhibited_while_down=True,
+            still_open=_drift_open,
+            ack_signs_off=True,
+        ),
         EventType("canary.failed", "critical", ExpectFailed, inhibited_while_down=True, still_open=_expect_failing),
         EventType("model.down", "warning", ModelDown, still_open=_down, flap_hold=3),
         EventType("model.recovered", "info", ModelRecovered, resolves="model.down", flap_hold=2),

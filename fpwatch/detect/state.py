@@ -7,6 +7,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from fpwatch.detect.drift import CanaryKey, DriftState
+from fpwatch.detect.events import EVENTS, Event
 from fpwatch.detect.signals import SignalSet
 
 # A model that goes down again within FLAP_WINDOW of an earlier outage is flapping: that second
@@ -74,3 +75,14 @@ def learning(state: ModelState, policy: Policy, now: datetime) -> bool:
 def flapping(state: ModelState, now: datetime) -> int:
     """How many times the model went down within the flap window (2 or more: it is flapping)."""
     return sum(1 for t in state.recent_downs if now - t < FLAP_WINDOW)
+
+
+def acknowledged(state: ModelState, event: Event) -> ModelState:
+    """The state after a person acked `event`. Acking the canary.drift that opened the current `drift` state signs
+    off the new behaviour (the reference already follows it): the model leaves the state; other acks change
+    nothing here."""
+    kind = EVENTS.get(event.type)
+    opened = state.drift.open_since
+    if kind is not None and kind.ack_signs_off and opened is not None and event.time >= opened:
+        return state.drift_signed_off()
+    return state

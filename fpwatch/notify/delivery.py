@@ -94,14 +94,22 @@ class Sender:
 class Notifier(Sender):
     """The outbox in the state database, drained through apprise."""
 
-    def __init__(self, config: Config, store: Store, *, on_failure: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        *,
+        on_failure: Callable[[str], None] | None = None,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
         super().__init__(config)
         self.store = store
         self.on_failure = on_failure
+        self.clock = clock
 
     async def deliver(self, now: datetime | None = None, *, flush: bool = False) -> DeliveryReport:
         """Group what is pending into messages (all of it when `flush`), then send every message that is due."""
-        now = now or utcnow()
+        now = now or self.clock()
         for notifier in self.config.notifiers:
             pending = await self.store.pending_alerts(notifier.name)
             if not pending:
@@ -117,7 +125,7 @@ class Notifier(Sender):
         # message at a time, so a lease never runs out while the message waits behind others.
         await asyncio.gather(*(self._drain(n, report) for n in self.config.notifiers))
         for message_id, notifier_name in await self.store.orphaned_messages({n.name for n in self.config.notifiers}):
-            await self.store.expire_message(message_id, utcnow(), "the notifier was removed from the config")
+            await self.store.expire_message(message_id, self.clock(), "the notifier was removed from the config")
             report.expired += 1
             if self.on_failure is not None:
                 self.on_failure(notifier_name)
@@ -154,9 +162,9 @@ class Notifier(Sender):
         return bool(same) and same[-1].id == stored.id
 
     async def _drain(self, notifier: NotifierConfig, report: DeliveryReport) -> None:
-        while (message := await self.store.claim_next_message(notifier.name, utcnow(), lease=LEASE)) is not None:
+        while (message := await self.store.claim_next_message(notifier.name, self.clock(), lease=LEASE)) is not None:
             error = await self.send(notifier, message.title, message.body, message.notify_type)
-            now = utcnow()
+            now = self.clock()
             if error is None:
                 await self.store.mark_delivered(message.id, now)
                 report.delivered += 1

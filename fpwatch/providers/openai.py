@@ -290,9 +290,11 @@ def error_from(exchange: Exchange, body: Any) -> ProbeError:
     attempts = len(exchange.attempts)
     retried = f" after {attempts} attempts" if attempts > 1 else ""
 
-    def err(kind: str, hint: str, *, permanent: bool) -> ProbeError:
+    def err(kind: str, hint: str, *, permanent: bool, canary_setting: str | None = None) -> ProbeError:
         said_at = f"{said} ({tag}{retried})"
-        return ProbeError(kind, said_at, hint, param=fields.param, permanent=permanent, status=status)
+        return ProbeError(
+            kind, said_at, hint, param=fields.param, permanent=permanent, status=status, canary_setting=canary_setting
+        )
 
     if "insufficient_quota" in words or status == 402:
         hint = "the account is out of quota or credits; fpwatch does not retry this: check billing"
@@ -315,20 +317,22 @@ def error_from(exchange: Exchange, body: Any) -> ProbeError:
         hint = "the provider failed; fpwatch retried within the timeout and will try next check"
         return err("server_error", hint, permanent=False)
     if status in (400, 422) or status == 200:
-        return err("bad_request", _bad_request_hint(fields, words), permanent=True)
+        hint, setting = _bad_request_hint(fields, words)
+        return err("bad_request", hint, permanent=True, canary_setting=setting)
     return err("http_error", "", permanent=False)
 
 
-def _bad_request_hint(fields: _Error, words: str) -> str:
+def _bad_request_hint(fields: _Error, words: str) -> tuple[str, str | None]:
+    """The hint, and the canary setting it asks to change (None: the fix is elsewhere)."""
     param = (fields.param or "").lower()
     if "temperature" in param or "temperature" in words:
-        return 'this model rejects temperature: set temperature = "default" on the canary'
+        return 'this model rejects temperature: set temperature = "default" on the canary', "temperature"
     if "logprobs" in param or "logprobs" in words:
-        return "this model rejects logprobs: set logprobs = false on the canary"
+        return "this model rejects logprobs: set logprobs = false on the canary", "logprobs"
     if "max_tokens" in param or "max_tokens" in words:
-        return "this model wants max_completion_tokens: set params = { max_completion_tokens = N } on the model"
+        return "this model wants max_completion_tokens: set params = { max_completion_tokens = N } on the model", None
     if "seed" in param or "seed" in words:
-        return 'this model rejects seed: set seed = "none" on the canary'
+        return 'this model rejects seed: set seed = "none" on the canary', "seed"
     if "role" in param or "system" in words:
-        return "this model rejects a message role: use a single user message (prompt = ...) in the canary"
-    return "the request was refused; check the model's params and the canary's settings"
+        return "this model rejects a message role: use a single user message (prompt = ...) in the canary", None
+    return "the request was refused; check the model's params and the canary's settings", None

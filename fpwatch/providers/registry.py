@@ -8,8 +8,8 @@ from fpwatch.providers.openai import AzureAdapter, OpenAIAdapter, OpenAICompatib
 
 ADAPTERS: dict[str, type[Adapter]] = {
     "openai": OpenAIAdapter,
-    "azure": AzureAdapter,
     "openai-compatible": OpenAICompatibleAdapter,
+    "azure": AzureAdapter,
 }
 # Named in the contract, adapters not written yet: the config says "not supported yet" rather than "unknown".
 _PLANNED = (ProviderType("anthropic", supported=False), ProviderType("gemini", supported=False))

@@ -95,7 +95,7 @@ async def probe(
 
     With `rejected` given, a 400 that says the model does not support temperature, logprobs or seed
     is not the end: the option is recorded there (option -> the provider's words), the canary is
-    adapted (canaries.adapt) and the request sent again without it.
+    adapted (capabilities.adapt) and the request sent again without it.
     """
     for _ in range(len(CAPABILITIES) + 1):
         observation, option = await _probe_once(session, model, canary, sample, redact=redact, clock=clock)
@@ -151,7 +151,7 @@ async def _probe_once(
     except ProbeError as error:
         option = rejected_option(error, canary) if error.kind == "bad_request" else None
         message = str(error)
-        if canary.builtin and option is None and "on the canary" in error.hint:
+        if canary.builtin and option is None and error.canary_setting is not None:
             # The built-in set cannot be edited: say how to replace it instead.
             hint = (
                 f"the built-in canary {canary.name} cannot be changed: define your own canary with the "

@@ -8,6 +8,7 @@ from typing import Any
 
 from fpwatch.check import CheckResult
 from fpwatch.clock import human, parse_iso_or_none
+from fpwatch.detect.events import DriftDetails
 from fpwatch.detect.verdict import OK, STATUS_NAMES
 from fpwatch.notify import DeliveryReport
 from fpwatch.report.summary import check_summary
@@ -49,7 +50,7 @@ def check_report(results: Sequence[CheckResult], code: int, dry_run: bool) -> st
     if bursts:
         lines += ["", "Drift screen hits (confirmed with fresh samples before any alert):"]
         for r in bursts:
-            confirmed = any(e.event.type == "canary.drift" for e in r.events)
+            confirmed = any(isinstance(e.event.details, DriftDetails) for e in r.events)
             verdict = "confirmed: canary.drift" if confirmed else "not confirmed: serving noise"
             lines.append(f"  {r.model.name}: {r.burst} more requests, {verdict}")
     adapted = [(r.model.name, option) for r in results for option in r.adapted]

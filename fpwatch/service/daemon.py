@@ -59,7 +59,7 @@ from fpwatch.service.metrics import Metrics
 from fpwatch.service.schedule import JOB_PREFIX, schedule_key, trigger
 from fpwatch.store import Store, open_store
 
-DRAIN_SECONDS = 20.0  # + a 5 s notification flush: below the unit's TimeoutStopSec=30s
+DRAIN_SECONDS = 20.0  # + a 5 s notification flush + the store's 3 s close grace: below the unit's TimeoutStopSec=30s
 HEARTBEAT_EVERY = 60.0
 STATUS_EVERY = 1.0  # 1,000 models must not mean 1,000 datagrams a minute
 
@@ -144,7 +144,7 @@ class Daemon:
         self.store: Store = await open_store(self.config.settings.state)
         self.states = {m.name: await self.store.load_state(m.name) for m in self.config.models}
         self.providers = Providers(self.config.settings.max_concurrency)
-        self.notifier = Notifier(self.config, self.store, on_failure=self._delivery_failed)
+        self.notifier = Notifier(self.config, self.store, on_failure=self._delivery_failed, clock=self.clock.now)
         self.ctx = CheckContext(
             store=self.store,
             providers=self.providers,
@@ -289,6 +289,7 @@ class Daemon:
         try:
             result = await run_check(model, self.ctx)
         except asyncio.CancelledError:
+            # Nothing half-written: a write it had asked for completes (the check is recorded) before the store closes.
             log.warning("check cancelled at the drain deadline", model=name)
             return
         except FpwatchError as exc:  # e.g. the database stayed locked: expected, one line

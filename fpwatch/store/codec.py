@@ -58,7 +58,7 @@ def state_row(s: ModelState) -> tuple[Any, ...]:
         s.response_models.samples,
         json.dumps([iso(t) for t in s.recent_downs]),
         json.dumps(s.drift.to_json(), separators=(",", ":")),
-        json.dumps(sorted([option, model_id] for option, model_id in s.unsupported)),
+        json.dumps(sorted(f"{option}@{model_id}" for option, model_id in s.unsupported)),
     )
 
 
@@ -112,8 +112,14 @@ def state_from(row: Sequence[Any] | None, model: str, signals: Iterable[tuple[st
         response_models=SignalSet("response_model", by_kind["response_model"], values["response_model_samples"]),
         recent_downs=tuple(parse_iso(t) for t in json.loads(values["recent_downs"])),
         drift=DriftState.from_json(json.loads(values["drift"])),
-        unsupported=frozenset((option, model_id) for option, model_id in json.loads(values["unsupported"])),
+        unsupported=frozenset(_rejected(entry) for entry in json.loads(values["unsupported"])),
     )
+
+
+def _rejected(entry: str) -> tuple[str, str]:
+    """A rejected option as stored, "option@model-id" (an option's name has no "@"; a model id may)."""
+    option, _, model_id = entry.partition("@")
+    return option, model_id
 
 
 def event_values(event: Event, check_id: str | None) -> tuple[Any, ...]:
@@ -125,6 +131,7 @@ def event_values(event: Event, check_id: str | None) -> tuple[Any, ...]:
 def event_from(row: Sequence[Any]) -> StoredEvent:
     """A stored event from the values of EVENT_COLUMNS."""
     v = dict(zip(EVENT_COLUMNS, row, strict=True))
-    details = details_from_json(v["type"], json.loads(v["details"]))
+    stored = json.loads(v["details"])
+    details = details_from_json(v["type"], stored)
     event = Event(parse_iso(v["time"]), v["model"], v["type"], v["summary"], details, v["severity"])
-    return StoredEvent(v["id"], event, v["check_id"], parse_iso_or_none(v["acked_at"]), v["ack_comment"])
+    return StoredEvent(v["id"], event, v["check_id"], parse_iso_or_none(v["acked_at"]), v["ack_comment"], stored)

@@ -7,8 +7,8 @@ or process checks; leases name their owner, and what "alive" means is the implem
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -26,6 +26,9 @@ class StoredEvent:
     check_id: str | None
     acked_at: datetime | None = None
     ack_comment: str | None = None
+    # The details exactly as stored (a row of an earlier fpwatch may carry fewer or other keys): the audit
+    # trail shows them as they are, the typed `event.details` serve routing and rendering.
+    stored_details: Mapping[str, Any] | None = field(default=None, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         """The event object of `events --json`, `check --json` and exports (documented in the README)."""
@@ -37,7 +40,7 @@ class StoredEvent:
             "type": e.type,
             "severity": e.severity,
             "summary": e.summary,
-            "details": e.details.to_json(),
+            "details": dict(self.stored_details) if self.stored_details is not None else e.details.to_json(),
             "check_id": self.check_id,
             "acked_at": iso(self.acked_at) if self.acked_at else None,
             "ack_comment": self.ack_comment,
@@ -87,7 +90,10 @@ class Store(Protocol):
         route: Route | None = None,
     ) -> tuple[ModelState, list[StoredEvent]]:
         """Atomically: load the model's state, apply `conclude`, append the observations (hash-chained), save
-        the state and the events, and queue each event for the notifiers `route` names."""
+        the state and the events, and queue each event for the notifiers `route` names.
+
+        `conclude` may run the drift confirmation's exact tests (about a second) when another process changed
+        the state since the check screened it: implementations run it off the event loop."""
         ...
 
     async def signal_history(self, model: str, kind: str) -> list[Signal]: ...

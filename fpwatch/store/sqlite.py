@@ -12,11 +12,14 @@ nor `status`. Errors become one-line `StateError`s that say what to do.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
+import math
 import os
 import socket
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
@@ -27,7 +30,7 @@ from fpwatch.clock import iso, parse_iso, utcnow
 from fpwatch.detect.events import Event
 from fpwatch.detect.observation import Observation
 from fpwatch.detect.signals import Signal
-from fpwatch.detect.state import ModelState
+from fpwatch.detect.state import ModelState, acknowledged
 from fpwatch.errors import StateError
 from fpwatch.store import chain, codec
 from fpwatch.store.protocol import CheckRecord, Conclude, OutboxMessage, Route, StoredEvent
@@ -35,6 +38,7 @@ from fpwatch.store.sqlite_migrations import MIGRATIONS
 from fpwatch.store.worker import Worker
 
 BUSY_TIMEOUT_MS = 30_000
+CLOSE_GRACE = 3.0  # seconds queued writes still get once the store closes (the daemon's stop budget is 30 s)
 ROWS_PER_BATCH = 500
 T = TypeVar("T")
 _STATE_SELECT = f"SELECT {', '.join(codec.STATE_COLUMNS)} FROM model_state WHERE model = ?"
@@ -93,6 +97,7 @@ class SqliteStore:
         self.path = path
         self.readonly = readonly
         self.busy_timeout_ms = busy_timeout_ms
+        self._closing_by = math.inf  # after close(): queued writes give up on a lock by then
         self._writer = Worker(self._connect, "fpwatch-db-writer")
         # A read-only store has one connection; otherwise reads never queue behind a write waiting on a lock.
         self._reader = self._writer if readonly else Worker(self._connect, "fpwatch-db-reader")
@@ -125,10 +130,7 @@ class SqliteStore:
             yield
         except sqlite3.OperationalError as exc:
             if "locked" in str(exc) or "busy" in str(exc):
-                raise StateError(
-                    f"the state database {self.path} stayed locked by another process for "
-                    f"{self.busy_timeout_ms / 1000:g}s; is another fpwatch stuck? ({exc})"
-                ) from None
+                raise self._locked(exc) from None
             raise StateError(f"state database {self.path}: {exc}") from None
         except sqlite3.DatabaseError as exc:
             raise _not_ours(self.path, exc) from None
@@ -140,10 +142,18 @@ class SqliteStore:
             db.execute("BEGIN IMMEDIATE")
             try:
                 yield db
+                db.execute("COMMIT")
             except BaseException:
-                db.execute("ROLLBACK")
+                if db.in_transaction:  # the body failed, or COMMIT did (a full disk): leave no transaction open
+                    with contextlib.suppress(sqlite3.Error):
+                        db.execute("ROLLBACK")
                 raise
-            db.execute("COMMIT")
+
+    def _locked(self, exc: Exception | None) -> StateError:
+        return StateError(
+            f"the state database {self.path} stayed locked by another process for "
+            f"{self.busy_timeout_ms / 1000:g}s; is another fpwatch stuck?" + (f" ({exc})" if exc else "")
+        )
 
     async def _read(self, fn: Callable[..., T], *args: Any) -> T:
         def guarded(db: sqlite3.Connection, *inner: Any) -> T:
@@ -153,13 +163,24 @@ class SqliteStore:
         return await self._reader.run(guarded, *args)
 
     async def _write(self, fn: Callable[..., T], *args: Any) -> T:
+        """One transaction on the writer thread. It waits for another process's lock at most `busy_timeout_ms`
+        from when it was asked for (writes queue behind each other: the wait is not per statement), and less
+        once the store is closing; asked for, it runs even if its caller is cancelled meanwhile."""
+        deadline = time.monotonic() + self.busy_timeout_ms / 1000
+
         def transacted(db: sqlite3.Connection, *inner: Any) -> T:
+            left = min(deadline, self._closing_by) - time.monotonic()
+            if left <= 0:
+                raise self._locked(None)
+            db.execute(f"PRAGMA busy_timeout = {max(1, int(left * 1000))}")
             with self._transaction(db):
                 return fn(db, *inner)
 
-        return await self._writer.run(transacted, *args)
+        return await self._writer.run(transacted, *args, finish=True)
 
     async def close(self) -> None:
+        """Finish what was asked for (writes still queued get at most CLOSE_GRACE more), then close."""
+        self._closing_by = min(self._closing_by, time.monotonic() + CLOSE_GRACE)
         await self._writer.close()
         if self._reader is not self._writer:
             await self._reader.close()
@@ -368,12 +389,13 @@ class SqliteStore:
     async def ack(self, event_id: int, comment: str | None, now: datetime) -> StoredEvent | None:
         def write(db: sqlite3.Connection) -> None:
             db.execute("UPDATE events SET acked_at = ?, ack_comment = ? WHERE id = ?", (iso(now), comment, event_id))
-            row = db.execute("SELECT time, model, type FROM events WHERE id = ?", (event_id,)).fetchone()
-            if row is not None and row[2] == "canary.drift":
-                state = self._load_state(db, row[1])
-                opened = state.drift.open_since
-                if opened is not None and parse_iso(row[0]) >= opened:
-                    self._save_state(db, state.drift_signed_off())
+            row = db.execute(f"{_EVENT_SELECT} WHERE id = ?", (event_id,)).fetchone()
+            if row is not None:
+                event = codec.event_from(row).event
+                state = self._load_state(db, event.model)
+                signed = acknowledged(state, event)
+                if signed is not state:
+                    self._save_state(db, signed)
 
         await self._write(write)
         return await self.event(event_id)

@@ -6,7 +6,6 @@ Each step runs inside the opening transaction; a database from every earlier sch
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Callable
 
@@ -157,17 +156,9 @@ def _m004_drift(db: sqlite3.Connection) -> None:
     db.execute("ALTER TABLE model_state ADD COLUMN unsupported TEXT NOT NULL DEFAULT '[]'")
 
 
-def _m005_unsupported_pairs(db: sqlite3.Connection) -> None:
-    """Rejected options were stored as "option@model-id" strings; they are [option, model id] pairs now."""
-    for model, text in db.execute("SELECT model, unsupported FROM model_state").fetchall():
-        pairs = sorted([entry.partition("@")[0], entry.partition("@")[2]] for entry in json.loads(text))
-        db.execute("UPDATE model_state SET unsupported = ? WHERE model = ?", (json.dumps(pairs), model))
-
-
 MIGRATIONS: list[tuple[str, Callable[[sqlite3.Connection], None]]] = [
     ("001_initial", _m001_initial),
     ("002_outbox", _m002_outbox),
     ("003_flap_damping", _m003_flap_damping),
     ("004_drift", _m004_drift),
-    ("005_unsupported_pairs", _m005_unsupported_pairs),
 ]

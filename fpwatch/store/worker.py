@@ -29,10 +29,15 @@ class Worker:
             self._db = self._connect()
         return fn(self._db, *args)
 
-    async def run(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(
-            self._executor, functools.partial(self._call, fn, *args)
-        )
+    async def run(self, fn: Callable[..., T], *args: Any, finish: bool = False) -> T:
+        """Run fn(connection, *args) on the worker thread. With `finish`, a caller cancelled meanwhile does not
+        take the call back: once asked for, it runs (a write whose caller already acted on it, such as marking
+        a sent message delivered, must not be dropped from the queue)."""
+        future = asyncio.get_running_loop().run_in_executor(self._executor, functools.partial(self._call, fn, *args))
+        if not finish:
+            return await future
+        future.add_done_callback(_retrieved)  # a caller that went away will not ask for the outcome
+        return await asyncio.shield(future)
 
     def _close(self) -> None:
         if self._db is not None:
@@ -42,3 +47,8 @@ class Worker:
     async def close(self) -> None:
         await asyncio.get_running_loop().run_in_executor(self._executor, self._close)
         self._executor.shutdown(wait=True)
+
+
+def _retrieved(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()

@@ -35,7 +35,7 @@ MAX_DISPERSION = 10.0
 # --- samples ------------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True)
 class CanaryKey:
     """Which reference a canary's samples belong to: the canary's name, and a digest of the request it sends
     (so an edited canary, or the same canary sent to another model id, relearns instead of alarming)."""
@@ -260,7 +260,7 @@ def _update_logprobs(means: dict[str, tuple[float, int]], top: Mapping[str, floa
     floor = min(top.values())
     known_floor = min((m for m, _ in means.values()), default=floor)
     out: dict[str, tuple[float, int]] = {}
-    for token in set(means) | set(top):
+    for token in sorted(set(means) | set(top)):  # sorted: the same state whatever the process's hash seed
         mean, weight = means.get(token, (known_floor, 0))
         weight = min(weight + 1, REFERENCE_MAX)
         out[token] = (mean + (top.get(token, floor) - mean) / weight, weight)
