@@ -105,6 +105,8 @@ async def _run_check(model: ModelConfig, ctx: CheckContext, check_id: str) -> Ch
     session = ctx.providers.session(model.provider)
     rejected: dict[str, str] = {}  # options the model turned down during this check
     observations = await _probe_all(session, model, canaries, ctx, rejected)
+    if "logprobs" not in known and "logprobs" not in rejected and _ignores_logprobs(session, canaries, observations):
+        rejected["logprobs"] = IGNORED_LOGPROBS
     burst: list[Observation] = []
     prejudged: drift.Prejudged | None = None
     if not rejected:
@@ -166,6 +168,19 @@ async def _probe_all(
         for i in range(count)
     ]
     return list(await asyncio.gather(*jobs))
+
+
+IGNORED_LOGPROBS = "the server accepted logprobs but answered without them"
+IGNORED_AFTER = 3  # answers that were asked for logprobs and carried none before the model counts as ignoring them
+
+
+def _ignores_logprobs(
+    session: ProviderSession, canaries: Sequence[Canary], observations: Sequence[Observation]
+) -> bool:
+    """A server that takes the field and returns nothing: not asking it again saves the tokens and the noise."""
+    asked = {c.name for c in canaries if session.adapter.asks_logprobs(c)}
+    answers = [o for o in observations if o.ok and o.canary in asked]
+    return len(answers) >= IGNORED_AFTER and all(o.first_token is None for o in answers)
 
 
 def _log(result: CheckResult) -> None:

@@ -32,7 +32,9 @@ def sim() -> Iterator[Simulator]:
         yield simulator
 
 
-def write_config(path: Path, sim: Simulator, *, models: list[str], extra: str = "", defaults: str = "") -> None:
+def write_config(
+    path: Path, sim: Simulator, *, models: list[str], extra: str = "", defaults: str = "", kind: str = "openai"
+) -> None:
     entries = "\n".join(f'[[models]]\nprovider = "sim"\nmodel = "{m}"\n' for m in models)
     path.write_text(
         f"""
@@ -46,7 +48,7 @@ grace_period = "1h"
 {defaults}
 
 [providers.sim]
-type = "openai"
+type = "{kind}"
 base_url = "{sim.base_url}"
 api_key = "${{SIM_KEY}}"
 
@@ -171,6 +173,26 @@ def test_a_model_that_rejects_temperature_and_logprobs_is_adapted_once_not_faile
 
 
 @pytest.mark.timeout(300)
+@pytest.mark.parametrize("behaviour", [{"ignores": ["logprobs"]}, {"rejects": ["logprobs", "top_logprobs"]}])
+def test_an_openai_compatible_server_is_asked_for_logprobs_and_adapted_when_it_ignores_or_rejects_them(
+    tmp_path: Path, sim: Simulator, behaviour: dict[str, Any]
+) -> None:
+    """logprobs = "auto" asks every server; one that answers without them, or refuses them, is not asked again."""
+    write_config(tmp_path / "fpwatch.toml", sim, models=["silent", "loud"], kind="openai-compatible")
+    sim.update_model("silent", behaviour)
+    first = run(tmp_path, "check", "--json")
+    assert first.returncode == 0, first.stdout + first.stderr
+    models = by_model(first)
+    assert list(models[SILENT]["adapted"]) == ["logprobs"] and models[LOUD]["adapted"] == {}
+    if "ignores" in behaviour:
+        assert models[SILENT]["adapted"]["logprobs"] == "the server accepted logprobs but answered without them"
+    sim.clear_requests()
+    second = run(tmp_path, "check", "--json")
+    assert second.returncode == 0 and by_model(second)[SILENT]["unsupported"] == ["logprobs"]
+    sent = [r for r in sim.requests() if r["path"].endswith("/chat/completions")]
+    assert {r["model"] for r in sent if "logprobs" in r["body_keys"]} == {"loud"}  # the other server still is
+
+
 def test_daemon_stays_quiet_through_a_long_noisy_steady_state_then_alerts_on_a_silent_swap(
     tmp_path: Path, sim: Simulator
 ) -> None:

@@ -53,8 +53,7 @@ class OpenAIAdapter:
             payload["temperature"] = canary.temperature
         if not {"max_tokens", "max_completion_tokens"} & set(model.params):
             payload[self.token_field] = canary.max_tokens
-        wants_logprobs = self.auto_logprobs if canary.logprobs == "auto" else canary.logprobs
-        if wants_logprobs:
+        if self.asks_logprobs(canary):
             payload["logprobs"] = True
             top = canary.top_logprobs
             payload["top_logprobs"] = self.top_logprobs if top is None else top
@@ -65,6 +64,9 @@ class OpenAIAdapter:
         url, params = self.url(model)
         return Request(url, headers, payload, params)
 
+    def asks_logprobs(self, canary: Canary) -> bool:
+        return self.auto_logprobs if canary.logprobs == "auto" else canary.logprobs
+
     def parse(self, exchange: Exchange) -> Parsed:
         return parse_chat_completion(exchange)
 
@@ -72,12 +74,11 @@ class OpenAIAdapter:
 class OpenAICompatibleAdapter(OpenAIAdapter):
     """Any server speaking the format (xAI, Groq, vLLM, llama.cpp, Ollama, OpenRouter, ...).
 
-    `max_tokens` because many servers do not know `max_completion_tokens`; no logprobs unless a
-    canary asks, because some servers reject the field outright.
+    `max_tokens` because many servers do not know `max_completion_tokens`; logprobs with the top 5 (what
+    most hosts allow): a server that rejects the field, or ignores it, is adapted once per model id.
     """
 
     spec: ClassVar[ProviderType] = ProviderType("openai-compatible", base_url_example="http://127.0.0.1:8000/v1")
-    auto_logprobs = False
     top_logprobs = 5
     token_field = "max_tokens"
 

@@ -265,6 +265,7 @@ class _Behaviour:
     error_rate: float
     error_kinds: tuple[JsonDict, ...]
     rejects: frozenset[str]
+    ignores: frozenset[str]
 
     @classmethod
     def compile(cls, settings: JsonDict) -> _Behaviour:
@@ -278,6 +279,7 @@ class _Behaviour:
             error_rate=settings.get("error_rate", 0.0),
             error_kinds=tuple(settings.get("error_kinds", [{"kind": "500"}])),
             rejects=frozenset(settings.get("rejects", ())),
+            ignores=frozenset(settings.get("ignores", ())),
         )
 
     def answerer(self, rng: random.Random) -> _Answerer:

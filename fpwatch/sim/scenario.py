@@ -112,6 +112,9 @@ Model settings (all optional):
     ``seed`` that is sent, gets 400 ``unsupported_parameter`` ("Unsupported parameter: 'logprobs'
     is not supported with this model."), with ``param`` naming it. Checked in that order, after
     the request is validated and before faults, so a refused request uses up no one-shot fault.
+``ignores``
+    Parameters the server takes without complaint and without effect: ``["logprobs"]`` answers every
+    request without logprobs, as some OpenAI-compatible servers do.
 
 Weights are non-negative numbers and need not sum to 1. Models listed by name do not inherit from
 ``"*"``; a model created later by ``update_model``, a phase or ``PATCH /_sim/models/NAME`` starts
@@ -190,6 +193,7 @@ _MODEL_KEYS = (
     "error_kinds",
     "faults",
     "rejects",
+    "ignores",
 )
 # What `route.to` may set: everything that shapes an answer, nothing about how it is served.
 _ANSWER_KEYS = (
@@ -205,6 +209,7 @@ _ROUTE_KEYS = ("share", "to")
 _LONG_OUTPUT_KEYS = ("text", "repeat", "diverge_after")
 _BY_FINGERPRINT_KEYS = ("outputs", "logprob_shift")
 _REJECTABLE = ("temperature", "logprobs", "top_logprobs", "seed")
+_IGNORABLE = ("logprobs",)
 # The chance that a long answer repeats exactly: GPT-4o's median TARr@10 at temperature 0 in Atil et
 # al.'s data (7-8 %, research notes section 6a), the share of prompts answered identically every time.
 _DEFAULT_REPEAT = 0.07
@@ -335,14 +340,14 @@ def _long_outputs(value: object, where: str) -> dict[str, JsonDict]:
     return {prompt: _long_output(spec, _key_loc(where, prompt)) for prompt, spec in prompts.items()}
 
 
-def _rejects(value: object, where: str) -> list[str]:
+def _rejects(value: object, where: str, allowed: tuple[str, ...] = _REJECTABLE, verb: str = "reject") -> list[str]:
     if not isinstance(value, list):
         raise ValueError(f"{where}: expected a list of parameter names, got {_describe(value)}")
     names: list[str] = []
     for i, name in enumerate(value):
-        if not isinstance(name, str) or name not in _REJECTABLE:
-            hint = _suggestion(str(name), _REJECTABLE)
-            raise ValueError(f"{where}[{i}]: cannot reject {name!r}{hint}; expected any of: {', '.join(_REJECTABLE)}")
+        if not isinstance(name, str) or name not in allowed:
+            hint = _suggestion(str(name), allowed)
+            raise ValueError(f"{where}[{i}]: cannot {verb} {name!r}{hint}; expected any of: {', '.join(allowed)}")
         if name not in names:
             names.append(name)
     return names
@@ -479,6 +484,8 @@ def _validate_setting(key: str, value: object, where: str) -> object:
         return _route(value, where)
     if key == "rejects":
         return _rejects(value, where)
+    if key == "ignores":
+        return _rejects(value, where, _IGNORABLE, "ignore")
     return _number(value, where)  # latency, latency_jitter, logprob_jitter
 
 

@@ -334,7 +334,9 @@ class Simulator:
             answer = "".join(pieces)
             finish = "length"
         logprobs = (
-            self._logprobs(pieces, source, req.top_logprobs, answerer.logprob_jitter, shift) if req.logprobs else None
+            self._logprobs(pieces, source, req.top_logprobs, answerer.logprob_jitter, shift)
+            if req.logprobs and "logprobs" not in behaviour.ignores
+            else None
         )
         resolved = answerer.resolve(req.model, rng)
         return _completion_body(req, answer, finish, len(pieces), logprobs, resolved, fingerprint)
