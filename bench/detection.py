@@ -26,7 +26,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from fpwatch.check import canaries_for, policy_for
+from fpwatch.check import policy_for, sent_canaries
 from fpwatch.config import parse_config
 from fpwatch.detect import drift
 from fpwatch.detect.conclude import conclude, judge, prejudge
@@ -96,7 +96,6 @@ class Monitor:
         assert model is not None
         self.model = model
         self.adapter = ADAPTERS[model.provider.type](model.provider)
-        self.canaries = canaries_for(model, frozenset())  # the built-in set, as run_check sends it
         self.policy = policy_for(model)  # exactly the policy run_check judges this model by
         self.sim = Simulator({"models": {"model": settings}}, seed=seed, log_requests=False)
         self.state = ModelState(MODEL)
@@ -111,7 +110,7 @@ class Monitor:
 
     def _ask(self, burst: bool, tally: Tally) -> list[Observation]:
         out = []
-        for canary in self.canaries:
+        for canary in sent_canaries(self.model, self.state):  # as run_check sends them (adaptive sampling too)
             payload = self.adapter.build_request(self.model, canary).payload
             count = drift.burst_size(canary.samples) if burst else canary.samples
             for i in range(count):
@@ -144,7 +143,7 @@ class Monitor:
     def check(self, tally: Tally, number: int) -> None:
         # The three decision steps of run_check (detect.conclude), with its policy; only probing is in-process.
         observations = self._ask(False, tally)
-        prejudged = prejudge(self.state, observations, self.policy)
+        prejudged = prejudge(self.state, observations, self.policy, self.now)
         burst: list[Observation] = []
         if prejudged.wants_burst:
             burst = self._ask(True, tally)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
@@ -70,9 +70,16 @@ def canary_key(canary: Canary, context: object = None) -> drift.CanaryKey:
     return drift.CanaryKey(canary.name, canary.digest(context))
 
 
-def canaries_for(model: ModelConfig, unsupported: frozenset[str]) -> list[Canary]:
-    """The model's canaries as it accepts them (without the options it rejected)."""
-    return [adapt(c, unsupported) for c in model.canaries]
+def canaries_for(model: ModelConfig, unsupported: frozenset[str], boosted: Collection[str] = ()) -> list[Canary]:
+    """The model's canaries as it accepts them (without the options it rejected), those whose own drift
+    statistic is up with more samples (adaptive sampling: drift.BOOST_FACTOR)."""
+    adapted = [adapt(c, unsupported) for c in model.canaries]
+    return [replace(c, samples=c.samples * drift.BOOST_FACTOR) if c.name in boosted else c for c in adapted]
+
+
+def sent_canaries(model: ModelConfig, state: ModelState) -> list[Canary]:
+    """What a check of this model sends now."""
+    return canaries_for(model, state.rejected_by(model.model), {key.name for key in state.drift.boost})
 
 
 def policy_for(model: ModelConfig, state: ModelState | None = None) -> Policy:
@@ -101,7 +108,7 @@ async def _run_check(model: ModelConfig, ctx: CheckContext, check_id: str) -> Ch
     started = ctx.clock()
     before = await ctx.store.load_state(model.name) if ctx.store is not None else ModelState(model.name)
     known = before.rejected_by(model.model)
-    canaries = canaries_for(model, known)
+    canaries = sent_canaries(model, before)
     session = ctx.providers.session(model.provider)
     rejected: dict[str, str] = {}  # options the model turned down during this check
     observations = await _probe_all(session, model, canaries, ctx, rejected)
@@ -111,7 +118,7 @@ async def _run_check(model: ModelConfig, ctx: CheckContext, check_id: str) -> Ch
     prejudged: drift.Prejudged | None = None
     if not rejected:
         policy = policy_for(model, before)
-        prejudged = prejudge(before, observations, policy)
+        prejudged = prejudge(before, observations, policy, ctx.clock())
         if prejudged.wants_burst:
             assert prejudged.screen is not None
             # One noisy check pages nobody: fresh samples must show the change too.

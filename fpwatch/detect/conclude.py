@@ -24,6 +24,7 @@ from fpwatch.detect.events import (
     DriftDetails,
     Event,
     FingerprintMissing,
+    Noise,
     ScreenFigures,
 )
 from fpwatch.detect.health import errors_summary, expectations, failed, latest, recovered
@@ -32,10 +33,10 @@ from fpwatch.detect.signals import update_signals
 from fpwatch.detect.state import ModelState, Policy, learning
 
 
-def prejudge(state: ModelState, observations: Sequence[Observation], policy: Policy) -> drift.Prejudged:
-    """Screen a check's answers as `conclude` will; `wants_burst` asks the caller for fresh samples."""
+def prejudge(state: ModelState, observations: Sequence[Observation], policy: Policy, now: datetime) -> drift.Prejudged:
+    """Screen a check's answers as `conclude` (at `now`) will; `wants_burst` asks the caller for fresh samples."""
     samples = drift.samples_from(observations, policy.canary_keys)
-    return drift.prescreen(state.drift, samples, policy.canary_keys)
+    return drift.prescreen(state.drift, samples, policy.canary_keys, now)
 
 
 def judge(prejudged: drift.Prejudged, burst: Sequence[Observation], policy: Policy) -> drift.Prejudged:
@@ -171,5 +172,24 @@ def _drift_event(model: str, finding: drift.Finding, old_bfp: str, new_bfp: str,
         fingerprints=tuple(finding.fingerprints),
         canaries=dict(finding.canaries),
         behaviour_fingerprint=BehaviourChange(old_bfp, new_bfp),
+        channel=finding.channel,
+        noise=Noise(float(f"{finding.noise[0]:.4g}"), float(f"{finding.noise[1]:.4g}")) if finding.noise else None,
+        effect=effect_in_words(finding, name, biggest),
     )
     return Event(now, model, "canary.drift", summary, details)
+
+
+def effect_in_words(finding: drift.Finding, name: str, biggest: drift.CanaryShift) -> str:
+    """What moved, against this model's own noise, for a person."""
+    if finding.channel == "logprobs":
+        moved = f"first-token log-probabilities moved by {finding.value:.2g} nats"
+        if finding.noise is None:
+            return f"{moved} (this model's own noise is not measured yet)"
+        typical = max(finding.noise[0], drift.LOGPROB_PRECISION)
+        return f"{moved}, {finding.value / typical:,.0f}x this model's noise ({typical:.2g} nats)"
+    before = ", ".join(f"{o!r} {p:.0%}" for o, p in list(biggest.before.items())[:2])
+    after = ", ".join(f"{o!r} {p:.0%}" for o, p in list(biggest.after.items())[:2])
+    said = f"answers moved: {biggest.tv:.0%} of {name}'s answers ({before} -> {after})"
+    if finding.noise is None:
+        return said
+    return f"{said}; the answer screen's surprise {finding.screen.surprise:.1f}, typically {finding.noise[0]:.1f} here"

@@ -116,6 +116,14 @@ class ScreenFigures(Shaped):
 
 
 @dataclass(frozen=True)
+class Noise(Shaped):
+    """A statistic's no-change behaviour on this model: its typical value and robust spread (1.4826 x MAD)."""
+
+    typical: float
+    spread: float
+
+
+@dataclass(frozen=True)
 class BehaviourChange(Shaped):
     """The behaviour fingerprint before and after a confirmed drift."""
 
@@ -139,6 +147,9 @@ class DriftDetails(Details):
     fingerprints: tuple[str, ...]
     canaries: Mapping[str, CanaryShift]
     behaviour_fingerprint: BehaviourChange
+    channel: str = "answers"  # which signal saw the change: "answers" or "logprobs" (older rows: answers)
+    noise: Noise | None = None  # that channel's own noise on this model before the change
+    effect: str = ""  # the change in words
 
     def severity(self, declared: str) -> str:
         return "critical" if self.silent else declared
@@ -147,6 +158,7 @@ class DriftDetails(Details):
         """What moved, by how much, against what threshold, before and after."""
         silent = "yes: no fingerprint or resolved-model change" if self.silent else "no: a version signal changed too"
         lines = [
+            *([f"- {self.effect}"] if self.effect else []),
             f"- silent: {silent}",
             f"- effect size: about {self.effect_size:.0%} of answers moved (estimated share of traffic)",
             f"- statistic: {self.statistic} {self.value} over threshold {self.threshold}"

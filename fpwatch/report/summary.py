@@ -24,10 +24,19 @@ def drift_summary(model: ModelConfig, state: ModelState) -> dict[str, Any]:
         "open_since": iso_or_none(d.open_since),
         "last_screen": round(d.screens[-1], 3) if d.screens else None,
         "screen_threshold": round(drift.screen_threshold(d), 3),
+        "last_logprob_screen": float(f"{d.logprob_screens[-1]:.4g}") if d.logprob_screens else None,
+        "logprob_threshold": float(f"{drift.logprob_threshold(d):.4g}"),
+        "noise": {"answers": _noise(d.screens), "logprobs": _noise(d.logprob_screens)},
+        "boosted": sorted(k.name for k in d.boost),
         "screen_hits": d.screen_hits,
         "bursts": d.bursts,
         "confirmed": d.confirmed,
     }
+
+
+def _noise(history: tuple[float, ...]) -> dict[str, float] | None:
+    measured = drift.noise(history)
+    return {"typical": float(f"{measured[0]:.4g}"), "spread": float(f"{measured[1]:.4g}")} if measured else None
 
 
 def model_summary(model: ModelConfig, state: ModelState, now: datetime) -> dict[str, Any]:

@@ -62,6 +62,16 @@ def state_row(s: ModelState) -> tuple[Any, ...]:
     )
 
 
+def drift_rows(s: ModelState) -> tuple[list[tuple[int, str]], list[int]]:
+    """The drift state's check rows to write (those the store does not hold yet) and to delete (gone from it):
+    a check writes its own row and the small state, never the whole reference again."""
+    checks = {c.seq: c for c in s.drift.checks()}
+    new = [
+        (seq, json.dumps(c.to_json(), separators=(",", ":"))) for seq, c in checks.items() if seq not in s.drift.stored
+    ]
+    return new, sorted(s.drift.stored - set(checks))
+
+
 def signal_rows(s: ModelState) -> list[tuple[Any, ...]]:
     """Every signal of a model as the values of SIGNAL_COLUMNS."""
     return [
@@ -87,8 +97,14 @@ def signal_from(row: Sequence[Any]) -> Signal:
     return Signal(value, parse_iso(first), parse_iso(last), count, misses, parse_iso_or_none(retired), since)
 
 
-def state_from(row: Sequence[Any] | None, model: str, signals: Iterable[tuple[str, Signal]]) -> ModelState:
-    """A model's state from its STATE_COLUMNS values (None: never checked) and its (kind, signal) pairs."""
+def state_from(
+    row: Sequence[Any] | None,
+    model: str,
+    signals: Iterable[tuple[str, Signal]],
+    drift_rows: Iterable[tuple[int, str]] = (),
+) -> ModelState:
+    """A model's state from its STATE_COLUMNS values (None: never checked), its (kind, signal) pairs and its
+    drift check rows (seq, JSON)."""
     if row is None:
         return ModelState(model)
     by_kind: dict[str, dict[str, Signal]] = {"fingerprint": {}, "response_model": {}}
@@ -111,7 +127,7 @@ def state_from(row: Sequence[Any] | None, model: str, signals: Iterable[tuple[st
         fingerprints=SignalSet("fingerprint", by_kind["fingerprint"], values["fingerprint_samples"]),
         response_models=SignalSet("response_model", by_kind["response_model"], values["response_model_samples"]),
         recent_downs=tuple(parse_iso(t) for t in json.loads(values["recent_downs"])),
-        drift=DriftState.from_json(json.loads(values["drift"])),
+        drift=DriftState.from_json(json.loads(values["drift"]), {seq: json.loads(body) for seq, body in drift_rows}),
         unsupported=frozenset(_rejected(entry) for entry in json.loads(values["unsupported"])),
     )
 

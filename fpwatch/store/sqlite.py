@@ -314,7 +314,8 @@ class SqliteStore:
     def _load_state(self, db: sqlite3.Connection, model: str) -> ModelState:
         row = db.execute(_STATE_SELECT, (model,)).fetchone()
         signals = db.execute(f"{_SIGNAL_SELECT} WHERE model = ?", (model,)).fetchall()
-        return codec.state_from(row, model, ((r[0], codec.signal_from(r[1:])) for r in signals))
+        checks = db.execute("SELECT seq, body FROM drift_checks WHERE model = ?", (model,)).fetchall()
+        return codec.state_from(row, model, ((r[0], codec.signal_from(r[1:])) for r in signals), checks)
 
     def _save_state(self, db: sqlite3.Connection, state: ModelState) -> None:
         marks = ",".join("?" * len(codec.STATE_COLUMNS))
@@ -323,6 +324,9 @@ class SqliteStore:
             codec.state_row(state),
         )
         db.executemany("INSERT OR REPLACE INTO signals VALUES (?,?,?,?,?,?,?,?,?)", codec.signal_rows(state))
+        new, gone = codec.drift_rows(state)
+        db.executemany("INSERT OR REPLACE INTO drift_checks VALUES (?, ?, ?)", [(state.model, s, b) for s, b in new])
+        db.executemany("DELETE FROM drift_checks WHERE model = ? AND seq = ?", [(state.model, s) for s in gone])
 
     async def signal_history(self, model: str, kind: str) -> list[Signal]:
         def read(db: sqlite3.Connection) -> list[Signal]:

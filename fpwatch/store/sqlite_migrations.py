@@ -156,9 +156,19 @@ def _m004_drift(db: sqlite3.Connection) -> None:
     db.execute("ALTER TABLE model_state ADD COLUMN unsupported TEXT NOT NULL DEFAULT '[]'")
 
 
+def _m005_drift_checks(db: sqlite3.Connection) -> None:
+    """The drift reference as one row per check (written once) instead of one JSON rewritten every check; the
+    JSON of an earlier fpwatch is converted when its model is next saved."""
+    db.execute(
+        "CREATE TABLE drift_checks (model TEXT NOT NULL, seq INTEGER NOT NULL, body TEXT NOT NULL, "
+        "PRIMARY KEY (model, seq))"
+    )
+
+
 MIGRATIONS: list[tuple[str, Callable[[sqlite3.Connection], None]]] = [
     ("001_initial", _m001_initial),
     ("002_outbox", _m002_outbox),
     ("003_flap_damping", _m003_flap_damping),
     ("004_drift", _m004_drift),
+    ("005_drift_checks", _m005_drift_checks),
 ]

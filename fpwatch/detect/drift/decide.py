@@ -29,19 +29,25 @@ from datetime import datetime, timedelta
 
 from fpwatch.detect.drift.reference import (
     EMPTY,
+    HISTORY_MAX,
     LEARNING_CHECKS,
+    REFERENCE_CHECKS,
     CanaryKey,
+    CheckTally,
     DriftState,
-    LogprobMeans,
+    LogprobSums,
     Sample,
-    WindowCheck,
     by_key,
+    examples_for,
     forget,
     logprob_change,
     tables,
-    with_samples,
+    tallies_of,
+    with_reference,
 )
 from fpwatch.detect.drift.statistics import (
+    HISTORY_MIN,
+    MAD_SCALE,
     PERMUTATIONS,
     chi2_logsf,
     frequencies,
@@ -54,13 +60,19 @@ from fpwatch.detect.drift.statistics import (
 from fpwatch.detect.shaped import Shaped
 
 WINDOW_CHECKS = 8  # the screen compares this many latest checks with the reference
-HISTORY_MAX = 200  # screen statistics kept for the running median and MAD
-SCREEN_FLOOR = 2.0  # surprise (-log10 p) the screen needs at least: alpha = 0.01
+SCREEN_FLOOR = 2.0  # surprise (-log10 p) the answer screen needs at least: alpha = 0.01
 SCREEN_K = 4.0  # robust standard deviations above the running median (B3IT's k)
-LOGPROB_FLOOR = 0.2  # nats of mean |change| in top-k logprobs the screen needs at least
 LOGPROB_K = 12.0  # LT's k: logprob statistics are near-Gaussian and very stable
+# The logprob channel is judged by the model's own noise once it is measured (HISTORY_MIN screens); until
+# then by this conservative bound, as LT's production rule would. Below LOGPROB_PRECISION, JSON logprobs
+# stop meaning anything (a self-hosted llama.cpp's own jitter is about 1e-6 nats).
+LOGPROB_YOUNG = 0.2
+LOGPROB_PRECISION = 1e-5
+ELEVATED_SHARE = 0.5  # a canary whose own surprise passes this share of the threshold is elevated ...
+BOOST_FACTOR, BOOST_CHECKS = 2, 2  # ... and takes this many times its samples for this many checks
 BURST_FACTOR = 6  # the confirmation burst: this many times each canary's samples
 CONFIRM_ALPHA = 1e-3  # the burst's permutation p-value (Bonferroni-adjusted) must be at most this
+RELEARN_CHECKS = 2  # after a confirmed drift, checks added to the new reference before it judges
 STRONG_SURPRISE = 8.0  # a confirming test this far past chance (p < 1e-8) raises at once ...
 STRONG_LOGPROB = 3.0  # ... as does a logprob change 3x its threshold; weaker evidence must confirm twice
 
@@ -76,6 +88,7 @@ class Screen:
     samples: int
     pending: bool = False  # an earlier burst confirmed weakly: this check takes a burst whatever it shows
     check_ratio: float | None = None  # this check alone: pooled G / degrees of freedom (for the dispersion)
+    elevated: frozenset[CanaryKey] = frozenset()  # canaries whose own surprise is up, short of a hit
 
     @property
     def hit(self) -> bool:
@@ -92,43 +105,50 @@ def screen(state: DriftState, samples: Sequence[Sample], keys: Iterable[CanaryKe
     evidence of a subtle change; the per-canary view finds a change in one canary that pooling
     would dilute (its surprise pays for the number of canaries, Bonferroni).
     """
-    keys = [k for k in keys if state.mature(k)]
-    if not keys or not any(s.key in keys for s in samples):
+    judged = {k for k in keys if state.mature(k)}
+    mine = [s for s in samples if s.key in judged]
+    if not mine:
         return None
     refs = state.references
-    checks = [[s for s in w.samples if s.key in keys] for w in state.window[-(WINDOW_CHECKS - 1) :]]
-    checks.append([s for s in samples if s.key in keys])
-    penalty = math.log10(max(1, len(keys)))
+    runs = [c.tallies for c in state.window[-(WINDOW_CHECKS - 1) :]]
+    runs.append(tallies_of(mine))
+    penalty = math.log10(max(1, len(judged)))
     counts: dict[CanaryKey, dict[str, Counter[str]]] = {}  # canary -> stratum -> outcomes of the run so far
-    means: dict[CanaryKey, LogprobMeans] = {}
+    sums: dict[CanaryKey, LogprobSums] = {}
     best, best_change, check_ratio = 0.0, None, None
-    for chunk in reversed(checks):  # runs of 1, 2, ... latest checks
-        for s in chunk:
-            reference = refs.get(s.key)
-            if reference is None or not reference.samples:
+    own: dict[CanaryKey, float] = {}
+    for tallies in reversed(runs):  # runs of 1, 2, ... latest checks
+        for key, tally in tallies.items():
+            reference = refs.get(key)
+            if key not in judged or reference is None or not len(reference):
                 continue
-            counts.setdefault(s.key, {}).setdefault(reference.stratum(s.fingerprint), Counter())[s.outcome] += 1
-            if s.top and reference.logprobs:
-                means.setdefault(s.key, LogprobMeans()).add(s.top)
+            strata = counts.setdefault(key, {})
+            for (fp, answer), n in tally.counts.items():
+                strata.setdefault(reference.stratum(fp), Counter())[answer] += n
+            if tally.logprobs is not None and reference.logprobs is not None:
+                sums[key] = sums[key] + tally.logprobs if key in sums else tally.logprobs
         g_all, df_all = 0.0, 0
         for key, strata in counts.items():
             g, df = g_of((refs[key].stratum_counts(stratum), win) for stratum, win in strata.items())
             g_all, df_all = g_all + g, df_all + df
-            best = max(best, surprise(g, df) - penalty)
-        best = max(best, surprise(g_all, df_all))
+            own[key] = max(own.get(key, 0.0), surprise(g, df) - penalty)
+        best = max(best, surprise(g_all, df_all), *own.values())
         if check_ratio is None and df_all:
             check_ratio = g_all / df_all
-        if means:
-            change = statistics.fmean(m.change(refs[k]) for k, m in means.items())
+        if sums:
+            change = statistics.fmean(m.change(refs[k].logprobs) for k, m in sums.items())  # type: ignore[arg-type]
             best_change = change if best_change is None else max(best_change, change)
+    threshold = screen_threshold(state)
+    elevated = frozenset(k for k, v in own.items() if ELEVATED_SHARE * threshold < v <= threshold)
     return Screen(
         best,
-        screen_threshold(state),
+        threshold,
         best_change,
         logprob_threshold(state),
-        sum(len(c) for c in checks),
+        sum(t.n for tallies in runs for k, t in tallies.items() if k in judged),
         state.pending is not None,
         check_ratio,
+        elevated,
     )
 
 
@@ -138,8 +158,19 @@ def screen_threshold(state: DriftState) -> float:
 
 
 def logprob_threshold(state: DriftState) -> float:
-    """The logprob statistic must pass this: the model's own history of it, never below LOGPROB_FLOOR."""
-    return robust_threshold(state.logprob_screens, LOGPROB_K, LOGPROB_FLOOR)
+    """The logprob statistic must pass this: median + 12 robust standard deviations of the model's own history
+    of it (near its precision on a deterministic server), LOGPROB_YOUNG while that noise is not measured yet."""
+    if len(state.logprob_screens) < HISTORY_MIN:
+        return LOGPROB_YOUNG
+    return robust_threshold(state.logprob_screens, LOGPROB_K, LOGPROB_PRECISION)
+
+
+def noise(history: Sequence[float]) -> tuple[float, float] | None:
+    """A statistic's typical no-change value and its robust spread (1.4826 x MAD), once measured."""
+    if len(history) < HISTORY_MIN:
+        return None
+    median = statistics.median(history)
+    return median, MAD_SCALE * statistics.median(abs(x - median) for x in history)
 
 
 def burst_size(samples: int) -> int:
@@ -176,6 +207,12 @@ class Finding:
     strong: bool  # far past chance: raised at once; otherwise a second burst must confirm
     silent: bool = False  # set by `observe`, which knows the version signals
     confirmations: Sequence[datetime] = ()
+    noise: tuple[float, float] | None = None  # the channel's typical value and spread before the change
+
+    @property
+    def channel(self) -> str:
+        """Which signal saw the change: "answers" (the answer distribution) or "logprobs"."""
+        return "logprobs" if self.statistic == "logprob" else "answers"
 
 
 @dataclass(frozen=True)
@@ -195,14 +232,14 @@ class Prejudged:
         return self.screen is not None and self.screen.hit
 
 
-def prescreen(state: DriftState, samples: Sequence[Sample], keys: Mapping[str, CanaryKey]) -> Prejudged:
+def prescreen(state: DriftState, samples: Sequence[Sample], keys: Mapping[str, CanaryKey], now: datetime) -> Prejudged:
     """Screen a check's samples as `observe` will; a hit asks for a burst, for `confirm` to judge."""
-    learned, mature_samples, mature = _learn(state, samples, list(keys.values()))
+    learned, mature_samples, mature = _learn(state, samples, list(keys.values()), now)
     return Prejudged(state, learned, screen(learned, mature_samples, mature) if mature_samples else None)
 
 
 def _learn(
-    state: DriftState, samples: Sequence[Sample], keys: list[CanaryKey]
+    state: DriftState, samples: Sequence[Sample], keys: list[CanaryKey], now: datetime
 ) -> tuple[DriftState, list[Sample], set[CanaryKey]]:
     """Forget canaries no longer configured, fold the samples of learning canaries into their reference, and
     return the samples of the canaries that are judged."""
@@ -213,7 +250,7 @@ def _learn(
     young = [s for s in samples if s.key not in mature]
     if young or state.learned < LEARNING_CHECKS:
         state = replace(
-            state, references=with_samples(state.references, young), learned=min(state.learned + 1, LEARNING_CHECKS)
+            with_reference(state, tallies_of(young), now, young), learned=min(state.learned + 1, LEARNING_CHECKS)
         )
     return state, [s for s in samples if s.key in mature], mature
 
@@ -238,7 +275,7 @@ def observe(
         samples = [s for s in samples if learned.mature(s.key)]
     else:
         prejudged = None
-        learned, samples, mature = _learn(state, samples, list(keys.values()))
+        learned, samples, mature = _learn(state, samples, list(keys.values()), now)
         result = screen(learned, samples, mature) if samples else None
     # "Silent" means no fingerprint or resolved-model change within the screen's window.
     horizon = _window_span(learned, now)
@@ -254,6 +291,11 @@ def observe(
             state.logprob_screens if result.logprob is None else (*state.logprob_screens, result.logprob)[-HISTORY_MAX:]
         ),
     )
+    # Adaptive sampling: a canary whose own surprise is up takes more samples for the next checks.
+    boost = {k: n - 1 for k, n in state.boost.items() if n > 1}
+    if not result.hit:
+        boost.update({k: BOOST_CHECKS for k in result.elevated})
+    state = replace(state, boost=boost)
     finding = None
     if result.hit:
         state = replace(state, screen_hits=state.screen_hits + 1)
@@ -265,20 +307,28 @@ def observe(
                 state = replace(state, pending=None)
             elif found.strong or state.pending is not None:
                 times = (state.pending, now) if state.pending is not None else (now,)
-                finding = replace(found, silent=not changes, confirmations=times)
+                history = learned.logprob_screens if found.channel == "logprobs" else learned.screens
+                finding = replace(found, silent=not changes, confirmations=times, noise=noise(history))
             else:
                 state = replace(state, pending=now)  # serving noise of the moment, or a change? Ask again next check.
     if finding is not None:
-        # The new behaviour is the reference from now on: this check and its burst start it, two more checks
-        # add other moments to it before it judges; the window, which mixes old and new, is forgotten.
-        fresh = with_samples({}, [*samples, *burst])
-        changed = replace(state, references=fresh, window=(), open_since=now, open_silent=finding.silent, pending=None)
-        return replace(changed, learned=LEARNING_CHECKS - 2, confirmed=state.confirmed + 1), finding
+        # The new behaviour is the reference from now on, of post-change answers only: this check and its burst
+        # start it, RELEARN_CHECKS more checks add other moments to it before it judges; the window, which mixes
+        # old and new, is forgotten.
+        fresh = replace(state, reference=(), window=(), boost={}, open_since=now, open_silent=finding.silent)
+        fresh = with_reference(fresh, tallies_of([*samples, *burst]), now, [*samples, *burst])
+        return replace(
+            fresh, pending=None, learned=LEARNING_CHECKS - RELEARN_CHECKS, confirmed=state.confirmed + 1
+        ), finding
     # Burst samples stay out of the window: one moment's many answers would weigh as much as several checks.
-    window = (*state.window, WindowCheck(now, tuple(replace(s, text="") for s in samples)))
+    seq = state.seq + 1
+    window = (*state.window, CheckTally(seq, now, tallies_of(samples)))
     leaving, window = window[:-WINDOW_CHECKS], window[-WINDOW_CHECKS:]
-    references = with_samples(state.references, [s for w in leaving for s in w.samples])
-    return replace(state, references=references, window=window), None
+    state = replace(state, window=window, seq=seq)
+    if leaving:  # the oldest window check joins the reference: the same row, now counted there
+        reference = (*state.reference, *leaving)[-REFERENCE_CHECKS:]
+        state = replace(state, reference=reference, examples=examples_for(state.examples, reference, samples))
+    return state, None
 
 
 def confirm(

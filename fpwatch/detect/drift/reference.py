@@ -1,14 +1,20 @@
-"""What drift detection remembers of a model: per-canary references of outcomes and logprobs, the window of
-latest checks, and the history of its own statistics (the model's noise). Also how samples compare with
-a reference: contingency tables per fingerprint stratum, and LT's logprob change.
+"""What drift detection remembers of a model, as per-check aggregates: for each check, each canary's answer
+counts per fingerprint and the sums of its first-token logprobs (`Tally`, `CheckTally`). The reference of a
+canary is the sum of its tallies in the latest reference checks; the window holds the latest checks being
+judged; the model's own statistics (its noise) are histories. Also how samples compare with a reference:
+contingency tables per fingerprint stratum, and LT's left-censored logprob means.
 
-The drift state's JSON form (`DriftState.to_json`) is what the store keeps per model; it is versioned.
+A check adds one small row (its `CheckTally`) and rewrites only the small state (`DriftState.to_json`): the
+store keeps the rows apart, so what is written per check stays a few kilobytes however long the reference.
 """
 
 from __future__ import annotations
 
+import base64
 import functools
+import math
 import statistics
+import struct
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -21,15 +27,17 @@ from fpwatch.detect.observation import Observation
 
 REFERENCE_MIN = 16  # samples per canary before the model leaves `learning` for drift ...
 LEARNING_CHECKS = 4  # ... and checks: a canary with many samples gets a reference of many samples
-REFERENCE_MAX = 240  # samples per canary kept as the reference, oldest dropped first
+REFERENCE_CHECKS = 24  # checks kept in the reference (240 samples of a canary sampled 10 times a check)
 STRATUM_MIN = 30  # reference samples a fingerprint needs to get its own stratum
-TOP_TOKENS = 5  # top-k tokens kept per sample (logprobs rounded to 1e-3; the jitter is larger)
+TOP_TOKENS = 5  # top-k first tokens kept per sample
 LOGPROB_TOKENS = 3  # the logprob statistic compares the reference's 3 most likely first tokens
 OUTCOME_WORDS = 8  # an outcome is the answer's first words ...
 OUTCOME_CHARS = 64  # ... at most this long
 EXAMPLE_CHARS = 200
+EXAMPLES = 4  # full answers kept per canary, for its most common outcomes
 CHI2_MEDIAN_RATIO = 0.93  # median of chi-square(df) / df for the usual 5-15 degrees of freedom
 MAX_DISPERSION = 10.0
+HISTORY_MAX = 120  # values kept of each statistic, for the running median and MAD
 
 
 # --- samples ------------------------------------------------------------------------------------------------
@@ -70,7 +78,7 @@ class Sample:
     outcome: str
     fingerprint: str = ""  # "" when the response carried none
     top: Mapping[str, float] | None = None  # the first token's top-k logprobs, when given
-    text: str = ""  # the answer, cut to EXAMPLE_CHARS (examples only; not kept in the state)
+    text: str = ""  # the answer, cut to EXAMPLE_CHARS (examples only)
 
 
 def samples_from(observations: Iterable[Observation], keys: Mapping[str, CanaryKey]) -> list[Sample]:
@@ -84,53 +92,192 @@ def samples_from(observations: Iterable[Observation], keys: Mapping[str, CanaryK
         if o.first_token is not None:
             top = dict(o.first_token.top) or {o.first_token.token: o.first_token.logprob}
             top.setdefault(o.first_token.token, o.first_token.logprob)
-            top = {t: round(v, 3) for t, v in sorted(top.items(), key=lambda item: -item[1])[:TOP_TOKENS]}
+            top = dict(sorted(top.items(), key=lambda item: -item[1])[:TOP_TOKENS])
         out.append(Sample(key, outcome(o.output), o.system_fingerprint or "", top, (o.output or "")[:EXAMPLE_CHARS]))
     return out
 
 
-# --- state --------------------------------------------------------------------------------------------------
+def by_key(samples: Iterable[Sample]) -> dict[CanaryKey, list[Sample]]:
+    """Samples grouped by canary."""
+    out: dict[CanaryKey, list[Sample]] = {}
+    for s in samples:
+        out.setdefault(s.key, []).append(s)
+    return out
+
+
+# --- aggregates ---------------------------------------------------------------------------------------------
+
+
+def _sum_maps(a: Mapping[str, float], b: Mapping[str, float]) -> dict[str, float]:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = out.get(k, 0.0) + v
+    return out
+
+
+@dataclass(frozen=True)
+class LogprobSums:
+    """First-token top logprobs of some samples, summed so that samples and checks add up: LT's left-censored
+    mean, where a token a sample does not list counts at that sample's lowest listed logprob."""
+
+    n: int = 0
+    floor: float = 0.0  # sum of each sample's lowest listed logprob
+    floor2: float = 0.0  # ... and of its square
+    lift: Mapping[str, float] = field(default_factory=dict)  # token -> sum of (logprob - floor) where listed
+    lift2: Mapping[str, float] = field(default_factory=dict)  # token -> sum of (logprob**2 - floor**2)
+
+    @classmethod
+    def of(cls, tops: Iterable[Mapping[str, float]]) -> LogprobSums:
+        n, floor, floor2 = 0, 0.0, 0.0
+        lift: dict[str, float] = {}
+        lift2: dict[str, float] = {}
+        for top in tops:
+            low = min(top.values())
+            n, floor, floor2 = n + 1, floor + low, floor2 + low * low
+            for token, value in top.items():
+                lift[token] = lift.get(token, 0.0) + value - low
+                lift2[token] = lift2.get(token, 0.0) + value * value - low * low
+        return cls(n, floor, floor2, lift, lift2)
+
+    def __add__(self, other: LogprobSums) -> LogprobSums:
+        return LogprobSums(
+            self.n + other.n,
+            self.floor + other.floor,
+            self.floor2 + other.floor2,
+            _sum_maps(self.lift, other.lift),
+            _sum_maps(self.lift2, other.lift2),
+        )
+
+    def mean(self, token: str) -> float:
+        return (self.floor + self.lift.get(token, 0.0)) / self.n
+
+    def spread(self, token: str) -> float:
+        """The standard deviation of the token's logprob from sample to sample (the model's own noise)."""
+        mean = self.mean(token)
+        return math.sqrt(max(0.0, (self.floor2 + self.lift2.get(token, 0.0)) / self.n - mean * mean))
+
+    def top(self, k: int = LOGPROB_TOKENS) -> list[str]:
+        """The k most likely tokens, by mean logprob."""
+        return sorted(self.lift, key=lambda t: (-self.lift[t], t))[:k]
+
+    def change(self, reference: LogprobSums) -> float:
+        """LT's statistic against the reference: mean |difference| over the reference's most likely tokens.
+
+        Only the top LOGPROB_TOKENS: deeper ranks come and go with the provider's top-k depth (a host
+        capping 8 to 5 is not a new model), and a new model's other tokens show in the answers anyway.
+        """
+        tokens = reference.top()
+        return statistics.fmean(abs(self.mean(t) - reference.mean(t)) for t in tokens)
+
+    def to_json(self) -> list[Any]:
+        return [self.n, self.floor, self.floor2, dict(self.lift), dict(self.lift2)]
+
+    @classmethod
+    def from_json(cls, data: Sequence[Any]) -> LogprobSums:
+        n, floor, floor2, lift, lift2 = data
+        return cls(int(n), float(floor), float(floor2), dict(lift), dict(lift2))
+
+
+@dataclass(frozen=True)
+class Tally:
+    """One canary's answers in some samples: outcome counts per fingerprint, and their first-token logprobs."""
+
+    counts: Mapping[tuple[str, str], int] = field(default_factory=dict)  # (fingerprint or "", outcome) -> samples
+    logprobs: LogprobSums | None = None  # None when no sample carried logprobs
+
+    @classmethod
+    def of(cls, samples: Sequence[Sample]) -> Tally:
+        tops = [s.top for s in samples if s.top]
+        return cls(dict(Counter((s.fingerprint, s.outcome) for s in samples)), LogprobSums.of(tops) if tops else None)
+
+    def __add__(self, other: Tally) -> Tally:
+        counts = dict(self.counts)
+        for k, v in other.counts.items():
+            counts[k] = counts.get(k, 0) + v
+        if self.logprobs is None or other.logprobs is None:
+            logprobs = self.logprobs or other.logprobs
+        else:
+            logprobs = self.logprobs + other.logprobs
+        return Tally(counts, logprobs)
+
+    @property
+    def n(self) -> int:
+        return sum(self.counts.values())
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"counts": [[fp, o, n] for (fp, o), n in sorted(self.counts.items())]}
+        if self.logprobs is not None:
+            out["lp"] = self.logprobs.to_json()
+        return out
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Tally:
+        lp = data.get("lp")
+        return cls({(fp, o): int(n) for fp, o, n in data["counts"]}, LogprobSums.from_json(lp) if lp else None)
+
+
+def tallies_of(samples: Sequence[Sample]) -> dict[CanaryKey, Tally]:
+    return {key: Tally.of(mine) for key, mine in by_key(samples).items()}
+
+
+@dataclass(frozen=True)
+class CheckTally:
+    """What one check (or, after a confirmed drift, one check and its burst) added, per canary: one stored row."""
+
+    seq: int
+    time: datetime
+    tallies: Mapping[CanaryKey, Tally]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"time": iso(self.time), "tallies": {str(k): t.to_json() for k, t in self.tallies.items()}}
+
+    @classmethod
+    def from_json(cls, seq: int, data: Mapping[str, Any]) -> CheckTally:
+        tallies = {CanaryKey.parse(k): Tally.from_json(t) for k, t in data["tallies"].items()}
+        return cls(seq, parse_iso(data["time"]), tallies)
+
+
+# --- the reference ----------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class Reference:
-    """One canary's learned behaviour."""
+    """One canary's learned behaviour: the sum of its reference tallies, and a few full answers."""
 
-    samples: tuple[tuple[str, str], ...] = ()  # (fingerprint, outcome), oldest first
-    logprobs: Mapping[str, tuple[float, int]] = field(default_factory=dict)  # token -> (running mean, weight)
+    tally: Tally = field(default_factory=Tally)
     examples: Mapping[str, str] = field(default_factory=dict)  # outcome -> one full answer seen with it
 
-    def __len__(self) -> int:
-        return len(self.samples)
+    @classmethod
+    def of(cls, samples: Sequence[Sample]) -> Reference:
+        """A reference of these samples (tests, and a check that starts a new one)."""
+        return cls(Tally.of(samples))
 
-    def add(self, new: Sequence[Sample]) -> Reference:
-        samples = (*self.samples, *((s.fingerprint, s.outcome) for s in new))[-REFERENCE_MAX:]
-        logprobs = dict(self.logprobs)
-        for s in new:
-            if s.top:
-                logprobs = _update_logprobs(logprobs, s.top)
-        examples = dict(self.examples)
-        for s in new:
-            if s.text:
-                examples[s.outcome] = s.text
-        live = {o for _, o in samples}
-        return Reference(samples, logprobs, {o: t for o, t in examples.items() if o in live})
+    def __len__(self) -> int:
+        return self.tally.n
+
+    @property
+    def logprobs(self) -> LogprobSums | None:
+        return self.tally.logprobs
 
     def distribution(self) -> dict[str, float]:
-        return {o: n / len(self.samples) for o, n in self.counts.items()} if self.samples else {}
+        n = len(self)
+        return {o: c / n for o, c in self.counts.items()} if n else {}
 
     @functools.cached_property
     def counts(self) -> Counter[str]:
         """Outcome counts over every reference sample (the pooled stratum)."""
-        return Counter(o for _, o in self.samples)
+        out: Counter[str] = Counter()
+        for (_, o), n in self.tally.counts.items():
+            out[o] += n
+        return out
 
     @functools.cached_property
     def strata(self) -> dict[str, Counter[str]]:
         """Outcome counts per fingerprint that has STRATUM_MIN samples or more: those compare with themselves."""
         by_fp: dict[str, Counter[str]] = {}
-        for fp, o in self.samples:
+        for (fp, o), n in self.tally.counts.items():
             if fp:
-                by_fp.setdefault(fp, Counter())[o] += 1
+                by_fp.setdefault(fp, Counter())[o] += n
         return {fp: c for fp, c in by_fp.items() if c.total() >= STRATUM_MIN}
 
     def stratum(self, fingerprint: str) -> str:
@@ -141,17 +288,25 @@ class Reference:
         return self.strata[stratum] if stratum else self.counts
 
 
-@dataclass(frozen=True)
-class WindowCheck:
-    time: datetime
-    samples: tuple[Sample, ...]
+EMPTY = Reference()
+
+
+def _f32(values: Sequence[float]) -> str:
+    """A history as 4-byte floats (7 significant digits: plenty for a threshold), base64: compact in the JSON."""
+    return base64.b64encode(struct.pack(f"<{len(values)}f", *values)).decode()
+
+
+def _unf32(text: str) -> tuple[float, ...]:
+    raw = base64.b64decode(text)
+    return struct.unpack(f"<{len(raw) // 4}f", raw)
 
 
 @dataclass(frozen=True)
 class DriftState:
-    references: Mapping[CanaryKey, Reference] = field(default_factory=dict)
-    window: tuple[WindowCheck, ...] = ()  # the latest checks, not yet part of the reference
-    screens: tuple[float, ...] = ()  # history of the screen's surprise
+    reference: tuple[CheckTally, ...] = ()  # the reference checks, oldest first
+    window: tuple[CheckTally, ...] = ()  # the latest judged checks, not yet part of the reference
+    examples: Mapping[CanaryKey, Mapping[str, str]] = field(default_factory=dict)
+    screens: tuple[float, ...] = ()  # history of the answer screen's surprise
     logprob_screens: tuple[float, ...] = ()  # history of the logprob statistic
     ratios: tuple[float, ...] = ()  # history of G / df of single checks: how over-dispersed serving is
     signal_changes: tuple[datetime, ...] = ()  # recent changes of the valid set or resolved model
@@ -162,6 +317,18 @@ class DriftState:
     screen_hits: int = 0
     bursts: int = 0
     confirmed: int = 0
+    boost: Mapping[CanaryKey, int] = field(default_factory=dict)  # canary -> checks left with extra samples
+    seq: int = 0  # the last check row's number
+    stored: frozenset[int] = field(default=frozenset(), compare=False)  # rows the store holds (set when loaded)
+
+    @functools.cached_property
+    def references(self) -> dict[CanaryKey, Reference]:
+        """Each canary's reference: the sum of its tallies in the reference checks."""
+        sums: dict[CanaryKey, Tally] = {}
+        for check in self.reference:
+            for key, tally in check.tallies.items():
+                sums[key] = sums[key] + tally if key in sums else tally
+        return {key: Reference(tally, self.examples.get(key, {})) for key, tally in sums.items()}
 
     def dispersion(self) -> float:
         """How much more single checks differ from the reference than independent samples would (at least 1).
@@ -186,61 +353,47 @@ class DriftState:
         """The smallest reference among these canaries (what `status` shows while learning)."""
         return min((len(self.references.get(k, EMPTY)) for k in keys), default=0)
 
+    def checks(self) -> tuple[CheckTally, ...]:
+        """Every stored row: the reference checks, then the window."""
+        return (*self.reference, *self.window)
+
     def to_json(self) -> dict[str, Any]:
-        refs = {}
-        for key, ref in self.references.items():
-            fps = sorted({f for f, _ in ref.samples})
-            outs = sorted({o for _, o in ref.samples})
-            fi, oi = {f: i for i, f in enumerate(fps)}, {o: i for i, o in enumerate(outs)}
-            refs[str(key)] = {
-                "fingerprints": fps,
-                "outcomes": outs,
-                "samples": [[fi[f], oi[o]] for f, o in ref.samples],
-                "logprobs": {t: [round(m, 5), n] for t, (m, n) in ref.logprobs.items()},
-                "examples": dict(ref.examples),
-            }
+        """The small part of the state (the rows are `checks()`, stored apart)."""
         return {
-            "v": 1,
-            "references": refs,
-            "window": [
-                {"time": iso(w.time), "samples": [[str(s.key), s.fingerprint, s.outcome, s.top] for s in w.samples]}
-                for w in self.window
-            ],
-            "screens": [round(x, 4) for x in self.screens],
-            "logprob_screens": [round(x, 5) for x in self.logprob_screens],
-            "ratios": [round(x, 4) for x in self.ratios],
+            "v": 2,
+            "reference": [c.seq for c in self.reference],
+            "window": [c.seq for c in self.window],
+            "seq": self.seq,
+            "examples": {str(k): dict(v) for k, v in self.examples.items()},
+            "screens": _f32(self.screens),
+            "logprob_screens": _f32(self.logprob_screens),
+            "ratios": _f32(self.ratios),
             "signal_changes": [iso(t) for t in self.signal_changes],
             "open_since": iso(self.open_since) if self.open_since else None,
             "open_silent": self.open_silent,
             "pending": iso(self.pending) if self.pending else None,
             "counts": [self.learned, self.screen_hits, self.bursts, self.confirmed],
+            "boost": {str(k): n for k, n in self.boost.items()},
         }
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> DriftState:
+    def from_json(cls, data: Mapping[str, Any], rows: Mapping[int, Mapping[str, Any]] | None = None) -> DriftState:
+        """The state from its JSON and its check rows (by seq). An older fpwatch's state (v1: samples in the
+        JSON itself) is converted: its reference becomes one row, each window check one row."""
         if not data:
             return cls()
-        refs = {}
-        for key, r in data["references"].items():
-            fps, outs = r["fingerprints"], r["outcomes"]
-            refs[CanaryKey.parse(key)] = Reference(
-                tuple((fps[f], outs[o]) for f, o in r["samples"]),
-                {t: (float(m), int(n)) for t, (m, n) in r["logprobs"].items()},
-                dict(r["examples"]),
-            )
-        window = tuple(
-            WindowCheck(
-                parse_iso(w["time"]), tuple(Sample(CanaryKey.parse(k), o, f, top) for k, f, o, top in w["samples"])
-            )
-            for w in data["window"]
-        )
+        if data.get("v", 1) == 1:
+            return _from_v1(data)
+        rows = rows or {}
+        checks = {seq: CheckTally.from_json(seq, rows[seq]) for seq in (*data["reference"], *data["window"])}
         learned, hits, bursts, confirmed = data["counts"]
         return cls(
-            refs,
-            window,
-            tuple(data["screens"]),
-            tuple(data["logprob_screens"]),
-            tuple(data["ratios"]),
+            tuple(checks[s] for s in data["reference"]),
+            tuple(checks[s] for s in data["window"]),
+            {CanaryKey.parse(k): dict(v) for k, v in data["examples"].items()},
+            _unf32(data["screens"]),
+            _unf32(data["logprob_screens"]),
+            _unf32(data["ratios"]),
             tuple(parse_iso(t) for t in data["signal_changes"]),
             parse_iso(data["open_since"]) if data["open_since"] else None,
             bool(data["open_silent"]),
@@ -249,24 +402,126 @@ class DriftState:
             hits,
             bursts,
             confirmed,
+            {CanaryKey.parse(k): int(n) for k, n in data.get("boost", {}).items()},
+            int(data["seq"]),
+            frozenset(rows),
         )
 
 
-EMPTY = Reference()
+def _from_v1(data: Mapping[str, Any]) -> DriftState:
+    """A state written before the per-check rows: 240 samples per canary and running logprob means."""
+    tallies: dict[CanaryKey, Tally] = {}
+    examples: dict[CanaryKey, dict[str, str]] = {}
+    for text, r in data["references"].items():
+        key = CanaryKey.parse(text)
+        fps, outs = r["fingerprints"], r["outcomes"]
+        counts = Counter((fps[f], outs[o]) for f, o in r["samples"])
+        means = {t: (float(m), int(n)) for t, (m, n) in r["logprobs"].items()}
+        logprobs = None
+        if means:  # running means with a weight: as many samples, each at the mean (no spread known)
+            n = max(w for _, w in means.values())
+            low = min(m for m, _ in means.values())
+            lift = {t: (m - low) * n for t, (m, _) in means.items()}
+            lift2 = {t: (m * m - low * low) * n for t, (m, _) in means.items()}
+            logprobs = LogprobSums(n, low * n, low * low * n, lift, lift2)
+        tallies[key] = Tally(dict(counts), logprobs)
+        examples[key] = dict(list(r["examples"].items())[:EXAMPLES])
+    reference = (CheckTally(1, parse_iso(data["window"][0]["time"]) if data["window"] else _EPOCH, tallies),)
+    window = tuple(
+        CheckTally(
+            2 + i,
+            parse_iso(w["time"]),
+            tallies_of([Sample(CanaryKey.parse(k), o, f, top) for k, f, o, top in w["samples"]]),
+        )
+        for i, w in enumerate(data["window"])
+    )
+    learned, hits, bursts, confirmed = data["counts"]
+    return DriftState(
+        reference if tallies else (),
+        window,
+        examples,
+        tuple(data["screens"])[-HISTORY_MAX:],
+        tuple(data["logprob_screens"])[-HISTORY_MAX:],
+        tuple(data["ratios"])[-HISTORY_MAX:],
+        tuple(parse_iso(t) for t in data["signal_changes"]),
+        parse_iso(data["open_since"]) if data["open_since"] else None,
+        bool(data["open_silent"]),
+        parse_iso(data["pending"]) if data["pending"] else None,
+        learned,
+        hits,
+        bursts,
+        confirmed,
+        {},
+        1 + len(window),
+    )
 
 
-def _update_logprobs(means: dict[str, tuple[float, int]], top: Mapping[str, float]) -> dict[str, tuple[float, int]]:
-    """Fold one sample's top-k into the running means; a token missing from the sample counts as its minimum."""
-    floor = min(top.values())
-    known_floor = min((m for m, _ in means.values()), default=floor)
-    out: dict[str, tuple[float, int]] = {}
-    for token in sorted(set(means) | set(top)):  # sorted: the same state whatever the process's hash seed
-        mean, weight = means.get(token, (known_floor, 0))
-        weight = min(weight + 1, REFERENCE_MAX)
-        out[token] = (mean + (top.get(token, floor) - mean) / weight, weight)
-    if len(out) > 2 * TOP_TOKENS:
-        out = dict(sorted(out.items(), key=lambda item: -item[1][0])[: 2 * TOP_TOKENS])
+_EPOCH = datetime.fromisoformat("2000-01-01T00:00:00+00:00")
+
+
+# --- changing the state ---------------------------------------------------------------------------------
+
+
+def with_reference(
+    state: DriftState, tallies: Mapping[CanaryKey, Tally], time: datetime, samples: Sequence[Sample]
+) -> DriftState:
+    """The state with one more reference check (oldest dropped beyond REFERENCE_CHECKS) and fresh examples."""
+    if not tallies:
+        return state
+    seq = state.seq + 1
+    reference = (*state.reference, CheckTally(seq, time, dict(tallies)))[-REFERENCE_CHECKS:]
+    return replace(state, reference=reference, seq=seq, examples=examples_for(state.examples, reference, samples))
+
+
+def examples_for(
+    old: Mapping[CanaryKey, Mapping[str, str]], reference: Sequence[CheckTally], samples: Sequence[Sample]
+) -> dict[CanaryKey, dict[str, str]]:
+    """One full answer for each of a canary's most common reference outcomes (for the evidence of a drift)."""
+    counts: dict[CanaryKey, Counter[str]] = {}
+    for check in reference:
+        for key, tally in check.tallies.items():
+            mine = counts.setdefault(key, Counter())
+            for (_, o), n in tally.counts.items():
+                mine[o] += n
+    fresh: dict[CanaryKey, dict[str, str]] = {}
+    for s in samples:
+        if s.text:
+            fresh.setdefault(s.key, {})[s.outcome] = s.text
+    out = {}
+    for key, mine in counts.items():
+        known = {**old.get(key, {}), **fresh.get(key, {})}
+        out[key] = {o: known[o] for o, _ in mine.most_common() if o in known}
+        out[key] = dict(list(out[key].items())[:EXAMPLES])
     return out
+
+
+def forget(state: DriftState, keys: set[CanaryKey]) -> DriftState:
+    """Drop what belongs to canaries no longer configured (or edited: their key changed). A row that loses
+    some of its tallies is a new row for the store (a fresh seq); one that loses all of them goes."""
+    if all(k in keys for c in state.checks() for k in c.tallies):
+        return state
+    seq = state.seq
+
+    def kept(checks: tuple[CheckTally, ...]) -> tuple[CheckTally, ...]:
+        nonlocal seq
+        out = []
+        for c in checks:
+            tallies = {k: t for k, t in c.tallies.items() if k in keys}
+            if len(tallies) == len(c.tallies):
+                out.append(c)
+            elif tallies:
+                seq += 1
+                out.append(CheckTally(seq, c.time, tallies))
+        return tuple(out)
+
+    return replace(
+        state,
+        reference=kept(state.reference),
+        window=kept(state.window),
+        examples={k: v for k, v in state.examples.items() if k in keys},
+        boost={k: v for k, v in state.boost.items() if k in keys},
+        seq=seq,
+    )
 
 
 # --- comparing samples with references ------------------------------------------------------------------
@@ -285,73 +540,18 @@ def tables(references: Mapping[CanaryKey, Reference], samples: Sequence[Sample])
     out = {}
     for key, mine in by_key(samples).items():
         reference = references.get(key)
-        if reference is not None and reference.samples:
+        if reference is not None and len(reference):
             out[key] = _strata(reference, mine)
     return out
-
-
-class LogprobMeans:
-    """Running per-token means of samples' top-k logprobs, a token missing from a sample counting at its minimum."""
-
-    def __init__(self) -> None:
-        self.n = 0
-        self.floor_sum = 0.0
-        self.extra: dict[str, float] = {}  # token -> sum over samples that list it of (logprob - sample minimum)
-
-    def add(self, top: Mapping[str, float]) -> None:
-        floor = min(top.values())
-        self.n += 1
-        self.floor_sum += floor
-        for token, value in top.items():
-            self.extra[token] = self.extra.get(token, 0.0) + value - floor
-
-    def change(self, reference: Reference) -> float:
-        """LT's statistic against the reference: mean |difference| over the reference's most likely tokens.
-
-        Only the top LOGPROB_TOKENS: deeper ranks come and go with the provider's top-k depth (a host
-        capping 8 to 5 is not a new model), and a new model's other tokens show in the answers anyway.
-        """
-        ref = reference.logprobs
-        tokens = sorted(ref, key=lambda t: -ref[t][0])[:LOGPROB_TOKENS]
-        total = 0.0
-        for token in tokens:
-            mine = (self.floor_sum + self.extra.get(token, 0.0)) / self.n
-            total += abs(mine - ref[token][0])
-        return total / len(tokens)
 
 
 def logprob_change(references: Mapping[CanaryKey, Reference], samples: Sequence[Sample]) -> float | None:
     """LT's statistic: the mean absolute change of the reference's top logprobs (a token missing from a sample
     counts at that sample's minimum), averaged over the canaries with logprobs on both sides; None if none has."""
-    means: dict[CanaryKey, LogprobMeans] = {}
-    for s in samples:
-        if s.top and s.key in references and references[s.key].logprobs:
-            means.setdefault(s.key, LogprobMeans()).add(s.top)
-    return statistics.fmean(m.change(references[k]) for k, m in means.items()) if means else None
-
-
-def by_key(samples: Iterable[Sample]) -> dict[CanaryKey, list[Sample]]:
-    """Samples grouped by canary."""
-    out: dict[CanaryKey, list[Sample]] = {}
-    for s in samples:
-        out.setdefault(s.key, []).append(s)
-    return out
-
-
-def with_samples(references: Mapping[CanaryKey, Reference], samples: Sequence[Sample]) -> dict[CanaryKey, Reference]:
-    """The references with these samples added to their canaries' (a canary with none gets one)."""
-    out = dict(references)
+    changes = []
     for key, mine in by_key(samples).items():
-        out[key] = out.get(key, EMPTY).add(mine)
-    return out
-
-
-def forget(state: DriftState, keys: set[CanaryKey]) -> DriftState:
-    """Drop what belongs to canaries no longer configured (or edited: their key changed)."""
-    if set(state.references) <= keys and all(s.key in keys for w in state.window for s in w.samples):
-        return state
-    return replace(
-        state,
-        references={k: r for k, r in state.references.items() if k in keys},
-        window=tuple(WindowCheck(w.time, tuple(s for s in w.samples if s.key in keys)) for w in state.window),
-    )
+        reference = references.get(key)
+        tops = [s.top for s in mine if s.top]
+        if reference is not None and reference.logprobs is not None and tops:
+            changes.append(LogprobSums.of(tops).change(reference.logprobs))
+    return statistics.fmean(changes) if changes else None
