@@ -71,8 +71,23 @@ def _scenarios() -> dict[str, Callable[[dict[str, Any]], dict[str, Any]]]:
         "30% of traffic routed elsewhere": lambda a: routed(a, same_signals(realistic("b"), a), 0.3),
         "10% of traffic routed elsewhere": lambda a: routed(a, same_signals(realistic("b"), a), 0.1),
         "logprobs only, +0.5 nats": lambda a: perturbed_logprobs(a, 0.5),
+        "logprobs only, +0.1 nats (5x the per-request jitter)": lambda a: perturbed_logprobs(a, 0.1),
         "new fingerprint, same behaviour": lambda a: with_fingerprints(a, {"fp_0new000000": 1.0}),
     }
+
+
+def _second_changes() -> dict[str, Callable[[dict[str, Any]], dict[str, Any]]]:
+    """name -> a second change, made while fpwatch re-learns after a first (a silent full swap), given the
+    settings after the first."""
+    coin = "Heads or tails? Answer with one word only."
+    return {
+        "0.3 TV shift, one canary only": lambda b: shifted(b, 0.3, prompts=[coin]),
+        "30% of traffic routed elsewhere": lambda b: routed(b, realistic("c"), 0.3),
+        "logprobs only, +0.1 nats": lambda b: perturbed_logprobs(b, 0.1),
+    }
+
+
+SECOND_AFTER = 2  # the second change comes this many checks after the first drift was raised
 
 
 @dataclass
@@ -193,6 +208,36 @@ def trial(args: tuple[str, int]) -> Tally:
     return tally
 
 
+def second(args: tuple[str, int]) -> Tally:
+    """A silent full swap, then SECOND_AFTER checks after its drift was raised a second change; alarm numbers
+    count from the second change. No alarm for the first within AFTER checks: an empty tally (a miss)."""
+    name, seed = args
+    before = realistic("a")
+    monitor = Monitor(seed, before)
+    warm = Tally([], [], [], [])
+    for number in range(WARMUP):
+        monitor.check(warm, number)
+    first = realistic("b")
+    first["fingerprints"], first["resolved"] = before["fingerprints"], before["resolved"]
+    monitor.set(first)
+    for number in range(AFTER):
+        monitor.check(warm, WARMUP + number)
+        if any(n >= WARMUP for n in warm.alarms):
+            break
+    else:
+        return Tally([], [], [], [])
+    for number in range(SECOND_AFTER):
+        monitor.check(warm, WARMUP + AFTER + number)
+    monitor.set(_second_changes()[name](first))
+    tally = Tally([], [], [], [])
+    for number in range(AFTER):
+        monitor.check(tally, number)
+        if tally.alarms:
+            break
+    tally.alarms = [-1] * sum(1 for n in warm.alarms if n >= WARMUP + AFTER) + tally.alarms  # -1: before it
+    return tally
+
+
 def _share(hits: list[bool]) -> float:
     return sum(hits) / len(hits) if hits else 0.0
 
@@ -211,6 +256,7 @@ def main() -> int:
     with multiprocessing.Pool(2) as pool:
         steady_runs = pool.starmap(steady, [(1000 + s, checks) for s in range(args.seeds)])
         results = {name: pool.map(trial, [(name, 5000 + i) for i in range(args.trials)]) for name in _scenarios()}
+        seconds = {name: pool.map(second, [(name, 7000 + i) for i in range(args.trials)]) for name in _second_changes()}
     elapsed = time.monotonic() - started
 
     learning = drift.REFERENCE_MIN  # checks counted as learning are excluded from false alarms
@@ -264,6 +310,18 @@ def main() -> int:
             f"| {name} | {first:.2f} | {within3:.2f} | {within_all:.2f} | {silent_text} "
             f"| {naive_out:.2f} | {naive_fp:.2f} |"
         )
+    print(
+        f"\nA second change while re-learning: {SECOND_AFTER} checks after the drift of a silent full swap was "
+        f"raised (the new reference then holds that check, its burst and the check after it).\n"
+    )
+    print(f"| second change | fpwatch: 1st check | within 3 | within {AFTER} | false alarms before it |")
+    print("|---|---|---|---|---|")
+    for name, tallies in seconds.items():
+        first = _share([0 in t.alarms for t in tallies])
+        within3 = _share([any(0 <= n <= 2 for n in t.alarms) for t in tallies])
+        within_all = _share([any(n >= 0 for n in t.alarms) for t in tallies])
+        early = sum(1 for t in tallies for n in t.alarms if n < 0)
+        print(f"| {name} | {first:.2f} | {within3:.2f} | {within_all:.2f} | {early} |")
     return 0
 
 

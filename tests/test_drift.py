@@ -17,7 +17,7 @@ from fpwatch.check import canary_key
 from fpwatch.config import BUILTIN_SET, Canary, Message
 from fpwatch.detect import drift
 from fpwatch.detect.conclude import conclude
-from fpwatch.detect.drift import DriftState, Reference, Sample
+from fpwatch.detect.drift import CheckTally, DriftState, Reference, Sample
 from fpwatch.detect.observation import FirstToken, Observation
 from fpwatch.detect.state import ModelState, Policy
 from fpwatch.errors import ProbeError
@@ -214,16 +214,20 @@ class Stream:
         self.now = T0
         self.keys = {name: name for name in STEADY}  # canary name -> its reference key (the name will do here)
 
-    def draw(self, behaviour: Mapping[str, Mapping[str, float]], n: int, shift: float = 0.0) -> list[Sample]:
+    def draw(
+        self, behaviour: Mapping[str, Mapping[str, float]], n: int, shift: float = 0.0, jitter: float = 0.02
+    ) -> list[Sample]:
         out = []
         for key, dist in behaviour.items():
             top_answer = max(dist, key=lambda a: dist[a])
             for _ in range(n):
                 answer = self.rng.choices(list(dist), weights=list(dist.values()))[0]
                 top = {
-                    a: min(-1e-4, math.log(p) + self.rng.gauss(0, 0.02) + (shift if a != top_answer else 0.0))
+                    a: min(-1e-4, math.log(p) + self.rng.gauss(0, jitter) + (shift if a != top_answer else 0.0))
                     for a, p in dist.items()
                 }
+                if len(top) == 1:  # a sure answer: its runners-up, far below, carry the logprob statistic
+                    top.update({f"{top_answer}?": -9.0 + self.rng.gauss(0, jitter) + shift, "…": -11.0 + shift})
                 fp = self.rng.choices(list(FINGERPRINTS), weights=list(FINGERPRINTS.values()))[0]
                 out.append(Sample(key, answer, fp, top, answer))
         return out
@@ -233,10 +237,11 @@ class Stream:
         behaviour: Mapping[str, Mapping[str, float]] = STEADY,
         shift: float = 0.0,
         changes: tuple[datetime, ...] = (),
+        jitter: float = 0.02,
     ) -> drift.Finding | None:
-        samples = self.draw(behaviour, 4, shift)
+        samples = self.draw(behaviour, 4, shift, jitter)
         prejudged = drift.prescreen(self.state, samples, self.keys, self.now)
-        burst = self.draw(behaviour, 16, shift) if prejudged.screen is not None and prejudged.screen.hit else []
+        burst = self.draw(behaviour, 16, shift, jitter) if prejudged.wants_burst else []
         self.state, finding = drift.observe(
             self.state, samples, burst, self.keys, self.now, signal_changes=changes, prejudged=prejudged
         )
@@ -312,6 +317,11 @@ def test_dispersion_is_the_median_check_ratio_over_chi_squares_and_scales_the_co
     assert DriftState(ratios=(1.86,) * 30).dispersion() == pytest.approx(2.0)  # 1.86 / 0.93
     assert DriftState(ratios=(0.5,) * 30).dispersion() == 1.0  # never below 1
     assert DriftState(ratios=(100.0,) * 30).dispersion() == drift.MAX_DISPERSION
+    # a reference of m moments adds 1/m of the excess again: the reference's own moments differ too
+    young = DriftState(reference=(CheckTally(1, T0, {}),), ratios=(1.86,) * 30)
+    assert young.dispersion() == pytest.approx(3.0)
+    many = DriftState(reference=(CheckTally(1, T0, {}, drift.REFERENCE_CHECKS),), ratios=(1.86,) * 30)
+    assert many.dispersion() == pytest.approx(2.0 + 1 / drift.REFERENCE_CHECKS)
     ref = Reference.of([Sample("k", o) for o in ["Heads"] * 30 + ["Tails"] * 30])
     strata = drift.tables({"k": ref}, [Sample("k", o) for o in ["Heads"] * 14 + ["Tails"] * 2])["k"]
     observed = drift.g_statistic({"Heads": 30, "Tails": 30}, {"Heads": 14, "Tails": 2})[0]
@@ -371,16 +381,126 @@ def test_drift_state_survives_json() -> None:
     assert DriftState.from_json({}) == DriftState()
 
 
+def test_a_second_change_while_relearning_is_caught_like_the_first() -> None:
+    """Re-learning judges at once from post-change answers: a one-canary change two checks after a swap is
+    found within three checks, and the state holds only post-change checks."""
+    stream = Stream(seed=16)
+    for _ in range(40):
+        assert stream.check() is None
+    assert stream.check(OTHER) is not None
+    swapped_at = stream.now - timedelta(minutes=15)
+    assert all(c.time >= swapped_at for c in stream.state.checks())  # nothing from before the change
+    for _ in range(2):
+        assert stream.check(OTHER) is None
+    moved = {**OTHER, "coin": {"Tails": 0.1, "Heads": 0.9}}
+    findings = [stream.check(moved) for _ in range(3)]
+    assert any(f is not None and "coin" in f.canaries for f in findings)
+
+
+def test_the_window_grows_with_a_young_reference_and_every_check_is_judged_before_it_joins() -> None:
+    """After a drift the reference starts from that check and its burst; the window holds at most as many checks as
+    the reference has moments, so the reference grows from checks that were screened first."""
+    stream = Stream(seed=17)
+    for _ in range(40):
+        stream.check()
+    assert stream.check(OTHER) is not None
+    assert stream.state.moments == 1 and stream.state.window == ()
+    sizes = []
+    for _ in range(20):
+        assert stream.check(OTHER) is None
+        sizes.append((stream.state.moments, len(stream.state.window)))
+    assert all(window <= max(1, moments) for moments, window in sizes)
+    assert sizes[-1] == (13, drift.WINDOW_CHECKS)  # 1 + 12 judged checks in the reference, 8 in the window
+
+
+def _steady_run(stream: Stream, behaviour: Mapping[str, Mapping[str, float]], checks: int, jitter: float) -> None:
+    for _ in range(checks):
+        assert stream.check(behaviour, jitter=jitter) is None
+
+
+DETERMINISTIC = {"x": {"Hello": 1.0}, "one": {"2": 1.0}, "coin": {"Heads": 1.0}, "color": {"Blue": 1.0}}
+
+
+def test_a_deterministic_model_is_judged_near_its_own_precision_and_stays_quiet() -> None:
+    """A self-hosted server answering the same every time, logprobs jittering by 1e-6 nats: after a long quiet
+    run the logprob threshold sits near that noise (not at LOGPROB_YOUNG), and a 0.005-nat change of the
+    first-token logprobs (no answer changes) is found; 0.005 nats is 25 times below the young bound."""
+    stream = Stream(seed=18)
+    _steady_run(stream, DETERMINISTIC, 1000, 1e-6)
+    threshold = drift.logprob_threshold(stream.state)
+    assert threshold < 1e-4, threshold
+    assert drift.noise(stream.state.logprob_screens)[0] < 1e-5  # measured: about the jitter
+    findings = [stream.check(DETERMINISTIC, shift=0.005, jitter=1e-6) for _ in range(3)]
+    found = next(f for f in findings if f is not None)
+    assert found.channel == "logprobs" and found.value > 100 * found.noise[0]
+
+
+def test_a_noisy_model_keeps_its_false_alarm_budget_with_thresholds_from_its_own_noise() -> None:
+    """Border flips and 0.05-nat logprob jitter: thresholds come from the model's own (larger) noise, and four
+    weeks of checks raise nothing."""
+    noisy = {"x": {"Hello": 0.5, "Hi": 0.5}, "coin": {"Heads": 0.55, "Tails": 0.45}, "color": STEADY["color"]}
+    stream = Stream(seed=19)
+    _steady_run(stream, noisy, 2700, 0.05)
+    assert drift.logprob_threshold(stream.state) > 10 * drift.LOGPROB_PRECISION
+    assert drift.screen_threshold(stream.state) >= drift.SCREEN_FLOOR
+    assert len(stream.state.logprob_screens) == drift.HISTORY_MAX  # measured and kept up to date
+    assert stream.state.confirmed == 0 and stream.state.screen_hits > 0
+
+
+def test_a_v1_drift_state_converts_with_the_same_screen(tmp_path: Path) -> None:
+    """A drift state written by fpwatch before the per-check rows (fixtures/state/drift_state_v1.json, written by
+    commit 72e91e7: 40 checks of three canaries, and its screen's figures on two more) converts to the new form:
+    the same reference counts and logprob means, the same screen on the same samples, and it keeps judging."""
+    fixture = json.loads((Path(__file__).parent / "fixtures/state/drift_state_v1.json").read_text())
+    v1 = fixture["state"]
+    state = DriftState.from_json(v1)
+    keys = {text.partition("#")[0]: drift.CanaryKey.parse(text) for text in v1["references"]}
+    for text, old in v1["references"].items():
+        reference = state.references[drift.CanaryKey.parse(text)]
+        assert len(reference) == len(old["samples"])
+        for token, (mean, _) in old["logprobs"].items():
+            assert reference.logprobs is not None and reference.logprobs.mean(token) == pytest.approx(mean, abs=1e-9)
+    assert state.screens == tuple(v1["screens"])[-drift.HISTORY_MAX :]
+    now = datetime.fromisoformat(fixture["now"])
+    for name in ("steady", "swapped"):
+        old = fixture[name]
+        samples = [Sample(drift.CanaryKey.parse(k), o, fp, top, text) for k, o, fp, top, text in old["samples"]]
+        screen = drift.prescreen(state, samples, keys, now).screen
+        assert screen is not None
+        assert screen.surprise == pytest.approx(old["surprise"], rel=1e-9)
+        assert screen.threshold == pytest.approx(old["threshold"], rel=1e-9)
+        assert screen.logprob == pytest.approx(old["logprob"], abs=1e-6)
+        assert screen.hit == old["hit"]  # the steady check passes, the swapped one asks for a burst
+    # stored and read back as v2 (the converted reference is one row of many moments), then judged on
+    with BlockingStore(tmp_path / "state.db") as store:
+        seed = CheckRecord("seed", "m", now, now, 0, 0, None)
+        store.record_check(seed, [], lambda _: (replace(ModelState("m"), drift=state), []))
+        again = store.load_state("m").drift
+    assert again.to_json()["v"] == 2 and again.moments == drift.REFERENCE_CHECKS
+    assert again.references == state.references
+    steady = fixture["steady"]["samples"]
+    samples = [Sample(drift.CanaryKey.parse(k), o, fp, top, text) for k, o, fp, top, text in steady]
+    judged, finding = drift.observe(again, samples, [], keys, now)
+    assert finding is None and [c.seq for c in judged.window] == [*(c.seq for c in again.window[1:]), again.seq + 1]
+    assert judged.moments == again.moments + 1  # the window's oldest check joined the converted reference
+
+
 # --- through conclude() and the store -----------------------------------------------------------------------
 
 
 def _observations(
-    model: str, behaviour: Mapping[str, Mapping[str, float]], rng: random.Random, n: int, now: datetime
+    model: str,
+    behaviour: Mapping[str, Mapping[str, float]],
+    rng: random.Random,
+    n: int,
+    now: datetime,
+    shift: float = 0.0,
 ) -> list[Observation]:
     out = []
     for canary, dist in behaviour.items():
         for i in range(n):
             answer = rng.choices(list(dist), weights=list(dist.values()))[0]
+            top = {a: math.log(p) + rng.gauss(0, 0.02) + (shift if a != answer else 0.0) for a, p in dist.items()}
             out.append(
                 Observation(
                     now,
@@ -393,7 +513,7 @@ def _observations(
                     fingerprint_state="present",
                     response_model="m-1",
                     output=answer,
-                    first_token=FirstToken(answer, math.log(dist[answer])),
+                    first_token=FirstToken(answer, top[answer], {a: min(-1e-4, v) for a, v in top.items()}),
                 )
             )
     return out
@@ -419,6 +539,11 @@ def test_conclude_raises_a_critical_silent_drift_with_a_new_behaviour_fingerprin
     (event,) = [e for e in events if e.type == "canary.drift"]
     assert event.severity == "critical" and event.details["silent"] is True
     assert "silently" in event.summary
+    assert event.details["channel"] == "answers" and event.details["noise"]["typical"] >= 0
+    assert (
+        event.details["effect"].startswith("answers moved: ")
+        and f"- {event.details['effect']}" in event.details.lines()
+    )
     assert event.details["behaviour_fingerprint"] == {"old": bfp, "new": state.behaviour_fingerprint}
     assert state.behaviour_fingerprint != bfp
 
@@ -429,3 +554,31 @@ def test_conclude_raises_a_critical_silent_drift_with_a_new_behaviour_fingerprin
         assert stored.id is not None
         store.ack(stored.id, "expected: vendor upgrade", now + timedelta(minutes=5))
         assert store.load_state("m").drift.open_since is None
+
+
+def test_a_logprob_drift_names_its_channel_the_models_noise_and_the_effect_in_words() -> None:
+    """A change of first-token logprobs only: the event says "logprobs", the measured noise, and how many times
+    that noise the logprobs moved, in words."""
+    policy = Policy(timedelta(hours=1), 3, 3, canary_keys={name: name for name in STEADY})
+    rng = random.Random(5)
+    state, now = ModelState("m"), T0
+    for _ in range(40):
+        state, _ = conclude(state, _observations("m", STEADY, rng, 4, now), policy, now)
+        now += timedelta(minutes=15)
+    drifts = []
+    for _ in range(3):
+        burst = _observations("m", STEADY, rng, 16, now, shift=0.3)
+        state, events = conclude(state, _observations("m", STEADY, rng, 4, now, shift=0.3), policy, now, burst)
+        drifts += [e for e in events if e.type == "canary.drift"]
+        now += timedelta(minutes=15)
+    (event,) = drifts
+    details = event.details
+    assert details["channel"] == "logprobs" and details["statistic"] == "logprob"
+    typical = details["noise"]["typical"]
+    assert 0 < typical < 0.05 and details["noise"]["spread"] > 0
+    times = details["value"] / typical
+    assert details["effect"] == (
+        f"first-token log-probabilities moved by {details['value']:.2g} nats, {times:,.0f}x this model's noise "
+        f"({typical:.2g} nats)"
+    )
+    assert f"- {details['effect']}" in event.details.lines()  # the notification says it too

@@ -72,7 +72,6 @@ ELEVATED_SHARE = 0.5  # a canary whose own surprise passes this share of the thr
 BOOST_FACTOR, BOOST_CHECKS = 2, 2  # ... and takes this many times its samples for this many checks
 BURST_FACTOR = 6  # the confirmation burst: this many times each canary's samples
 CONFIRM_ALPHA = 1e-3  # the burst's permutation p-value (Bonferroni-adjusted) must be at most this
-RELEARN_CHECKS = 2  # after a confirmed drift, checks added to the new reference before it judges
 STRONG_SURPRISE = 8.0  # a confirming test this far past chance (p < 1e-8) raises at once ...
 STRONG_LOGPROB = 3.0  # ... as does a logprob change 3x its threshold; weaker evidence must confirm twice
 
@@ -312,18 +311,19 @@ def observe(
             else:
                 state = replace(state, pending=now)  # serving noise of the moment, or a change? Ask again next check.
     if finding is not None:
-        # The new behaviour is the reference from now on, of post-change answers only: this check and its burst
-        # start it, RELEARN_CHECKS more checks add other moments to it before it judges; the window, which mixes
-        # old and new, is forgotten.
+        # Re-learning: the new behaviour is the reference from now on, of post-change answers only. This check
+        # and its burst start it and it judges at once (a second change is caught as the first was); the
+        # window, which mixes old and new, is forgotten, and grows back with the reference (below).
         fresh = replace(state, reference=(), window=(), boost={}, open_since=now, open_silent=finding.silent)
         fresh = with_reference(fresh, tallies_of([*samples, *burst]), now, [*samples, *burst])
-        return replace(
-            fresh, pending=None, learned=LEARNING_CHECKS - RELEARN_CHECKS, confirmed=state.confirmed + 1
-        ), finding
+        return replace(fresh, pending=None, confirmed=state.confirmed + 1), finding
     # Burst samples stay out of the window: one moment's many answers would weigh as much as several checks.
+    # The window holds at most as many checks as the reference has moments, so a young reference (after
+    # learning, or after a drift) grows from judged checks, one in two, and no check joins it unjudged.
     seq = state.seq + 1
     window = (*state.window, CheckTally(seq, now, tallies_of(samples)))
-    leaving, window = window[:-WINDOW_CHECKS], window[-WINDOW_CHECKS:]
+    size = min(WINDOW_CHECKS, max(1, state.moments))
+    leaving, window = window[:-size], window[-size:]
     state = replace(state, window=window, seq=seq)
     if leaving:  # the oldest window check joins the reference: the same row, now counted there
         reference = (*state.reference, *leaving)[-REFERENCE_CHECKS:]

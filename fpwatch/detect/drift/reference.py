@@ -227,14 +227,16 @@ class CheckTally:
     seq: int
     time: datetime
     tallies: Mapping[CanaryKey, Tally]
+    moments: int = 1  # the serving moments it holds (a row converted from an older state holds many)
 
     def to_json(self) -> dict[str, Any]:
-        return {"time": iso(self.time), "tallies": {str(k): t.to_json() for k, t in self.tallies.items()}}
+        out = {"time": iso(self.time), "tallies": {str(k): t.to_json() for k, t in self.tallies.items()}}
+        return out if self.moments == 1 else {**out, "moments": self.moments}
 
     @classmethod
     def from_json(cls, seq: int, data: Mapping[str, Any]) -> CheckTally:
         tallies = {CanaryKey.parse(k): Tally.from_json(t) for k, t in data["tallies"].items()}
-        return cls(seq, parse_iso(data["time"]), tallies)
+        return cls(seq, parse_iso(data["time"]), tallies, int(data.get("moments", 1)))
 
 
 # --- the reference ----------------------------------------------------------------------------------------
@@ -336,11 +338,19 @@ class DriftState:
         Serving noise depends on load: answers within one moment (a check and its burst) are alike and
         moments differ. The G statistic of one check against the reference is then inflated by a factor;
         its median over the model's history, against chi-square's (about 0.93 per degree of freedom),
-        estimates it, and the confirmation divides the burst's G by it (quasi-likelihood).
+        estimates it, and the confirmation divides the burst's G by it (quasi-likelihood). A reference of m
+        moments adds 1/m of that excess again.
         """
         if len(self.ratios) < HISTORY_MIN:
             return 1.0
-        return min(MAX_DISPERSION, max(1.0, statistics.median(self.ratios) / CHI2_MEDIAN_RATIO))
+        phi = min(MAX_DISPERSION, max(1.0, statistics.median(self.ratios) / CHI2_MEDIAN_RATIO))
+        # A reference of few moments (just after a drift) carries its own moments' excess variance too.
+        return 1.0 + (phi - 1.0) * (1.0 + 1.0 / self.moments) if self.moments else phi
+
+    @property
+    def moments(self) -> int:
+        """How many serving moments (checks) the reference holds."""
+        return sum(c.moments for c in self.reference)
 
     def mature(self, key: CanaryKey) -> bool:
         """Does this canary have a reference to judge by? (Each canary learns on its own.)"""
@@ -426,7 +436,8 @@ def _from_v1(data: Mapping[str, Any]) -> DriftState:
             logprobs = LogprobSums(n, low * n, low * low * n, lift, lift2)
         tallies[key] = Tally(dict(counts), logprobs)
         examples[key] = dict(list(r["examples"].items())[:EXAMPLES])
-    reference = (CheckTally(1, parse_iso(data["window"][0]["time"]) if data["window"] else _EPOCH, tallies),)
+    start = parse_iso(data["window"][0]["time"]) if data["window"] else _EPOCH
+    reference = (CheckTally(1, start, tallies, REFERENCE_CHECKS),)  # v1 kept up to this many checks' samples
     window = tuple(
         CheckTally(
             2 + i,
@@ -511,7 +522,7 @@ def forget(state: DriftState, keys: set[CanaryKey]) -> DriftState:
                 out.append(c)
             elif tallies:
                 seq += 1
-                out.append(CheckTally(seq, c.time, tallies))
+                out.append(CheckTally(seq, c.time, tallies, c.moments))
         return tuple(out)
 
     return replace(
