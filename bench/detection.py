@@ -15,13 +15,15 @@ Usage: python bench/detection.py [--seeds 4] [--trials 100] [--days 90] [--quick
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import multiprocessing
+import statistics
 import sys
 import time
 import tomllib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -29,9 +31,11 @@ from typing import Any
 from fpwatch.check import policy_for, sent_canaries
 from fpwatch.config import parse_config
 from fpwatch.detect import drift
+from fpwatch.detect.borders import SAMPLES, Answers
 from fpwatch.detect.conclude import conclude, judge, prejudge
 from fpwatch.detect.observation import Observation
 from fpwatch.detect.state import ModelState
+from fpwatch.discovery import border_canary, discover
 from fpwatch.errors import ProbeError
 from fpwatch.providers import ADAPTERS, TYPES
 from fpwatch.providers.http import Exchange
@@ -100,6 +104,9 @@ class Tally:
     requests: int = 0
     output_tokens: int = 0
     bursts: int = 0
+    discovery_requests: int = 0  # included in requests and output_tokens
+    discovery_tokens: int = 0
+    discovered: int = 0
 
 
 class Monitor:
@@ -155,8 +162,41 @@ class Monitor:
                 )
         return out
 
+    def discover(self, tally: Tally) -> None:
+        """Border-input discovery as the daemon runs it after a model's first check (fpwatch.discovery.discover)."""
+
+        async def ask(prompt: str, n: int) -> Answers:
+            payload = self.adapter.build_request(self.model, border_canary(prompt, samples=1)).payload
+            tokens, logprobs, spent = [], [], 0
+            for _ in range(n):
+                status, body = self.sim.respond(payload)
+                parsed = self.adapter.parse(Exchange(status, {}, json.dumps(body).encode(), 0.0))
+                tokens.append(drift.outcome(parsed.output))
+                logprobs.append(parsed.first_token.logprob if parsed.first_token else None)
+                spent += parsed.output_tokens or 0
+            return Answers(tuple(tokens), tuple(logprobs), spent)
+
+        borders = asyncio.run(
+            discover(
+                ask,
+                self.model.discovery_budget,
+                now=self.now,
+                model_id=self.model.model,
+                confirmed=self.state.drift.confirmed,
+                previous=self.state.borders if self.state.borders and self.state.borders.found else None,
+                exclude={c.prompt for c in self.model.canaries},
+            )
+        )
+        self.state = replace(self.state, borders=borders)
+        tally.requests += borders.requests
+        tally.output_tokens += borders.tokens
+        tally.discovery_requests += borders.requests
+        tally.discovery_tokens += borders.tokens
+        tally.discovered = len(borders.found)
+
     def check(self, tally: Tally, number: int) -> None:
         # The three decision steps of run_check (detect.conclude), with its policy; only probing is in-process.
+        self.policy = policy_for(self.model, self.state)  # its canaries include the discovered ones
         observations = self._ask(False, tally)
         prejudged = prejudge(self.state, observations, self.policy, self.now)
         burst: list[Observation] = []
@@ -178,6 +218,8 @@ class Monitor:
             tally.naive_fingerprint.append(number)
         self.last_fingerprint = fingerprint
         tally.checks += 1
+        if self.state.discovery_due(self.model.model, self.now):  # the daemon's rule, after each good check
+            self.discover(tally)
         self.now += INTERVAL
 
 
@@ -238,6 +280,10 @@ def second(args: tuple[str, int]) -> Tally:
     return tally
 
 
+def drift_samples(tally: Tally) -> int:
+    return tally.discovered * SAMPLES
+
+
 def _share(hits: list[bool]) -> float:
     return sum(hits) / len(hits) if hits else 0.0
 
@@ -285,6 +331,14 @@ def main() -> int:
     print(
         f"\nCost: {requests / total_checks:.1f} requests and {tokens / total_checks:.1f} output tokens per check "
         f"on average, confirmation bursts included (a burst on {bursts / total_checks:.2%} of checks).\n"
+    )
+    d_requests = statistics.median(t.discovery_requests for t in steady_runs)
+    d_tokens = statistics.median(t.discovery_tokens for t in steady_runs)
+    d_found = statistics.median(t.discovered for t in steady_runs)
+    print(
+        f"Border-input discovery, once per model after its first check (included above): {d_requests:,.0f} requests, "
+        f"{d_tokens:,.0f} output tokens, {d_found:.0f} border inputs kept (medians); then "
+        f"{drift_samples(steady_runs[0])} one-token requests a check for them.\n"
     )
     young = sum(1 for tallies in results.values() for t in tallies for n in t.alarms if n < 0)
     young_checks = sum(len(tallies) for tallies in results.values()) * (WARMUP - drift.LEARNING_CHECKS)

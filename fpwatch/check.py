@@ -19,10 +19,12 @@ import structlog
 from fpwatch.clock import utcnow
 from fpwatch.config import Canary, ModelConfig
 from fpwatch.detect import drift, verdict
+from fpwatch.detect.borders import Borders
 from fpwatch.detect.conclude import conclude, judge, prejudge
 from fpwatch.detect.events import Event
 from fpwatch.detect.observation import Observation
 from fpwatch.detect.state import ModelState, Policy
+from fpwatch.discovery import discovered_canaries
 from fpwatch.logs import get_logger
 from fpwatch.providers import Providers, ProviderSession, probe
 from fpwatch.providers.capabilities import adapt
@@ -70,21 +72,25 @@ def canary_key(canary: Canary, context: object = None) -> drift.CanaryKey:
     return drift.CanaryKey(canary.name, canary.digest(context))
 
 
-def canaries_for(model: ModelConfig, unsupported: frozenset[str], boosted: Collection[str] = ()) -> list[Canary]:
-    """The model's canaries as it accepts them (without the options it rejected), those whose own drift
-    statistic is up with more samples (adaptive sampling: drift.BOOST_FACTOR)."""
-    adapted = [adapt(c, unsupported) for c in model.canaries]
+def canaries_for(
+    model: ModelConfig, unsupported: frozenset[str], boosted: Collection[str] = (), borders: Borders | None = None
+) -> list[Canary]:
+    """The model's canaries and its discovered border inputs, as it accepts them (without the options it
+    rejected), those whose own drift statistic is up with more samples (adaptive sampling: drift.BOOST_FACTOR)."""
+    adapted = [adapt(c, unsupported) for c in (*model.canaries, *discovered_canaries(borders, model.model))]
     return [replace(c, samples=c.samples * drift.BOOST_FACTOR) if c.name in boosted else c for c in adapted]
 
 
 def sent_canaries(model: ModelConfig, state: ModelState) -> list[Canary]:
     """What a check of this model sends now."""
-    return canaries_for(model, state.rejected_by(model.model), {key.name for key in state.drift.boost})
+    boosted = {key.name for key in state.drift.boost}
+    return canaries_for(model, state.rejected_by(model.model), boosted, state.borders)
 
 
 def policy_for(model: ModelConfig, state: ModelState | None = None) -> Policy:
     """How this model's checks are judged, given the options its model id rejected (as `state` records)."""
     unsupported = state.rejected_by(model.model) if state is not None else frozenset()
+    borders = state.borders if state is not None else None
     # What else shapes the request: a different model id, provider type or extra field starts a new reference.
     context = (model.model, model.provider.type, sorted((k, repr(v)) for k, v in model.params.items()))
     return Policy(
@@ -92,7 +98,7 @@ def policy_for(model: ModelConfig, state: ModelState | None = None) -> Policy:
         learning_period=model.learning_period,
         failure_threshold=model.failure_threshold,
         expects={c.name: c.expect for c in model.canaries if c.expect},
-        canary_keys={c.name: canary_key(c, context) for c in canaries_for(model, unsupported)},
+        canary_keys={c.name: canary_key(c, context) for c in canaries_for(model, unsupported, borders=borders)},
     )
 
 

@@ -93,6 +93,77 @@ class _Progress:
             click.echo("\r" + " " * 40 + "\r", nl=False, err=True)
 
 
+@cli.command()
+@click.argument("model", metavar="MODEL")
+@click.option(
+    "--budget",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Spend at most N one-token requests (default: the model's discovery_budget, 2,000 unless configured).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.pass_context
+def discover(ctx: click.Context, model: str, budget: int | None, as_json: bool) -> None:
+    """Find MODEL's own border inputs now: prompts whose temperature-0 first token is not unique for it.
+
+    A tiny change of the weights moves such a border, so they are the most sensitive canaries a hosted
+    API allows (B3IT). Candidate prompts are asked 3 times each with one output token; those that answer
+    two ways are measured 20 more times and the best balanced (up to 6) join the model's canaries as
+    discovered/... from its next check, 2 one-token requests each. Run again after a change: the old ones
+    are re-probed, survivors kept, the set topped up. The daemon does this by itself while a model learns
+    and after a confirmed drift (unless its discovery_budget is 0).
+
+    \b
+    Examples:
+      fpwatch discover openai/gpt-4o
+      fpwatch discover local/llama --budget 500 --json
+    """
+    from fpwatch.report.tables import discovery_report
+    from fpwatch.service.once import discover_once
+
+    obj = obj_of(ctx)
+    config = obj.config()
+    chosen = select_models(config, [model])[0]
+    if chosen.name != model:
+        raise click.BadParameter(f'"{model}" is a tag; name one model', param_hint="MODEL")
+    limit = budget if budget is not None else chosen.discovery_budget
+    if limit == 0:
+        raise FpwatchError(
+            f"discovery is off for {chosen.name} (its discovery_budget is 0); pass --budget N to run it once anyway"
+        )
+    setup_logging(config, obj)
+    bar = _Bar(limit)
+    try:
+        result = run_async(discover_once(config, chosen, limit, bar))
+    finally:
+        bar.close()
+    if as_json:
+        click.echo(json.dumps({"model": chosen.name, "budget": limit, **result.to_json()}, indent=2))
+    else:
+        click.echo(discovery_report(chosen.name, result))
+    ctx.exit(1 if result.status == "failed" else 0)
+
+
+class _Bar:
+    """A progress bar of requests spent on a TTY's stderr; nothing otherwise."""
+
+    def __init__(self, total: int) -> None:
+        self.enabled = sys.stderr.isatty()
+        self.spent = 0
+        self.bar = click.progressbar(length=total, label="discovering", file=sys.stderr) if self.enabled else None
+        if self.bar is not None:
+            self.bar.__enter__()
+
+    def __call__(self, spent: int) -> None:
+        if self.bar is not None:
+            self.bar.update(spent - self.spent)
+        self.spent = spent
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+
+
 # --- run ---------------------------------------------------------------------------------------------
 
 

@@ -141,6 +141,7 @@ class ModelConfig:
     failure_threshold: int = 3
     tags: tuple[str, ...] = ()
     params: Mapping[str, Any] = field(default_factory=dict)
+    discovery_budget: int = 2000  # one-token requests a border-input discovery may spend; 0: the daemon never runs it
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,7 @@ from fpwatch.errors import ConfigError, ConfigProblem
 from fpwatch.hints import did_you_mean
 from fpwatch.redact import SECRET_NAME, Redactor
 
-_TOP = ("fpwatch", "defaults", "providers", "models", "canaries", "alerts", "notify")
+_TOP = ("fpwatch", "defaults", "providers", "models", "canaries", "discovery", "alerts", "notify")
 _SETTINGS = ("state", "log_format", "log_level", "listen", "heartbeat_url", "retention", "max_concurrency")
 _SCHEDULE = (
     "interval",
@@ -57,7 +57,7 @@ _SCHEDULE = (
 )
 _DEFAULTS = (*_SCHEDULE, "canaries", "params", "tags")
 _PROVIDER = ("type", "base_url", "api_key", "api_key_file", "headers")  # then each type's own keys, max_concurrency
-_MODEL = ("provider", "model", "name", *_DEFAULTS)
+_MODEL = ("provider", "model", "name", "discovery_budget", *_DEFAULTS)
 _CANARY = (
     "messages",
     "prompt",
@@ -141,7 +141,9 @@ class Reader(Fields):
         canaries = self.canaries(top.get("canaries", MISSING))
         providers = self.providers(top.get("providers", MISSING))
         defaults = self.table(top.get("defaults", MISSING), "defaults", _DEFAULTS)
-        models = self.models(top.get("models", MISSING), defaults, providers, canaries)
+        discovery = self.table(top.get("discovery", MISSING), "discovery", ("budget",))
+        budget = self.integer(discovery, "budget", "discovery", default(ModelConfig, "discovery_budget"), 0)
+        models = self.models(top.get("models", MISSING), defaults, providers, canaries, budget)
         alerts = self.alerts(top.get("alerts", MISSING))
         notifiers = self.notifiers(top.get("notify", MISSING), models)
         if self.problems:
@@ -358,6 +360,7 @@ class Reader(Fields):
         defaults: Mapping[str, Any],
         providers: Mapping[str, ProviderConfig],
         canaries: Mapping[str, Canary],
+        discovery_budget: int = default(ModelConfig, "discovery_budget"),
     ) -> list[ModelConfig]:
         if value is MISSING or value == []:
             self.problem("models", 'add at least one [[models]] entry with provider = "..." and model = "..."')
@@ -405,6 +408,7 @@ class Reader(Fields):
                     canaries=model_canaries,
                     tags=tags,
                     params=self._interpolate_params(params, join(loc, "params")),
+                    discovery_budget=self.integer(tbl, "discovery_budget", loc, discovery_budget, 0),
                     **schedule,
                 )
             )

@@ -110,6 +110,7 @@ def effective_config(config: Config) -> dict[str, Any]:
             learning_period=(m.learning_period if isinstance(m.learning_period, int) else dur(m.learning_period)),
             failure_threshold=m.failure_threshold,
             canaries=[c.name for c in m.canaries],
+            discovery_budget=m.discovery_budget,
         )
         if m.tags:
             md["tags"] = list(m.tags)

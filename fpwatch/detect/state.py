@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
+from fpwatch.detect.borders import Borders
 from fpwatch.detect.drift import CanaryKey, DriftState
 from fpwatch.detect.events import EVENTS, Event
 from fpwatch.detect.signals import SignalSet
@@ -38,6 +39,7 @@ class ModelState:
     # (option, model id): request options (providers.capabilities) a model id rejected; kept per id, so that
     # another id under the same name (o3-mini swapped for gpt-4o in the config) starts with none.
     unsupported: frozenset[tuple[str, str]] = frozenset()
+    borders: Borders | None = None  # border inputs discovered for it (None: discovery has not run)
 
     @property
     def drift_open(self) -> bool:
@@ -48,6 +50,10 @@ class ModelState:
         """A person acked the open canary.drift: the model leaves the `drift` state (the reference already
         follows the new behaviour)."""
         return replace(self, drift=replace(self.drift, open_since=None))
+
+    def discovery_due(self, model_id: str, now: datetime) -> bool:
+        """Should the daemon discover border inputs now? Never run, or due again (detect.borders.Borders.due)."""
+        return self.borders is None or self.borders.due(self.drift.confirmed, model_id, now)
 
     def rejected_by(self, model_id: str) -> frozenset[str]:
         """The options this model id rejected."""

@@ -34,6 +34,17 @@ def drift_summary(model: ModelConfig, state: ModelState) -> dict[str, Any]:
     }
 
 
+def discovery_summary(model: ModelConfig, state: ModelState) -> dict[str, Any]:
+    """Border-input discovery for one model: its budget and, once it ran, what it found and spent."""
+    borders = state.borders
+    out: dict[str, Any] = {"budget": model.discovery_budget, "status": "pending" if model.discovery_budget else "off"}
+    if borders is not None:
+        out.update(borders.to_json())
+        out["canaries"] = [b.canary for b in borders.found]
+        out["words"] = borders.words()
+    return out
+
+
 def _noise(history: tuple[float, ...]) -> dict[str, float] | None:
     measured = drift.noise(history)
     return {"typical": float(f"{measured[0]:.4g}"), "spread": float(f"{measured[1]:.4g}")} if measured else None
@@ -63,6 +74,7 @@ def model_summary(model: ModelConfig, state: ModelState, now: datetime) -> dict[
         "resolved_models": [s.value for s in state.response_models.valid()],
         "behaviour_fingerprint": state.behaviour_fingerprint,
         "drift": drift_summary(model, state),
+        "discovery": discovery_summary(model, state),
         "unsupported": sorted(state.rejected_by(model.model)),
         "checks": state.checks,
         "consecutive_failures": state.consecutive_failures,

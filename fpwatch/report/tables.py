@@ -8,6 +8,7 @@ from typing import Any
 
 from fpwatch.check import CheckResult
 from fpwatch.clock import human, parse_iso_or_none
+from fpwatch.detect.borders import SAMPLES, Borders
 from fpwatch.detect.events import DriftDetails
 from fpwatch.detect.verdict import OK, STATUS_NAMES
 from fpwatch.notify import DeliveryReport
@@ -92,11 +93,20 @@ def status_table(summaries: Sequence[Mapping[str, Any]], notifiers: Sequence[Map
                 fps or ("(missing)" if s["fingerprint_missing"] else "-"),
                 ", ".join(s["resolved_models"]) or "-",
                 s["behaviour_fingerprint"] or "-",
+                _noise(s["drift"]["noise"]),
                 human(parse_iso_or_none(s["last_check"])),
                 shorten(s["last_error"], 50) if s["consecutive_failures"] else "-",
             ]
         )
-    headers = ["MODEL", "STATE", "VALID FINGERPRINTS (GRACE UNTIL, UTC)", "RESOLVED MODEL", "BEHAVIOUR", "LAST CHECK"]
+    headers = [
+        "MODEL",
+        "STATE",
+        "VALID FINGERPRINTS (GRACE UNTIL, UTC)",
+        "RESOLVED MODEL",
+        "BEHAVIOUR",
+        "NOISE (ANSWERS / LOGPROBS)",
+        "LAST CHECK",
+    ]
     out = [table([*headers, "LAST ERROR"], rows)]
     notes = [
         f"{x['name']}: rejects {', '.join(x['unsupported'])}; its canaries leave them out"
@@ -109,6 +119,7 @@ def status_table(summaries: Sequence[Mapping[str, Any]], notifiers: Sequence[Map
         for x in summaries
         if x["drift"]["open_since"]
     ]
+    notes += [_borders_note(x) for x in summaries if "words" in x["discovery"]]
     if notes:
         out += ["", "\n".join(notes)]
     if notifiers:
@@ -166,3 +177,36 @@ def events_table(events: Sequence[StoredEvent]) -> str:
         for e in events
     ]
     return table(["ID", "TIME", "SEVERITY", "TYPE", "SUMMARY"], rows)
+
+
+def _noise(noise: Mapping[str, Any]) -> str:
+    """A model's measured noise: the answer screen's typical surprise and the typical logprob change (nats)."""
+    answers, logprobs = noise["answers"], noise["logprobs"]
+    if answers is None and logprobs is None:
+        return "-"
+    said = f"{answers['typical']:.2f}" if answers else "-"
+    return f"{said} / {logprobs['typical']:.2g} nats" if logprobs else f"{said} / -"
+
+
+def _borders_note(summary: Mapping[str, Any]) -> str:
+    d = summary["discovery"]
+    if d["canaries"]:
+        names = ", ".join(d["canaries"][:3]) + (f" (+{len(d['canaries']) - 3})" if len(d["canaries"]) > 3 else "")
+        return f"{summary['name']}: {d['words']}: {names}"
+    return f"{summary['name']}: border inputs: {d['words']}"
+
+
+def discovery_report(name: str, borders: Borders) -> str:
+    """`fpwatch discover`: what was found and what it cost."""
+    spent = f"{borders.requests:,} requests, {borders.tokens:,} output tokens"
+    if borders.status == "failed":
+        return f"{name}: discovery failed after {spent}: {borders.error}"
+    if not borders.found:
+        return f"{name}: {borders.words()}; {borders.tokens:,} output tokens"
+    lines = [f"{name}: {len(borders.found)} border inputs ({spent})"]
+    width = max(len(b.canary) for b in borders.found)
+    for b in borders.found:
+        answers = " / ".join(f"{a!r} {p:.0%}" for a, p in b.answers.items())
+        lines.append(f"  {b.canary:<{width}}  balance {b.balance:.2f}  {answers}")
+    lines.append(f"They join {name}'s canaries from its next check ({SAMPLES} one-token requests each).")
+    return "\n".join(lines)

@@ -47,6 +47,7 @@ from fpwatch.clock import Clock, utcnow
 from fpwatch.config import Config, ModelConfig, load_config, mask_url, validate_notifier_urls
 from fpwatch.detect.state import ModelState
 from fpwatch.detect.verdict import state_label
+from fpwatch.discovery import run_discovery
 from fpwatch.errors import ConfigError, FpwatchError
 from fpwatch.logs import get_logger
 from fpwatch.notify import Notifier, routes
@@ -59,6 +60,7 @@ from fpwatch.service.metrics import Metrics
 from fpwatch.service.schedule import JOB_PREFIX, schedule_key, trigger
 from fpwatch.store import Store, open_store
 
+DISCOVERIES = 2  # border-input discoveries running at once (each holds its provider's concurrency for a while)
 DRAIN_SECONDS = 20.0  # + a 5 s notification flush + the store's 3 s close grace: below the unit's TimeoutStopSec=30s
 HEARTBEAT_EVERY = 60.0
 STATUS_EVERY = 1.0  # 1,000 models must not mean 1,000 datagrams a minute
@@ -94,6 +96,8 @@ class Daemon:
         self._last_heartbeat = -HEARTBEAT_EVERY
         self._loop_tick = self.clock.monotonic()  # the loop's own heartbeat, read by /healthz on another thread
         self._last_status = -STATUS_EVERY
+        self.discovering: dict[str, asyncio.Task[None]] = {}  # model -> its border-input discovery, running
+        self.discovery_slots = asyncio.Semaphore(DISCOVERIES)
         self._schedule_keys: dict[str, str] = {}
         self._scheduled_since: dict[str, datetime] = {}  # when each model's current schedule began
 
@@ -181,6 +185,9 @@ class Daemon:
                 for task in pending:
                     task.cancel()
                 await asyncio.gather(*pending, return_exceptions=True)
+        for task in list(self.discovering.values()):  # its result is written at its end: nothing half-done
+            task.cancel()
+        await asyncio.gather(*self.discovering.values(), return_exceptions=True)
         self.scheduler.shutdown(wait=False)
         await asyncio.sleep(0)  # let the deferred shutdown run
         for task in (watchdog, delivery):
@@ -310,6 +317,38 @@ class Daemon:
         self._announce()
         if result.error is None:
             await self._heartbeat()
+            self._maybe_discover(model, result.state)
+
+    def _maybe_discover(self, model: ModelConfig, state: ModelState) -> None:
+        """Border-input discovery in the background, while the model learns (after its first good check) and after
+        a confirmed drift; its canaries join the checks after it."""
+        if model.discovery_budget <= 0 or model.name in self.discovering:
+            return
+        if not state.discovery_due(model.model, self.clock.now()):
+            return
+        self.discovering[model.name] = asyncio.create_task(self._discover(model), name=f"discover {model.name}")
+
+    async def _discover(self, model: ModelConfig) -> None:
+        try:
+            async with self.discovery_slots:
+                borders = await run_discovery(
+                    model,
+                    store=self.store,
+                    providers=self.providers,
+                    redact=self.redact,
+                    clock=self.clock.now,
+                    budget=model.discovery_budget,
+                )
+            self.metrics.discovered(model.name, borders)
+            self.states[model.name] = await self.store.load_state(model.name)
+        except asyncio.CancelledError:
+            log.info("border-input discovery stopped; it runs again at the next start", model=model.name)
+        except FpwatchError as exc:
+            log.warning("border-input discovery not recorded", model=model.name, error=str(exc))
+        except Exception:
+            log.exception("border-input discovery crashed", model=model.name)
+        finally:
+            self.discovering.pop(model.name, None)
 
     def _announce(self) -> None:
         if not systemd.notify_socket():

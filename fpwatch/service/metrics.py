@@ -14,6 +14,7 @@ from prometheus_client.process_collector import ProcessCollector
 from fpwatch import __version__
 from fpwatch.check import CheckResult
 from fpwatch.detect import drift
+from fpwatch.detect.borders import Borders
 
 _DURATION_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300)
 _LAG_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60)
@@ -55,6 +56,9 @@ class Metrics:
         )
         self.drift_bursts = Counter(
             "fpwatch_drift_bursts", "Drift confirmation bursts sent after a screen hit", ["model"], registry=r
+        )
+        self.discovery_requests = Counter(
+            "fpwatch_discovery_requests", "One-token requests spent discovering border inputs", ["model"], registry=r
         )
         self.drift_open = Gauge(
             "fpwatch_drift_open", "1 while a confirmed canary drift awaits its ack", ["model"], registry=r
@@ -98,6 +102,11 @@ class Metrics:
         self.drift_open.labels(name).set(1 if result.state.drift_open else 0)
         self.model_up.labels(name).set(0 if result.state.down else 1)
         self.last_check.labels(name).set(result.finished.timestamp())
+
+    def discovered(self, model: str, borders: Borders) -> None:
+        self.discovery_requests.labels(model).inc(borders.requests)
+        if borders.tokens:
+            self.tokens.labels(model, "output").inc(borders.tokens)
 
     def forget(self, model: str) -> None:
         """Drop the per-model series of a model removed from the config."""

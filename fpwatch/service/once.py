@@ -8,6 +8,8 @@ from collections.abc import Callable, Sequence
 from fpwatch.check import CheckContext, CheckResult, run_check
 from fpwatch.clock import utcnow
 from fpwatch.config import Config, ModelConfig
+from fpwatch.detect.borders import Borders
+from fpwatch.discovery import Progress, run_discovery
 from fpwatch.notify import DeliveryReport, Notifier, routes
 from fpwatch.providers import Providers
 from fpwatch.redact import Redactor
@@ -58,3 +60,21 @@ async def run_pass(
     finally:
         if store is not None:
             await store.close()
+
+
+async def discover_once(config: Config, model: ModelConfig, budget: int, progress: Progress | None = None) -> Borders:
+    """`fpwatch discover`: find the model's border inputs now and keep them in the state it shares with the daemon."""
+    store = await open_store(config.settings.state)
+    try:
+        async with Providers(config.settings.max_concurrency) as providers:
+            return await run_discovery(
+                model,
+                store=store,
+                providers=providers,
+                redact=Redactor(config.secrets),
+                clock=utcnow,
+                budget=budget,
+                progress=progress,
+            )
+    finally:
+        await store.close()

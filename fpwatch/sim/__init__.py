@@ -5,11 +5,20 @@ temperature-0 noise and the model changes fpwatch must detect; the scenario form
 endpoints are documented in `fpwatch/sim/scenario.py`.
 """
 
-from fpwatch.sim.changes import BUILTIN_PROMPTS, perturbed_logprobs, realistic, routed, shifted, with_fingerprints
+from fpwatch.sim.changes import (
+    BORDER_PROMPTS,
+    BUILTIN_PROMPTS,
+    perturbed_logprobs,
+    realistic,
+    routed,
+    shifted,
+    with_fingerprints,
+)
 from fpwatch.sim.scenario import load_scenario, validate_scenario
 from fpwatch.sim.server import Simulator, serve
 
 __all__ = [
+    "BORDER_PROMPTS",
     "BUILTIN_PROMPTS",
     "Simulator",
     "load_scenario",

@@ -36,6 +36,26 @@ _REPLIES_TO_X = (
     "Sure, what do you",
     "x",
 )
+# Prompts that are border inputs of the realistic models: each variant answers BORDER_SHARE of them with two
+# nearly tied first tokens (the rest, like every other prompt, with its long text). They are some of the prompts
+# fpwatch's discovery tries first (fpwatch/config/candidates.py), repeated here; a test checks they agree.
+BORDER_PROMPTS: tuple[str, ...] = (
+    "them",
+    "but",
+    "final",
+    "cry",
+    "who",
+    "lion",
+    "red",
+    "figure",
+    "start",
+    "care",
+    "example",
+    "several",
+)
+BORDER_SHARE = 8  # of BORDER_PROMPTS per variant
+_BORDER_ANSWERS = (("Yes", "No"), ("The", "A"), ("I", "It"), ("Sure", "Okay"), ("Hello", "Hi"), ("What", "Why"))
+_BORDER_ODDS = (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85)
 _OTHER_COLORS = ("Red", "Green", "Purple", "Teal", "Orange", "Yellow")
 _FINGERPRINT_WEIGHTS = (0.6, 0.3, 0.1)  # a main pool and two smaller ones, as OpenAI's rotate
 _LONG_WORDS = 60
@@ -75,7 +95,20 @@ def _realistic_outputs(variant: str) -> dict[str, dict[str, float]]:
         blue = round((1 - top) * 0.7, 4)
         color = {_OTHER_COLORS[favourite]: top, "Blue": blue, _OTHER_COLORS[third]: round(1 - top - blue, 4)}
     # "=x": the prompt "x" exactly; a plain "x" key would also catch every prompt containing an x.
-    return {"=" + _X: x, _ONE_PLUS_ONE: one, _COIN: coin, _COLOR: color}
+    return {"=" + _X: x, _ONE_PLUS_ONE: one, _COIN: coin, _COLOR: color, **_borders(variant)}
+
+
+def _borders(variant: str) -> dict[str, dict[str, float]]:
+    """The variant's border inputs: BORDER_SHARE of BORDER_PROMPTS (chosen by the variant string), each
+    answered with two first tokens at odds from _BORDER_ODDS."""
+    d = _digest("realistic-borders", variant)
+    order = sorted(range(len(BORDER_PROMPTS)), key=lambda i: (d[i % len(d)], i))[:BORDER_SHARE]
+    out = {}
+    for rank, i in enumerate(order):
+        first, second = _BORDER_ANSWERS[(d[12 + rank % 8] + i) % len(_BORDER_ANSWERS)]
+        p = _BORDER_ODDS[(d[20 + rank % 8] + rank) % len(_BORDER_ODDS)]
+        out["=" + BORDER_PROMPTS[i]] = {first: p, second: round(1 - p, 4)}
+    return out
 
 
 def realistic(variant: str = "a") -> dict[str, Any]:

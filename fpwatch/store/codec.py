@@ -10,6 +10,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from fpwatch.clock import iso, iso_or_none, parse_iso, parse_iso_or_none
+from fpwatch.detect.borders import Borders
 from fpwatch.detect.drift import DriftState
 from fpwatch.detect.events import Event, details_from_json
 from fpwatch.detect.signals import Signal, SignalSet
@@ -34,6 +35,7 @@ STATE_COLUMNS = (
     "recent_downs",
     "drift",
     "unsupported",
+    "borders",
 )
 SIGNAL_COLUMNS = ("model", "kind", "value", "first_seen", "last_seen", "count", "misses", "retired_at", "since")
 EVENT_COLUMNS = ("id", "time", "model", "type", "severity", "summary", "details", "check_id", "acked_at", "ack_comment")
@@ -59,6 +61,7 @@ def state_row(s: ModelState) -> tuple[Any, ...]:
         json.dumps([iso(t) for t in s.recent_downs]),
         json.dumps(s.drift.to_json(), separators=(",", ":")),
         json.dumps(sorted(f"{option}@{model_id}" for option, model_id in s.unsupported)),
+        json.dumps(s.borders.to_json() if s.borders else {}, separators=(",", ":")),
     )
 
 
@@ -129,6 +132,7 @@ def state_from(
         recent_downs=tuple(parse_iso(t) for t in json.loads(values["recent_downs"])),
         drift=DriftState.from_json(json.loads(values["drift"]), {seq: json.loads(body) for seq, body in drift_rows}),
         unsupported=frozenset(_rejected(entry) for entry in json.loads(values["unsupported"])),
+        borders=Borders.from_json(json.loads(values["borders"])),
     )
 
 

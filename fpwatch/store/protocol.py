@@ -96,6 +96,10 @@ class Store(Protocol):
         the state since the check screened it: implementations run it off the event loop."""
         ...
 
+    async def update_state(self, model: str, change: Callable[[ModelState], ModelState]) -> ModelState:
+        """Atomically: load the model's state, apply `change` (what discovery found), save and return it."""
+        ...
+
     async def signal_history(self, model: str, kind: str) -> list[Signal]: ...
 
     # -- events

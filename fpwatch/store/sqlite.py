@@ -328,6 +328,14 @@ class SqliteStore:
         db.executemany("INSERT OR REPLACE INTO drift_checks VALUES (?, ?, ?)", [(state.model, s, b) for s, b in new])
         db.executemany("DELETE FROM drift_checks WHERE model = ? AND seq = ?", [(state.model, s) for s in gone])
 
+    async def update_state(self, model: str, change: Callable[[ModelState], ModelState]) -> ModelState:
+        def write(db: sqlite3.Connection) -> ModelState:
+            state = change(self._load_state(db, model))
+            self._save_state(db, state)
+            return state
+
+        return await self._write(write)
+
     async def signal_history(self, model: str, kind: str) -> list[Signal]:
         def read(db: sqlite3.Connection) -> list[Signal]:
             rows = db.execute(

@@ -165,10 +165,16 @@ def _m005_drift_checks(db: sqlite3.Connection) -> None:
     )
 
 
+def _m006_borders(db: sqlite3.Connection) -> None:
+    """Border inputs discovered per model (detect.borders.Borders as JSON; '{}': not discovered yet)."""
+    db.execute("ALTER TABLE model_state ADD COLUMN borders TEXT NOT NULL DEFAULT '{}'")
+
+
 MIGRATIONS: list[tuple[str, Callable[[sqlite3.Connection], None]]] = [
     ("001_initial", _m001_initial),
     ("002_outbox", _m002_outbox),
     ("003_flap_damping", _m003_flap_damping),
     ("004_drift", _m004_drift),
     ("005_drift_checks", _m005_drift_checks),
+    ("006_borders", _m006_borders),
 ]

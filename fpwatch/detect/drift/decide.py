@@ -43,6 +43,7 @@ from fpwatch.detect.drift.reference import (
     logprob_change,
     tables,
     tallies_of,
+    with_late_learners,
     with_reference,
 )
 from fpwatch.detect.drift.statistics import (
@@ -247,7 +248,9 @@ def _learn(
         return state, [], set()
     mature = {k for k in keys if state.mature(k)}
     young = [s for s in samples if s.key not in mature]
-    if young or state.learned < LEARNING_CHECKS:
+    if young and state.learned >= LEARNING_CHECKS and state.reference:
+        state = with_late_learners(state, tallies_of(young), young)
+    elif young or state.learned < LEARNING_CHECKS:
         state = replace(
             with_reference(state, tallies_of(young), now, young), learned=min(state.learned + 1, LEARNING_CHECKS)
         )

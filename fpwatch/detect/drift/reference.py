@@ -484,6 +484,21 @@ def with_reference(
     return replace(state, reference=reference, seq=seq, examples=examples_for(state.examples, reference, samples))
 
 
+def with_late_learners(
+    state: DriftState, tallies: Mapping[CanaryKey, Tally], samples: Sequence[Sample]
+) -> DriftState:
+    """The state with the samples of canaries that joined after the model learned (discovered, added, edited)
+    folded into its newest reference check: they learn without pushing older checks out of the others'
+    reference. The row is a new one for the store (a fresh seq)."""
+    last = state.reference[-1]
+    merged = dict(last.tallies)
+    for key, tally in tallies.items():
+        merged[key] = merged[key] + tally if key in merged else tally
+    seq = state.seq + 1
+    reference = (*state.reference[:-1], CheckTally(seq, last.time, merged, last.moments))
+    return replace(state, reference=reference, seq=seq, examples=examples_for(state.examples, reference, samples))
+
+
 def examples_for(
     old: Mapping[CanaryKey, Mapping[str, str]], reference: Sequence[CheckTally], samples: Sequence[Sample]
 ) -> dict[CanaryKey, dict[str, str]]:
