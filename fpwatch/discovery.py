@@ -68,7 +68,8 @@ async def discover(
     """Find up to `target` border inputs spending at most `budget` requests (each of one output token).
 
     With `previous` (an earlier discovery for this model id), its border inputs are re-probed first and the
-    survivors kept, and the scan continues where it stopped. Prompts in `exclude` (the model's own canaries)
+    survivors kept; the scan tops the set up, from where it stopped (no change since: `confirmed` is the same) or
+    from the start (after a change). Prompts in `exclude` (the model's own canaries)
     are not tried.
     """
     pool = list(border_candidates() if candidates is None else candidates)
@@ -85,7 +86,9 @@ async def discover(
     kept: list[Border] = []
     start = 0
     if previous is not None and previous.model_id == model_id:
-        start = previous.scanned
+        # Run again on the same model: scan on where it stopped. After a change, earlier "no border here" verdicts
+        # were about the model before: scan from the start again.
+        start = previous.scanned if previous.confirmed == confirmed else 0
         old = list(previous.found)[: max(0, budget // rules.REPROBE_QUERIES)]
         reprobed = await asyncio.gather(*(asked(b.prompt, rules.REPROBE_QUERIES) for b in old))
         kept = rules.survivors(old, {b.prompt: a for b, a in zip(old, reprobed, strict=True)})
@@ -120,6 +123,8 @@ async def discover(
         status = rules.gate(scanned, len(found))
         if status is not None:
             break
+    if status is None:
+        status = rules.gate(scanned, len(found), final=True)
     measured: dict[str, Answers] = {}
     if status is None and found:
         found = found[: max(0, (budget - spent) // rules.MEASURE_QUERIES)]

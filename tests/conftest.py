@@ -184,6 +184,9 @@ learning_period = 3
 grace_period = "{grace}"
 timeout = "10s"
 
+[discovery]
+budget = 0  # border-input discovery has its own tests (test_discovery.py); here every request is a check's
+
 [providers.sim]
 type = "openai-compatible"
 base_url = "{self.sim.base_url}"

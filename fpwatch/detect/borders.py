@@ -37,6 +37,7 @@ CANDIDATE_RATIO = 2  # B3IT border_input_candidate_ratio
 SAMPLES = 2  # requests per check of each discovered canary
 UNSTABLE_SHARE = 0.3  # candidates among scanned prompts above this: the server ignores temperature 0
 GATE_PROMPTS = 40  # prompts scanned before either gate may end the scan
+GATE_MIN = 10  # ... or, for the unstable gate at the scan's end, this many
 DETERMINISTIC_SPREAD = 1e-4  # nats: a prompt's repeated first-token logprobs agree this well on a deterministic server
 PREFIX = "discovered/"
 RETRY_FAILED = timedelta(hours=6)  # a discovery that failed (the provider was down) is tried again after this
@@ -118,9 +119,10 @@ def border_of(prompt: str, answers: Answers) -> Border:
 
 
 def canary_name(prompt: str) -> str:
-    """`discovered/` and the prompt as a readable slug ("a dog" -> "discovered/a-dog", "?" -> "discovered/x3f")."""
-    slug = re.sub(r"[^a-z0-9]+", "-", prompt.lower()).strip("-")
-    if not slug or slug != prompt.lower().replace(" ", "-"):
+    """`discovered/` and the prompt as a readable slug, one per prompt ("a dog" -> "discovered/a-dog", "Red" ->
+    "discovered/Red", "?" -> "discovered/x3f")."""
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", prompt).strip("-")
+    if not slug or slug != prompt.replace(" ", "-"):
         slug = (slug + "-" if slug else "") + "x" + prompt.encode().hex()[:16]
     return PREFIX + slug
 
@@ -137,12 +139,13 @@ def measure_budget(target: int = TARGET) -> int:
     return CANDIDATE_RATIO * target * MEASURE_QUERIES
 
 
-def gate(scanned: Mapping[str, Answers], candidates: int) -> Status | None:
-    """Does the scan so far say there is nothing to find? "unstable" or "deterministic", else None."""
+def gate(scanned: Mapping[str, Answers], candidates: int, *, final: bool = False) -> Status | None:
+    """Does the scan so far say there is nothing to find? "unstable" or "deterministic", else None. At the scan's
+    end (`final`: it found its candidates early) the unstable gate needs only GATE_MIN prompts."""
+    if len(scanned) >= (GATE_MIN if final else GATE_PROMPTS) and candidates > UNSTABLE_SHARE * len(scanned):
+        return "unstable"
     if len(scanned) < GATE_PROMPTS:
         return None
-    if candidates > UNSTABLE_SHARE * len(scanned):
-        return "unstable"
     spreads = [a.spread for a in scanned.values()]
     if not candidates and all(s is not None and s <= DETERMINISTIC_SPREAD for s in spreads):
         return "deterministic"
