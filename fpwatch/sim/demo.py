@@ -43,6 +43,9 @@ grace_period = "3s"
 failure_threshold = 2
 timeout = "5s"
 
+[discovery]
+budget = 0  # the story is about fingerprints and drift; `fpwatch discover` finds border inputs on demand
+
 [providers.simulator]
 type = "openai-compatible"
 base_url = "{base_url}"
