@@ -112,8 +112,9 @@ class Tally:
 class Monitor:
     """One model watched by fpwatch (built-in canaries) and by the two naive rules."""
 
-    def __init__(self, seed: int, settings: dict[str, Any]) -> None:
-        config = parse_config(tomllib.loads(CONFIG), TYPES, path=Path("bench.toml"), env={})
+    def __init__(self, seed: int, settings: dict[str, Any], *, discovery: bool = True) -> None:
+        text = CONFIG if discovery else CONFIG + "discovery_budget = 0\n"
+        config = parse_config(tomllib.loads(text), TYPES, path=Path("bench.toml"), env={})
         model = config.model(MODEL)
         assert model is not None
         self.model = model

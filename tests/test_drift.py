@@ -374,7 +374,7 @@ def test_drift_state_survives_json() -> None:
     for _ in range(10):
         stream.check()
     stored = json.loads(json.dumps(stream.state.to_json()))
-    rows = {c.seq: json.loads(json.dumps(c.to_json())) for c in stream.state.checks()}
+    rows = {c.seq: CheckTally.from_json(c.seq, json.loads(json.dumps(c.to_json()))) for c in stream.state.checks()}
     again = DriftState.from_json(stored, rows)
     assert again.to_json() == stream.state.to_json()
     assert [c.to_json() for c in again.checks()] == [c.to_json() for c in stream.state.checks()]
@@ -477,7 +477,11 @@ def test_a_v1_drift_state_converts_with_the_same_screen(tmp_path: Path) -> None:
         store.record_check(seed, [], lambda _: (replace(ModelState("m"), drift=state), []))
         again = store.load_state("m").drift
     assert again.to_json()["v"] == 2 and again.moments == drift.REFERENCE_CHECKS
-    assert again.references == state.references
+    assert again.references.keys() == state.references.keys()
+    for key, reference in state.references.items():  # sums are stored to 10 significant digits
+        stored_lp, lp = again.references[key].logprobs, reference.logprobs
+        assert again.references[key].counts == reference.counts and stored_lp is not None and lp is not None
+        assert all(stored_lp.mean(t) == pytest.approx(lp.mean(t), abs=1e-9) for t in lp.lift)
     steady = fixture["steady"]["samples"]
     samples = [Sample(drift.CanaryKey.parse(k), o, fp, top, text) for k, o, fp, top, text in steady]
     judged, finding = drift.observe(again, samples, [], keys, now)

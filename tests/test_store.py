@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import sqlite3
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import pytest
 from conftest import BlockingStore
 
 from fpwatch.detect.conclude import conclude
+from fpwatch.detect.drift import CanaryKey
 from fpwatch.detect.observation import FirstToken, Observation
 from fpwatch.detect.state import Policy
 from fpwatch.errors import StateError
@@ -289,3 +291,33 @@ def test_a_write_whose_caller_is_cancelled_still_completes(tmp_path: Path) -> No
     asyncio.run(scenario())
     with BlockingStore(path) as store:
         assert store.load_state("m").checks == 1 and store.verify_chain() == (1, None)
+
+
+def test_drift_rows_parsed_once_still_follow_what_another_process_wrote(tmp_path: Path) -> None:
+    """The store keeps parsed drift rows (written once, never changed): another writer's new rows are read, its
+    deleted ones forgotten, and a row whose stored body differs from the cached one is read again."""
+    policy = Policy(timedelta(hours=24), 1, 3, canary_keys={"c": CanaryKey("c", "d1g35t")})
+
+    rng = random.Random(4)
+
+    def checks(store: BlockingStore, first: int, n: int) -> None:
+        for i in range(first, first + n):
+            obs = [observation(i, output=rng.choice(("391", "392"))) for _ in range(8)]
+            check = CheckRecord(f"check{i}", "m", T0, T0, len(obs), 0, None)
+            store.record_check(check, obs, lambda s, obs=obs, i=i: conclude(s, obs, policy, T0 + timedelta(minutes=i)))
+
+    path = tmp_path / "s.db"
+    with BlockingStore(path) as reader, BlockingStore(path) as writer:
+        checks(writer, 0, 10)
+        first = reader.load_state("m").drift
+        assert len(first.checks()) == 10 and first.confirmed == 0
+        checks(writer, 10, 30)  # the window fills and the oldest reference checks leave: rows added and deleted
+        seen, truth = reader.load_state("m").drift, writer.load_state("m").drift
+        assert seen == truth and [c.seq for c in seen.checks()] == [c.seq for c in truth.checks()]
+        assert len(seen.checks()) == 32 and min(c.seq for c in seen.checks()) > 1  # the oldest rows are gone
+        # Rewritten under the same seq by hand (fpwatch never does): recognised by its length and read again.
+        seq = seen.window[-1].seq
+        reader.db.execute(
+            "UPDATE drift_checks SET body = ? WHERE seq = ?", ('{"time":"2026-03-01T00:00:00Z","tallies":{}}', seq)
+        )
+        assert reader.load_state("m").drift.window[-1].tallies == {}

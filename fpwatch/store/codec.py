@@ -6,12 +6,12 @@ Values only (plain Python tuples, lists, strings, JSON text); the SQL that store
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from fpwatch.clock import iso, iso_or_none, parse_iso, parse_iso_or_none
 from fpwatch.detect.borders import Borders
-from fpwatch.detect.drift import DriftState
+from fpwatch.detect.drift import CheckTally, DriftState
 from fpwatch.detect.events import Event, details_from_json
 from fpwatch.detect.signals import Signal, SignalSet
 from fpwatch.detect.state import ModelState
@@ -75,6 +75,11 @@ def drift_rows(s: ModelState) -> tuple[list[tuple[int, str]], list[int]]:
     return new, sorted(s.drift.stored - set(checks))
 
 
+def drift_row(seq: int, body: str) -> CheckTally:
+    """One stored drift check row."""
+    return CheckTally.from_json(seq, json.loads(body))
+
+
 def signal_rows(s: ModelState) -> list[tuple[Any, ...]]:
     """Every signal of a model as the values of SIGNAL_COLUMNS."""
     return [
@@ -104,10 +109,10 @@ def state_from(
     row: Sequence[Any] | None,
     model: str,
     signals: Iterable[tuple[str, Signal]],
-    drift_rows: Iterable[tuple[int, str]] = (),
+    drift_rows: Mapping[int, CheckTally] | None = None,
 ) -> ModelState:
     """A model's state from its STATE_COLUMNS values (None: never checked), its (kind, signal) pairs and its
-    drift check rows (seq, JSON)."""
+    drift check rows by seq (parsed with `drift_row`)."""
     if row is None:
         return ModelState(model)
     by_kind: dict[str, dict[str, Signal]] = {"fingerprint": {}, "response_model": {}}
@@ -130,7 +135,7 @@ def state_from(
         fingerprints=SignalSet("fingerprint", by_kind["fingerprint"], values["fingerprint_samples"]),
         response_models=SignalSet("response_model", by_kind["response_model"], values["response_model_samples"]),
         recent_downs=tuple(parse_iso(t) for t in json.loads(values["recent_downs"])),
-        drift=DriftState.from_json(json.loads(values["drift"]), {seq: json.loads(body) for seq, body in drift_rows}),
+        drift=DriftState.from_json(json.loads(values["drift"]), drift_rows),
         unsupported=frozenset(_rejected(entry) for entry in json.loads(values["unsupported"])),
         borders=Borders.from_json(json.loads(values["borders"])),
     )

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import base64
 import functools
-import math
 import statistics
 import struct
+import sys
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -34,7 +34,7 @@ LOGPROB_TOKENS = 3  # the logprob statistic compares the reference's 3 most like
 OUTCOME_WORDS = 8  # an outcome is the answer's first words ...
 OUTCOME_CHARS = 64  # ... at most this long
 EXAMPLE_CHARS = 200
-EXAMPLES = 4  # full answers kept per canary, for its most common outcomes
+EXAMPLES = 2  # full answers kept per canary, for its two most common outcomes (a drift shows them)
 CHI2_MEDIAN_RATIO = 0.93  # median of chi-square(df) / df for the usual 5-15 degrees of freedom
 MAX_DISPERSION = 10.0
 HISTORY_MAX = 120  # values kept of each statistic, for the running median and MAD
@@ -72,7 +72,7 @@ def outcome(output: str | None) -> str:
     return " ".join(words[:OUTCOME_WORDS])[:OUTCOME_CHARS]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Sample:
     key: CanaryKey
     outcome: str
@@ -115,46 +115,37 @@ def _sum_maps(a: Mapping[str, float], b: Mapping[str, float]) -> dict[str, float
     return out
 
 
-@dataclass(frozen=True)
+def _short(value: float) -> float:
+    """A sum as stored: 10 significant digits (a mean of 60 logprobs stays exact to 1e-9 nats, far below the
+    1e-5 that JSON logprobs mean anything to), a third of full repr's length."""
+    return float(f"{value:.10g}")
+
+
+@dataclass(frozen=True, slots=True)
 class LogprobSums:
     """First-token top logprobs of some samples, summed so that samples and checks add up: LT's left-censored
     mean, where a token a sample does not list counts at that sample's lowest listed logprob."""
 
     n: int = 0
     floor: float = 0.0  # sum of each sample's lowest listed logprob
-    floor2: float = 0.0  # ... and of its square
     lift: Mapping[str, float] = field(default_factory=dict)  # token -> sum of (logprob - floor) where listed
-    lift2: Mapping[str, float] = field(default_factory=dict)  # token -> sum of (logprob**2 - floor**2)
 
     @classmethod
     def of(cls, tops: Iterable[Mapping[str, float]]) -> LogprobSums:
-        n, floor, floor2 = 0, 0.0, 0.0
+        n, floor = 0, 0.0
         lift: dict[str, float] = {}
-        lift2: dict[str, float] = {}
         for top in tops:
             low = min(top.values())
-            n, floor, floor2 = n + 1, floor + low, floor2 + low * low
+            n, floor = n + 1, floor + low
             for token, value in top.items():
                 lift[token] = lift.get(token, 0.0) + value - low
-                lift2[token] = lift2.get(token, 0.0) + value * value - low * low
-        return cls(n, floor, floor2, lift, lift2)
+        return cls(n, floor, lift)
 
     def __add__(self, other: LogprobSums) -> LogprobSums:
-        return LogprobSums(
-            self.n + other.n,
-            self.floor + other.floor,
-            self.floor2 + other.floor2,
-            _sum_maps(self.lift, other.lift),
-            _sum_maps(self.lift2, other.lift2),
-        )
+        return LogprobSums(self.n + other.n, self.floor + other.floor, _sum_maps(self.lift, other.lift))
 
     def mean(self, token: str) -> float:
         return (self.floor + self.lift.get(token, 0.0)) / self.n
-
-    def spread(self, token: str) -> float:
-        """The standard deviation of the token's logprob from sample to sample (the model's own noise)."""
-        mean = self.mean(token)
-        return math.sqrt(max(0.0, (self.floor2 + self.lift2.get(token, 0.0)) / self.n - mean * mean))
 
     def top(self, k: int = LOGPROB_TOKENS) -> list[str]:
         """The k most likely tokens, by mean logprob."""
@@ -170,15 +161,15 @@ class LogprobSums:
         return statistics.fmean(abs(self.mean(t) - reference.mean(t)) for t in tokens)
 
     def to_json(self) -> list[Any]:
-        return [self.n, self.floor, self.floor2, dict(self.lift), dict(self.lift2)]
+        return [self.n, _short(self.floor), {t: _short(v) for t, v in self.lift.items()}]
 
     @classmethod
     def from_json(cls, data: Sequence[Any]) -> LogprobSums:
-        n, floor, floor2, lift, lift2 = data
-        return cls(int(n), float(floor), float(floor2), dict(lift), dict(lift2))
+        n, floor, lift = data
+        return cls(int(n), float(floor), {sys.intern(t): v for t, v in lift.items()})
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Tally:
     """One canary's answers in some samples: outcome counts per fingerprint, and their first-token logprobs."""
 
@@ -205,7 +196,11 @@ class Tally:
         return sum(self.counts.values())
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"counts": [[fp, o, n] for (fp, o), n in sorted(self.counts.items())]}
+        """{"c": {fingerprint: {outcome: count}}, "lp": the logprob sums}: each fingerprint written once."""
+        counts: dict[str, dict[str, int]] = {}
+        for (fp, o), n in sorted(self.counts.items()):
+            counts.setdefault(fp, {})[o] = n
+        out: dict[str, Any] = {"c": counts}
         if self.logprobs is not None:
             out["lp"] = self.logprobs.to_json()
         return out
@@ -213,14 +208,36 @@ class Tally:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Tally:
         lp = data.get("lp")
-        return cls({(fp, o): int(n) for fp, o, n in data["counts"]}, LogprobSums.from_json(lp) if lp else None)
+        # Interned: the same few fingerprints and answers recur in every row a store keeps parsed.
+        counts = {(sys.intern(fp), sys.intern(o)): int(n) for fp, by in data["c"].items() for o, n in by.items()}
+        return cls(counts, LogprobSums.from_json(lp) if lp else None)
+
+
+def total(checks: Iterable[CheckTally]) -> dict[CanaryKey, Tally]:
+    """Each canary's tallies over these checks, summed in place (a reference of 24 checks is summed every check)."""
+    counts: dict[CanaryKey, dict[tuple[str, str], int]] = {}
+    sums: dict[CanaryKey, list[Any]] = {}  # key -> [n, floor, lift]
+    for check in checks:
+        for key, tally in check.tallies.items():
+            mine = counts.setdefault(key, {})
+            for k, n in tally.counts.items():
+                mine[k] = mine.get(k, 0) + n
+            lp = tally.logprobs
+            if lp is not None:
+                acc = sums.setdefault(key, [0, 0.0, {}])
+                acc[0] += lp.n
+                acc[1] += lp.floor
+                lift = acc[2]
+                for token, value in lp.lift.items():
+                    lift[token] = lift.get(token, 0.0) + value
+    return {key: Tally(mine, LogprobSums(*sums[key]) if key in sums else None) for key, mine in counts.items()}
 
 
 def tallies_of(samples: Sequence[Sample]) -> dict[CanaryKey, Tally]:
     return {key: Tally.of(mine) for key, mine in by_key(samples).items()}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CheckTally:
     """What one check (or, after a confirmed drift, one check and its burst) added, per canary: one stored row."""
 
@@ -326,11 +343,7 @@ class DriftState:
     @functools.cached_property
     def references(self) -> dict[CanaryKey, Reference]:
         """Each canary's reference: the sum of its tallies in the reference checks."""
-        sums: dict[CanaryKey, Tally] = {}
-        for check in self.reference:
-            for key, tally in check.tallies.items():
-                sums[key] = sums[key] + tally if key in sums else tally
-        return {key: Reference(tally, self.examples.get(key, {})) for key, tally in sums.items()}
+        return {key: Reference(tally, self.examples.get(key, {})) for key, tally in total(self.reference).items()}
 
     def dispersion(self) -> float:
         """How much more single checks differ from the reference than independent samples would (at least 1).
@@ -387,15 +400,15 @@ class DriftState:
         }
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any], rows: Mapping[int, Mapping[str, Any]] | None = None) -> DriftState:
-        """The state from its JSON and its check rows (by seq). An older fpwatch's state (v1: samples in the
+    def from_json(cls, data: Mapping[str, Any], rows: Mapping[int, CheckTally] | None = None) -> DriftState:
+        """The state from its JSON and its check rows (by seq, parsed: `CheckTally.from_json`; rows are written
+        once and never change, so a store may keep them parsed). An older fpwatch's state (v1: samples in the
         JSON itself) is converted: its reference becomes one row, each window check one row."""
         if not data:
             return cls()
         if data.get("v", 1) == 1:
             return _from_v1(data)
-        rows = rows or {}
-        checks = {seq: CheckTally.from_json(seq, rows[seq]) for seq in (*data["reference"], *data["window"])}
+        checks = rows or {}
         learned, hits, bursts, confirmed = data["counts"]
         return cls(
             tuple(checks[s] for s in data["reference"]),
@@ -414,7 +427,7 @@ class DriftState:
             confirmed,
             {CanaryKey.parse(k): int(n) for k, n in data.get("boost", {}).items()},
             int(data["seq"]),
-            frozenset(rows),
+            frozenset(checks),
         )
 
 
@@ -428,12 +441,10 @@ def _from_v1(data: Mapping[str, Any]) -> DriftState:
         counts = Counter((fps[f], outs[o]) for f, o in r["samples"])
         means = {t: (float(m), int(n)) for t, (m, n) in r["logprobs"].items()}
         logprobs = None
-        if means:  # running means with a weight: as many samples, each at the mean (no spread known)
+        if means:  # running means with a weight: as many samples, each at the mean
             n = max(w for _, w in means.values())
             low = min(m for m, _ in means.values())
-            lift = {t: (m - low) * n for t, (m, _) in means.items()}
-            lift2 = {t: (m * m - low * low) * n for t, (m, _) in means.items()}
-            logprobs = LogprobSums(n, low * n, low * low * n, lift, lift2)
+            logprobs = LogprobSums(n, low * n, {t: (m - low) * n for t, (m, _) in means.items()})
         tallies[key] = Tally(dict(counts), logprobs)
         examples[key] = dict(list(r["examples"].items())[:EXAMPLES])
     start = parse_iso(data["window"][0]["time"]) if data["window"] else _EPOCH
@@ -484,9 +495,7 @@ def with_reference(
     return replace(state, reference=reference, seq=seq, examples=examples_for(state.examples, reference, samples))
 
 
-def with_late_learners(
-    state: DriftState, tallies: Mapping[CanaryKey, Tally], samples: Sequence[Sample]
-) -> DriftState:
+def with_late_learners(state: DriftState, tallies: Mapping[CanaryKey, Tally], samples: Sequence[Sample]) -> DriftState:
     """The state with the samples of canaries that joined after the model learned (discovered, added, edited)
     folded into its newest reference check: they learn without pushing older checks out of the others'
     reference. The row is a new one for the store (a fresh seq)."""
