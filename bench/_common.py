@@ -22,6 +22,9 @@ def write_config(
     """`models` models of one simulated provider, each with one canary of `samples` one-token requests."""
     width = max(3, len(str(models - 1)))
     lines = ["[fpwatch]", 'state = "state.db"', 'log_format = "json"', *settings, ""]
+    # These benchmarks measure scheduling, requests and recording; border-input discovery (2,000 requests once
+    # per model) is measured by bench/detection.py.
+    lines += ["[discovery]", "budget = 0", ""]
     if defaults:
         lines += ["[defaults]", *defaults, ""]
     lines += [
