@@ -231,6 +231,12 @@ def test_daemon_stays_quiet_through_a_long_noisy_steady_state_then_alerts_on_a_s
         wait_for(lambda: status().get("checks", 0) >= 60, timeout=200, what="60 checks")
         quiet = status()
         assert quiet["state"] == "ok" and quiet["drift"]["confirmed"] == 0, quiet["drift"]
+        noise = quiet["drift"]["noise"]  # measured on this model: what its thresholds come from
+        assert (
+            noise["answers"]["typical"] >= 0 and 0 < noise["logprobs"]["typical"] < quiet["drift"]["logprob_threshold"]
+        )
+        shown = run(tmp_path, "status").stdout
+        assert "NOISE (ANSWERS / LOGPROBS)" in shown and f"{noise['logprobs']['typical']:.2g} nats" in shown
         events = json.loads(run(tmp_path, "events", "--json").stdout)
         assert [e for e in events if e["severity"] != "info"] == []
         assert sink.posts == []

@@ -19,7 +19,6 @@ import math
 import os
 import socket
 import sqlite3
-import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -28,7 +27,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from fpwatch.clock import iso, parse_iso, utcnow
-from fpwatch.detect.drift import CheckTally
 from fpwatch.detect.events import Event
 from fpwatch.detect.observation import Observation
 from fpwatch.detect.signals import Signal
@@ -37,10 +35,10 @@ from fpwatch.errors import StateError
 from fpwatch.store import chain, codec
 from fpwatch.store.protocol import CheckRecord, Conclude, OutboxMessage, Route, StoredEvent
 from fpwatch.store.sqlite_migrations import MIGRATIONS
+from fpwatch.store.sqlite_rows import RowCache
 from fpwatch.store.worker import Worker
 
 BUSY_TIMEOUT_MS = 30_000
-ROW_CACHE_MODELS = 64  # models whose parsed drift rows are kept (about 300 KB each: built-in and discovered canaries)
 CLOSE_GRACE = 3.0  # seconds queued writes still get once the store closes (the daemon's stop budget is 30 s)
 ROWS_PER_BATCH = 500
 T = TypeVar("T")
@@ -58,16 +56,14 @@ def _owner_alive(owner: str | None) -> bool:
     if not owner:
         return False
     host, _, pid = owner.rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit():
-        return True
-    if int(pid) == os.getpid():
+    if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
         return True
     try:
         os.kill(int(pid), 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True  # it exists, it is just not ours
+        pass  # it exists, it is just not ours
     return True
 
 
@@ -104,9 +100,7 @@ class SqliteStore:
         self._writer = Worker(self._connect, "fpwatch-db-writer")
         # A read-only store has one connection; otherwise reads never queue behind a write waiting on a lock.
         self._reader = self._writer if readonly else Worker(self._connect, "fpwatch-db-reader")
-        # Parsed drift check rows of the models loaded last, shared by both threads: {model: {seq: (length, row)}}.
-        self._rows: dict[str, dict[int, tuple[int, CheckTally]]] = {}
-        self._rows_lock = threading.Lock()
+        self._rows = RowCache()  # parsed drift check rows, shared by both threads
 
     # -- connections (on a worker thread)
 
@@ -320,30 +314,8 @@ class SqliteStore:
     def _load_state(self, db: sqlite3.Connection, model: str) -> ModelState:
         row = db.execute(_STATE_SELECT, (model,)).fetchone()
         signals = db.execute(f"{_SIGNAL_SELECT} WHERE model = ?", (model,)).fetchall()
-        checks = self._drift_rows(db, model)
+        checks = self._rows.load(db, model)
         return codec.state_from(row, model, ((r[0], codec.signal_from(r[1:])) for r in signals), checks)
-
-    def _drift_rows(self, db: sqlite3.Connection, model: str) -> dict[int, CheckTally]:
-        """The model's drift check rows, parsed. A row is written once and never changed (a changed one gets a new
-        seq), so rows parsed before are reused (recognised by seq and length): a load parses only new rows."""
-        stored = dict(db.execute("SELECT seq, length(body) FROM drift_checks WHERE model = ?", (model,)).fetchall())
-        with self._rows_lock:
-            known = self._rows.pop(model, {})
-            self._rows[model] = known  # most recently used last
-            while len(self._rows) > ROW_CACHE_MODELS:
-                self._rows.pop(next(iter(self._rows)))
-            missing = [seq for seq, size in stored.items() if known.get(seq, (None,))[0] != size]
-        fresh = {}
-        for first in range(0, len(missing), 500):
-            chunk = missing[first : first + 500]
-            sql = f"SELECT seq, body FROM drift_checks WHERE model = ? AND seq IN ({','.join('?' * len(chunk))})"
-            for seq, body in db.execute(sql, (model, *chunk)):
-                fresh[seq] = (len(body), codec.drift_row(seq, body))
-        with self._rows_lock:
-            known.update(fresh)
-            for gone in set(known) - set(stored):
-                del known[gone]
-            return {seq: known[seq][1] for seq in stored if seq in known}
 
     def _save_state(self, db: sqlite3.Connection, state: ModelState) -> None:
         marks = ",".join("?" * len(codec.STATE_COLUMNS))

@@ -1,0 +1,43 @@
+"""The SQLite store's drift check rows, kept parsed between loads. A row is written once and never changed (a
+changed one gets a new seq), so a load parses only the rows another write added; a row is recognised by its seq
+and its stored length (a seq reused with another body is read again)."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+
+from fpwatch.detect.drift import CheckTally
+from fpwatch.store import codec
+
+MODELS = 64  # models whose rows are kept (about 300 KB each with the built-in set and six discovered canaries)
+
+
+class RowCache:
+    """{model: {seq: (length, row)}} for the models loaded last; safe to share between the store's threads."""
+
+    def __init__(self, models: int = MODELS) -> None:
+        self.models = models
+        self._rows: dict[str, dict[int, tuple[int, CheckTally]]] = {}
+        self._lock = threading.Lock()
+
+    def load(self, db: sqlite3.Connection, model: str) -> dict[int, CheckTally]:
+        """The model's rows, parsing only those not kept yet."""
+        stored = dict(db.execute("SELECT seq, length(body) FROM drift_checks WHERE model = ?", (model,)).fetchall())
+        with self._lock:
+            known = self._rows.pop(model, {})
+            self._rows[model] = known  # most recently used last
+            while len(self._rows) > self.models:
+                self._rows.pop(next(iter(self._rows)))
+            missing = [seq for seq, size in stored.items() if known.get(seq, (None,))[0] != size]
+        fresh = {}
+        for first in range(0, len(missing), 500):
+            chunk = missing[first : first + 500]
+            sql = f"SELECT seq, body FROM drift_checks WHERE model = ? AND seq IN ({','.join('?' * len(chunk))})"
+            for seq, body in db.execute(sql, (model, *chunk)):
+                fresh[seq] = (len(body), codec.drift_row(seq, body))
+        with self._lock:
+            known.update(fresh)
+            for gone in set(known) - set(stored):
+                del known[gone]
+            return {seq: known[seq][1] for seq in stored if seq in known}
