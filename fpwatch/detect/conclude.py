@@ -155,14 +155,14 @@ def _drift_event(model: str, finding: drift.Finding, old_bfp: str, new_bfp: str,
     screen = finding.screen
     details = DriftDetails(
         statistic=finding.statistic,
-        value=round(finding.value, 4),
-        threshold=round(finding.threshold, 4),
+        value=_figure(finding.value),
+        threshold=_figure(finding.threshold),
         p_value=finding.p_value,
         screen=ScreenFigures(
             round(screen.surprise, 3),
             round(screen.threshold, 3),
-            None if screen.logprob is None else round(screen.logprob, 4),
-            round(screen.logprob_threshold, 4),
+            None if screen.logprob is None else _figure(screen.logprob),
+            _figure(screen.logprob_threshold),
             screen.samples,
         ),
         effect_size=round(finding.effect_size, 3),
@@ -173,10 +173,15 @@ def _drift_event(model: str, finding: drift.Finding, old_bfp: str, new_bfp: str,
         canaries=dict(finding.canaries),
         behaviour_fingerprint=BehaviourChange(old_bfp, new_bfp),
         channel=finding.channel,
-        noise=Noise(float(f"{finding.noise[0]:.4g}"), float(f"{finding.noise[1]:.4g}")) if finding.noise else None,
+        noise=Noise(_figure(finding.noise[0]), _figure(finding.noise[1])) if finding.noise else None,
         effect=effect_in_words(finding, name, biggest),
     )
     return Event(now, model, "canary.drift", summary, details)
+
+
+def _figure(value: float) -> float:
+    """Four significant digits: a logprob figure of a deterministic server is 1e-5 nats or less."""
+    return float(f"{value:.4g}")
 
 
 def effect_in_words(finding: drift.Finding, name: str, biggest: drift.CanaryShift) -> str:
@@ -185,7 +190,12 @@ def effect_in_words(finding: drift.Finding, name: str, biggest: drift.CanaryShif
         moved = f"first-token log-probabilities moved by {finding.value:.2g} nats"
         if finding.noise is None:
             return f"{moved} (this model's own noise is not measured yet)"
-        typical = max(finding.noise[0], drift.LOGPROB_PRECISION)
+        typical, floor = finding.noise[0], drift.LOGPROB_PRECISION
+        if typical < floor:  # a deterministic server: its noise is below what JSON logprobs resolve
+            return (
+                f"{moved}, {finding.value / floor:,.0f}x the smallest change fpwatch trusts in JSON logprobs "
+                f"({floor:.0e} nats; this model's own noise is {typical:.2g})"
+            )
         return f"{moved}, {finding.value / typical:,.0f}x this model's noise ({typical:.2g} nats)"
     before = ", ".join(f"{o!r} {p:.0%}" for o, p in list(biggest.before.items())[:2])
     after = ", ".join(f"{o!r} {p:.0%}" for o, p in list(biggest.after.items())[:2])
