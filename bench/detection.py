@@ -233,14 +233,20 @@ def steady(seed: int, checks: int) -> Tally:
     return tally
 
 
-def trial(args: tuple[str, int]) -> Tally:
-    """WARMUP quiet checks, then the change, then AFTER checks; alarm numbers count from the change (0 = first)."""
-    name, seed = args
+def warmed(seed: int) -> tuple[Monitor, dict[str, Any], Tally]:
+    """A model of realistic("a") after WARMUP quiet checks: the monitor, the settings, what the checks saw."""
     before = realistic("a")
     monitor = Monitor(seed, before)
     warm = Tally([], [], [], [])
     for number in range(WARMUP):
         monitor.check(warm, number)
+    return monitor, before, warm
+
+
+def trial(args: tuple[str, int]) -> Tally:
+    """WARMUP quiet checks, then the change, then AFTER checks; alarm numbers count from the change (0 = first)."""
+    name, seed = args
+    monitor, before, warm = warmed(seed)
     monitor.set(_scenarios()[name](before))
     tally = Tally([], [], [], [])
     for number in range(AFTER):
@@ -255,11 +261,7 @@ def second(args: tuple[str, int]) -> Tally:
     """A silent full swap, then SECOND_AFTER checks after its drift was raised a second change; alarm numbers
     count from the second change. No alarm for the first within AFTER checks: an empty tally (a miss)."""
     name, seed = args
-    before = realistic("a")
-    monitor = Monitor(seed, before)
-    warm = Tally([], [], [], [])
-    for number in range(WARMUP):
-        monitor.check(warm, number)
+    monitor, before, warm = warmed(seed)
     first = realistic("b")
     first["fingerprints"], first["resolved"] = before["fingerprints"], before["resolved"]
     monitor.set(first)

@@ -409,26 +409,34 @@ class DriftState:
         if data.get("v", 1) == 1:
             return _from_v1(data)
         checks = rows or {}
-        learned, hits, bursts, confirmed = data["counts"]
         return cls(
-            tuple(checks[s] for s in data["reference"]),
-            tuple(checks[s] for s in data["window"]),
-            {CanaryKey.parse(k): dict(v) for k, v in data["examples"].items()},
-            _unf32(data["screens"]),
-            _unf32(data["logprob_screens"]),
-            _unf32(data["ratios"]),
-            tuple(parse_iso(t) for t in data["signal_changes"]),
-            parse_iso(data["open_since"]) if data["open_since"] else None,
-            bool(data["open_silent"]),
-            parse_iso(data["pending"]) if data["pending"] else None,
-            learned,
-            hits,
-            bursts,
-            confirmed,
-            {CanaryKey.parse(k): int(n) for k, n in data.get("boost", {}).items()},
-            int(data["seq"]),
-            frozenset(checks),
+            reference=tuple(checks[s] for s in data["reference"]),
+            window=tuple(checks[s] for s in data["window"]),
+            examples={CanaryKey.parse(k): dict(v) for k, v in data["examples"].items()},
+            screens=_unf32(data["screens"]),
+            logprob_screens=_unf32(data["logprob_screens"]),
+            ratios=_unf32(data["ratios"]),
+            boost={CanaryKey.parse(k): int(n) for k, n in data.get("boost", {}).items()},
+            seq=int(data["seq"]),
+            stored=frozenset(checks),
+            **_episode(data),
         )
+
+
+def _episode(data: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields both state versions store alike: recent signal changes, an open drift, a pending confirmation,
+    the counters."""
+    learned, hits, bursts, confirmed = data["counts"]
+    return {
+        "signal_changes": tuple(parse_iso(t) for t in data["signal_changes"]),
+        "open_since": parse_iso(data["open_since"]) if data["open_since"] else None,
+        "open_silent": bool(data["open_silent"]),
+        "pending": parse_iso(data["pending"]) if data["pending"] else None,
+        "learned": learned,
+        "screen_hits": hits,
+        "bursts": bursts,
+        "confirmed": confirmed,
+    }
 
 
 def _from_v1(data: Mapping[str, Any]) -> DriftState:
@@ -457,24 +465,15 @@ def _from_v1(data: Mapping[str, Any]) -> DriftState:
         )
         for i, w in enumerate(data["window"])
     )
-    learned, hits, bursts, confirmed = data["counts"]
     return DriftState(
-        reference if tallies else (),
-        window,
-        examples,
-        tuple(data["screens"])[-HISTORY_MAX:],
-        tuple(data["logprob_screens"])[-HISTORY_MAX:],
-        tuple(data["ratios"])[-HISTORY_MAX:],
-        tuple(parse_iso(t) for t in data["signal_changes"]),
-        parse_iso(data["open_since"]) if data["open_since"] else None,
-        bool(data["open_silent"]),
-        parse_iso(data["pending"]) if data["pending"] else None,
-        learned,
-        hits,
-        bursts,
-        confirmed,
-        {},
-        1 + len(window),
+        reference=reference if tallies else (),
+        window=window,
+        examples=examples,
+        screens=tuple(data["screens"])[-HISTORY_MAX:],
+        logprob_screens=tuple(data["logprob_screens"])[-HISTORY_MAX:],
+        ratios=tuple(data["ratios"])[-HISTORY_MAX:],
+        seq=1 + len(window),
+        **_episode(data),
     )
 
 
