@@ -1,5 +1,6 @@
 """The config, read once (DESIGN section 3): `model` (frozen dataclasses, every default), `reader` (TOML in,
-every problem located), `show` (`config show`, printable URLs), `canaries` (the built-in set)."""
+every problem located; `fields` reads one value, `canary_reader` the canaries, `secret_files` a secret file
+safely), `show` (`config show`, printable URLs), `canaries` (the built-in set)."""
 
 from fpwatch.config.canaries import BUILTIN_SET, BUILTIN_SET_NAME
 from fpwatch.config.model import (

@@ -112,6 +112,7 @@ class Settings:
     heartbeat_url: Secret | None = None
     retention: timedelta = timedelta(days=90)
     max_concurrency: int = 64  # requests in flight across all providers
+    audit_key: Secret | None = None  # from audit_key_file: makes the audit hash chain an HMAC
 
 
 @dataclass(frozen=True)

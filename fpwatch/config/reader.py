@@ -20,16 +20,14 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from fpwatch.config.canaries import BUILTIN_SET, BUILTIN_SET_NAME
-from fpwatch.config.fields import MISSING, Fields, join, type_name
+from fpwatch.config.canary_reader import CanaryReader
+from fpwatch.config.fields import LONGEST_WAIT, MISSING, join, printable, type_name
 from fpwatch.config.model import (
     LOG_FORMATS,
     LOG_LEVELS,
     AlertsConfig,
     Canary,
     Config,
-    Logprobs,
-    Message,
     ModelConfig,
     NotifierConfig,
     ProviderConfig,
@@ -38,13 +36,26 @@ from fpwatch.config.model import (
     Settings,
     default,
 )
+from fpwatch.config.show import check_notifier_urls
 from fpwatch.detect.events import EVENTS, SEVERITIES
 from fpwatch.errors import ConfigError, ConfigProblem
 from fpwatch.hints import did_you_mean
 from fpwatch.redact import SECRET_NAME, Redactor
 
 _TOP = ("fpwatch", "defaults", "providers", "models", "canaries", "discovery", "alerts", "notify")
-_SETTINGS = ("state", "log_format", "log_level", "listen", "heartbeat_url", "retention", "max_concurrency")
+_SETTINGS = (
+    "state",
+    "log_format",
+    "log_level",
+    "listen",
+    "heartbeat_url",
+    "retention",
+    "max_concurrency",
+    "audit_key_file",
+)
+CONFIG_FILE_LIMIT = 4 * 1024 * 1024  # bytes; `--config /dev/zero` must not fill memory
+AUDIT_KEY_MINIMUM = 16  # characters: an HMAC key worth the name (and long enough to be redacted)
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP token (RFC 9110 section 5.6.2)
 _SCHEDULE = (
     "interval",
     "cron",
@@ -58,17 +69,6 @@ _SCHEDULE = (
 _DEFAULTS = (*_SCHEDULE, "canaries", "params", "tags")
 _PROVIDER = ("type", "base_url", "api_key", "api_key_file", "headers")  # then each type's own keys, max_concurrency
 _MODEL = ("provider", "model", "name", "discovery_budget", *_DEFAULTS)
-_CANARY = (
-    "messages",
-    "prompt",
-    "seed",
-    "temperature",
-    "max_tokens",
-    "samples",
-    "logprobs",
-    "top_logprobs",
-    "expect",
-)
 _ALERTS = ("group_wait", "send_resolved", "repeat_interval")
 _NOTIFY = ("name", "url", "url_file", "events", "models", "min_severity")
 
@@ -98,18 +98,28 @@ def load_config(path: Path | str, types: Mapping[str, ProviderType], env: Mappin
     """Read and validate a config file against these provider types; raise ConfigError listing every problem."""
     path = Path(path)
     env = os.environ if env is None else env
+
+    def fail(message: str) -> ConfigError:
+        return ConfigError([ConfigProblem("", printable(message))])
+
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        with path.open("rb") as file:  # a pipe (`--config <(...)`) is fine: it ends
+            data = file.read(CONFIG_FILE_LIMIT + 1)
+        if len(data) > CONFIG_FILE_LIMIT:
+            raise fail(f"{path} is larger than {CONFIG_FILE_LIMIT // 1024 // 1024} MiB; is it really the config file?")
+        raw = tomllib.loads(data.decode("utf-8"))
     except FileNotFoundError:
-        raise ConfigError([ConfigProblem("", f"config file {path} does not exist")]) from None
+        raise fail(f"config file {path} does not exist") from None
     except OSError as exc:
-        raise ConfigError([ConfigProblem("", f"cannot read {path}: {exc.strerror}")]) from None
+        raise fail(f"cannot read {path}: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError([ConfigProblem("", f"{path} is not valid TOML: {exc}")]) from None
+        raise fail(f"{path} is not valid TOML: {exc}") from None
     except UnicodeDecodeError as exc:
-        raise ConfigError(
-            [ConfigProblem("", f"{path} is not UTF-8 text (byte {exc.start}); save it as UTF-8")]
-        ) from None
+        raise fail(f"{path} is not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
+    except RecursionError:
+        raise fail(f"{path} nests arrays or tables too deeply to be a config") from None
+    except ValueError:  # tomllib's int() of a number over 4,300 digits
+        raise fail(f"{path} holds a number too long to read; no setting takes one") from None
     return parse_config(raw, types, path=path, env=env)
 
 
@@ -121,19 +131,25 @@ def parse_config(
     config = reader.config(raw, path)
     if reader.problems:
         redact = Redactor(reader.secrets)  # a secret put in the wrong key must not be printed back
-        problems = [ConfigProblem(p.location, redact(p.message)) for p in dict.fromkeys(reader.problems)]
-        raise ConfigError(problems, str(path))
+        found = [ConfigProblem(p.location, redact(p.message)) for p in reader.problems]
+        # Every problem at once: also the notifier URLs apprise would refuse (which `config check` asks only
+        # of a config that is otherwise valid), so one blank URL does not hide another one's mistake. Their
+        # messages show the URLs masked already (show.mask_url), as `config check` does.
+        found += check_notifier_urls(reader.notifier_urls)
+        problems = [ConfigProblem(printable(p.location), printable(p.message)) for p in dict.fromkeys(found)]
+        raise ConfigError(problems, printable(str(path)))
     assert config is not None
     return config
 
 
-class Reader(Fields):
-    """One pass over the TOML document, section by section."""
+class Reader(CanaryReader):
+    """One pass over the TOML document, section by section; a mistake never stops the reading of the rest."""
 
     def __init__(self, types: Mapping[str, ProviderType], env: Mapping[str, str], base_dir: Path) -> None:
         super().__init__(env, base_dir)
         self.types = types
-        self.broken_canaries: set[str] = set()  # defined but invalid: already reported, not "missing"
+        self.selectors: set[str] = set()  # every model's name and tags, valid or not: what notifiers may name
+        self.notifier_urls: list[tuple[str, str]] = []  # (location, URL) of every URL read, for apprise
 
     def config(self, raw: Mapping[str, Any], path: Path) -> Config | None:
         top = self.table(dict(raw), "", _TOP)
@@ -145,7 +161,7 @@ class Reader(Fields):
         budget = self.integer(discovery, "budget", "discovery", default(ModelConfig, "discovery_budget"), 0)
         models = self.models(top.get("models", MISSING), defaults, providers, canaries, budget)
         alerts = self.alerts(top.get("alerts", MISSING))
-        notifiers = self.notifiers(top.get("notify", MISSING), models)
+        notifiers = self.notifiers(top.get("notify", MISSING))
         if self.problems:
             return None
         return Config(
@@ -174,6 +190,7 @@ class Reader(Fields):
         ):
             self.problem("fpwatch.listen", f'"{listen}" is not HOST:PORT (for example "127.0.0.1:9464")')
         heartbeat = self.string(tbl, "heartbeat_url", "fpwatch", None, secret=True)
+        audit_key = self.secret_file(tbl, "audit_key_file", "fpwatch", header=False, minimum=AUDIT_KEY_MINIMUM)
         return Settings(
             state=state,
             log_format=self.string(tbl, "log_format", "fpwatch", log_format, choices=LOG_FORMATS) or log_format,
@@ -182,6 +199,7 @@ class Reader(Fields):
             heartbeat_url=Secret(heartbeat) if heartbeat else None,
             retention=self.duration(tbl, "retention", "fpwatch", default(Settings, "retention")),
             max_concurrency=self.integer(tbl, "max_concurrency", "fpwatch", default(Settings, "max_concurrency"), 1),
+            audit_key=Secret(audit_key) if audit_key else None,
         )
 
     def providers(self, value: Any) -> dict[str, ProviderConfig]:
@@ -195,6 +213,7 @@ class Reader(Fields):
         out: dict[str, ProviderConfig] = {}
         for name, body in value.items():
             loc = f"providers.{name}"
+            named = self.check_printable(name, loc)
             tbl = self.table(body, loc, (*_PROVIDER, *extra_keys, "max_concurrency"))
             spec = self.provider_type(tbl, loc)
             base_url = self.string(tbl, "base_url", loc, spec.default_base_url if spec else None)
@@ -216,7 +235,7 @@ class Reader(Fields):
                     self.problem(join(loc, key), f"only applies to {takes}; remove it")
                 extra[key] = text
             concurrency = self.integer(tbl, "max_concurrency", loc, default(ProviderConfig, "max_concurrency"), 1)
-            if spec is None or base_url is None:
+            if spec is None or base_url is None or not named:
                 continue
             out[name] = ProviderConfig(
                 name=name,
@@ -240,14 +259,13 @@ class Reader(Fields):
         return spec
 
     def _api_key(self, tbl: Mapping[str, Any], loc: str, spec: ProviderType | None) -> str | None:
+        from_file = self.secret_file(tbl, "api_key_file", loc)
+        key: str | None = self.string(tbl, "api_key", loc, None, secret=True)
         if "api_key" in tbl and "api_key_file" in tbl:
             self.problem(join(loc, "api_key"), "set api_key or api_key_file, not both")
             return None
-        if "api_key_file" in tbl:
-            return self.secret_file(tbl, "api_key_file", loc)
-        if "api_key" in tbl:
-            key: str | None = self.string(tbl, "api_key", loc, None, secret=True)
-            return key
+        if "api_key" in tbl or "api_key_file" in tbl:
+            return from_file or key
         if spec is not None and spec.key_required:
             self.problem(
                 join(loc, "api_key"),
@@ -263,6 +281,9 @@ class Reader(Fields):
             return {}
         out: dict[str, str | Secret] = {}
         for name in value:
+            if not _HEADER_NAME.fullmatch(name):
+                self.problem(join(loc, name), "is not an HTTP header name (letters, digits and -, no spaces)")
+                continue
             secret = bool(SECRET_NAME.search(name))
             text = self.string(value, name, loc, secret=secret)
             if text is not None and not secret:
@@ -270,89 +291,6 @@ class Reader(Fields):
             if text is not None:
                 out[name] = Secret(text) if secret else text
         return out
-
-    def canaries(self, value: Any) -> dict[str, Canary]:
-        if value is MISSING:
-            return {}
-        if not isinstance(value, dict):
-            self.problem("canaries", f"expected a table of canaries, got {type_name(value)}")
-            return {}
-        out: dict[str, Canary] = {}
-        for name, body in value.items():
-            loc = f"canaries.{name}"
-            if name == BUILTIN_SET_NAME:
-                self.problem(loc, f'"{BUILTIN_SET_NAME}" is the built-in canary set; pick another name')
-                continue
-            canary = self.canary(name, body, loc)
-            if canary is not None:
-                out[name] = canary
-            else:
-                self.broken_canaries.add(name)
-        return out
-
-    def canary(self, name: str, body: Any, loc: str) -> Canary | None:
-        tbl = self.table(body, loc, _CANARY)
-        before = len(self.problems)
-        messages = self._messages(tbl, loc)
-        seed: int | None = (
-            None if tbl.get("seed") == "none" else self.integer(tbl, "seed", loc, default(Canary, "seed"))
-        )
-        temperature: float | None = default(Canary, "temperature")
-        raw_t = tbl.get("temperature", temperature)
-        if raw_t == "default":
-            temperature = None
-        elif isinstance(raw_t, int | float) and not isinstance(raw_t, bool) and 0 <= raw_t <= 2:
-            temperature = float(raw_t)
-        else:
-            self.problem(join(loc, "temperature"), 'expected a number from 0 to 2, or "default" to omit it')
-        logprobs: Logprobs = default(Canary, "logprobs")
-        raw_lp = tbl.get("logprobs", logprobs)
-        if isinstance(raw_lp, bool) or raw_lp == "auto":
-            logprobs = raw_lp
-        else:
-            self.problem(join(loc, "logprobs"), 'expected "auto", true or false')
-        expect = self.string(tbl, "expect", loc, None)
-        if expect is not None:
-            try:
-                re.compile(expect)
-            except re.error as exc:
-                self.problem(join(loc, "expect"), f"is not a valid regular expression: {exc}")
-        canary = Canary(
-            name=name,
-            messages=messages,
-            seed=seed,
-            temperature=temperature,
-            max_tokens=self.integer(tbl, "max_tokens", loc, default(Canary, "max_tokens"), minimum=1),
-            samples=self.integer(tbl, "samples", loc, default(Canary, "samples"), minimum=1),
-            logprobs=logprobs,
-            top_logprobs=self.integer(tbl, "top_logprobs", loc, None, minimum=0),
-            expect=expect,
-        )
-        return canary if len(self.problems) == before else None
-
-    def _messages(self, tbl: Mapping[str, Any], loc: str) -> tuple[Message, ...]:
-        if "prompt" in tbl and "messages" in tbl:
-            self.problem(join(loc, "prompt"), "set prompt or messages, not both")
-            return ()
-        if "prompt" in tbl:
-            prompt = self.string(tbl, "prompt", loc)
-            return (Message("user", prompt),) if prompt else ()
-        raw = tbl.get("messages", MISSING)
-        if raw is MISSING:
-            self.problem(loc, 'needs prompt = "..." or messages = [{ role = "user", content = "..." }]')
-            return ()
-        if not isinstance(raw, list) or not raw:
-            self.problem(join(loc, "messages"), "expected a non-empty list of { role, content } tables")
-            return ()
-        out = []
-        for i, item in enumerate(raw):
-            mloc = f"{loc}.messages[{i}]"
-            mt = self.table(item, mloc, ("role", "content"))
-            role = self.string(mt, "role", mloc, choices=("system", "developer", "user", "assistant"))
-            content = self.string(mt, "content", mloc, allow_empty=True)
-            if role and content is not None:
-                out.append(Message(role, content))
-        return tuple(out)
 
     def models(
         self,
@@ -396,7 +334,10 @@ class Reader(Fields):
             if not isinstance(params, dict):
                 self.problem(join(loc, "params"), f"expected a table of request fields, got {type_name(params)}")
                 params = {}
+            params = self._interpolate_params(params, join(loc, "params"))
             tags = self.strings(merged, "tags", loc) or ()
+            budget = self.integer(tbl, "discovery_budget", loc, discovery_budget, 0)
+            self.selectors.update([name, *tags] if name else tags)
             self._blame_defaults(first_problem, loc, tbl, defaults)
             if provider is None or not model_id or not name or schedule is None:
                 continue
@@ -407,8 +348,8 @@ class Reader(Fields):
                     model=model_id,
                     canaries=model_canaries,
                     tags=tags,
-                    params=self._interpolate_params(params, join(loc, "params")),
-                    discovery_budget=self.integer(tbl, "discovery_budget", loc, discovery_budget, 0),
+                    params=params,
+                    discovery_budget=budget,
                     **schedule,
                 )
             )
@@ -435,12 +376,13 @@ class Reader(Fields):
     def schedule(self, merged: Mapping[str, Any], loc: str, own: Mapping[str, Any]) -> dict[str, Any] | None:
         before = len(self.problems)
         cron = self.string(merged, "cron", loc, None)
-        interval = self.duration(merged, "interval", loc, default(ModelConfig, "interval"))
+        interval = self.duration(merged, "interval", loc, default(ModelConfig, "interval"), LONGEST_WAIT)
         if "cron" in own and "interval" in own:
             self.problem(join(loc, "cron"), "set interval or cron, not both")
+        if cron is not None:
+            self._check_cron(cron, join(loc, "cron"))  # a [defaults] cron every model overrides is still checked
         if cron is not None and "interval" not in own:
             interval = None
-            self._check_cron(cron, join(loc, "cron"))
         elif cron is not None and "cron" not in own:
             cron = None  # the model's own interval overrides a default cron
         if interval is not None and interval < timedelta(seconds=1):
@@ -456,14 +398,14 @@ class Reader(Fields):
             learning = self.duration(merged, "learning_period", loc, default(ModelConfig, "learning_period"))
         else:
             learning = self.integer(merged, "learning_period", loc, default(ModelConfig, "learning_period"), 1)
-        timeout = self.duration(merged, "timeout", loc, default(ModelConfig, "timeout"))
+        timeout = self.duration(merged, "timeout", loc, default(ModelConfig, "timeout"), LONGEST_WAIT)
         if timeout <= timedelta(0):
             self.problem(join(loc, "timeout"), "must be longer than 0")
         result = {
             "interval": interval,
             "cron": cron,
             "timezone": timezone or default(ModelConfig, "timezone"),
-            "jitter": self.duration(merged, "jitter", loc, default(ModelConfig, "jitter")),
+            "jitter": self.duration(merged, "jitter", loc, default(ModelConfig, "jitter"), LONGEST_WAIT),
             "timeout": timeout,
             "grace_period": self.duration(merged, "grace_period", loc, default(ModelConfig, "grace_period")),
             "learning_period": learning,
@@ -489,55 +431,35 @@ class Reader(Fields):
         except ValueError as exc:
             self.problem(loc, f'"{expr}" is not a valid crontab expression: {exc}')
 
-    def model_canaries(self, merged: Mapping[str, Any], loc: str, canaries: Mapping[str, Canary]) -> tuple[Canary, ...]:
-        names = self.strings(merged, "canaries", loc)
-        if names is None:
-            return tuple(canaries.values()) if canaries else BUILTIN_SET
-        if not names:
-            self.problem(join(loc, "canaries"), 'is empty; list at least one canary, e.g. ["default"]')
-        out: list[Canary] = []
-        for name in names:
-            if name == BUILTIN_SET_NAME:
-                out.extend(BUILTIN_SET)
-            elif name in canaries:
-                out.append(canaries[name])
-            elif name in self.broken_canaries:
-                continue
-            else:
-                advice = did_you_mean(name, [BUILTIN_SET_NAME, *canaries], f"define it under [canaries.{name}]")
-                self.problem(join(loc, "canaries"), f'no canary named "{name}"; {advice}')
-        return tuple(dict.fromkeys(out))
-
     def alerts(self, value: Any) -> AlertsConfig:
         tbl = self.table(value, "alerts", _ALERTS)
         return AlertsConfig(
-            group_wait=self.duration(tbl, "group_wait", "alerts", default(AlertsConfig, "group_wait")),
+            group_wait=self.duration(tbl, "group_wait", "alerts", default(AlertsConfig, "group_wait"), LONGEST_WAIT),
             send_resolved=self.boolean(tbl, "send_resolved", "alerts", default(AlertsConfig, "send_resolved")),
             repeat_interval=self.duration(tbl, "repeat_interval", "alerts", default(AlertsConfig, "repeat_interval")),
         )
 
-    def notifiers(self, value: Any, models: list[ModelConfig]) -> list[NotifierConfig]:
+    def notifiers(self, value: Any) -> list[NotifierConfig]:
         if value is MISSING:
             return []
         if not isinstance(value, list):
             self.problem("notify", "expected [[notify]] entries (an array of tables)")
             return []
-        known = {m.name for m in models} | {t for m in models for t in m.tags}
         out: list[NotifierConfig] = []
         for i, body in enumerate(value):
             loc = f"notify[{i}]"
             tbl = self.table(body, loc, _NOTIFY)
             name = self.string(tbl, "name", loc, f"notify[{i}]")
+            from_file = self.secret_file(tbl, "url_file", loc)
+            inline = self.string(tbl, "url", loc, secret=True) if "url" in tbl or "url_file" not in tbl else None
+            url, where = from_file or inline, join(loc, "url_file" if from_file else "url")
             if "url" in tbl and "url_file" in tbl:
                 self.problem(join(loc, "url"), "set url or url_file, not both")
-                continue
-            url = (
-                self.secret_file(tbl, "url_file", loc)
-                if "url_file" in tbl
-                else self.string(tbl, "url", loc, secret=True)
-            )
+                url = None
             if url is not None and "://" not in url:
-                self.problem(join(loc, "url"), "is not an apprise URL like slack://... or mailtos://...")
+                self.problem(where, "is not an apprise URL like slack://... or mailtos://...")
+            elif url is not None:
+                self.notifier_urls.append((where, url))
             events = self.strings(tbl, "events", loc)
             for event in events or ():
                 if event not in EVENTS:
@@ -545,7 +467,7 @@ class Reader(Fields):
                     self.problem(join(loc, "events"), f'unknown event type "{event}"; {advice}')
             selectors = self.strings(tbl, "models", loc)
             for selector in selectors or ():
-                if models and selector not in known:
+                if self.selectors and selector not in self.selectors:
                     self.problem(join(loc, "models"), f'"{selector}" matches no model name or tag')
             fallback = default(NotifierConfig, "min_severity")
             severity = self.string(tbl, "min_severity", loc, fallback, choices=SEVERITIES) or fallback

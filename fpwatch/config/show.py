@@ -4,6 +4,7 @@ apprise whether it understands each notifier URL (slower: it loads apprise's plu
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from datetime import timedelta
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
@@ -86,6 +87,8 @@ def effective_config(config: Config) -> dict[str, Any]:
         fp["listen"] = s.listen
     if s.heartbeat_url:
         fp["heartbeat_url"] = mask_url(s.heartbeat_url.reveal())
+    if s.audit_key:
+        fp["audit_key"] = REDACTED
     providers = {}
     for p in config.providers.values():
         pd: dict[str, Any] = {"type": p.type, "base_url": display_url(p.base_url), "max_concurrency": p.max_concurrency}
@@ -144,16 +147,26 @@ def effective_config(config: Config) -> dict[str, Any]:
 
 def validate_notifier_urls(config: Config) -> list[ConfigProblem]:
     """Ask apprise whether it understands each notifier URL (slower: loads apprise's plugins)."""
+    return check_notifier_urls((f"notify[{i}].url", n.url.reveal()) for i, n in enumerate(config.notifiers))
+
+
+def check_notifier_urls(urls: Iterable[tuple[str, str]]) -> list[ConfigProblem]:
+    """A problem for each (location, URL) apprise does not understand."""
+    return [
+        ConfigProblem(
+            location,
+            f"apprise does not understand this URL ({mask_url(url)}); "
+            "see https://github.com/caronc/apprise/wiki for the URL forms",
+        )
+        for location, url in urls
+        if not _understood(url)
+    ]
+
+
+def _understood(url: str) -> bool:
     import apprise
 
-    problems = []
-    for i, n in enumerate(config.notifiers):
-        if apprise.Apprise.instantiate(n.url.reveal()) is None:
-            problems.append(
-                ConfigProblem(
-                    f"notify[{i}].url",
-                    f"apprise does not understand this URL ({mask_url(n.url.reveal())}); "
-                    "see https://github.com/caronc/apprise/wiki for the URL forms",
-                )
-            )
-    return problems
+    try:
+        return apprise.Apprise.instantiate(url) is not None
+    except Exception:  # an odd URL must be a problem in the list, not a crash of `config check`
+        return False
