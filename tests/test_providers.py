@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -10,10 +12,13 @@ from typing import Any
 import pytest
 
 from fpwatch.config import Canary, Message, ModelConfig, ProviderConfig, Secret
+from fpwatch.detect.observation import Observation
 from fpwatch.errors import ProbeError
-from fpwatch.providers import ADAPTERS, Parsed
+from fpwatch.providers import ADAPTERS, Parsed, Providers, probe
 from fpwatch.providers.http import Attempt, Exchange, server_delay
 from fpwatch.providers.openai import parse_chat_completion
+from fpwatch.redact import Redactor
+from fpwatch.sim import Simulator
 
 FIXTURES = Path(__file__).parent / "fixtures" / "responses"
 ALL = sorted(p.name for p in FIXTURES.glob("*.json"))
@@ -54,7 +59,7 @@ def test_every_fixture_parses_or_gives_a_clear_error(name: str) -> None:
         return
     assert name not in OTHER_WIRE, "a non-OpenAI body must not pass as a completion"
     assert isinstance(parsed, Parsed)
-    assert parsed.fingerprint_state in ("present", "null", "empty", "absent")
+    assert parsed.fingerprint_state in ("present", "null", "empty", "absent")  # no recorded body is "invalid"
     assert (parsed.fingerprint is not None) == (parsed.fingerprint_state == "present")
 
 
@@ -105,6 +110,64 @@ def test_empty_string_fingerprint_is_its_own_state() -> None:
     body = {"id": "x", "model": "m", "system_fingerprint": "", "choices": [{"message": {"content": "hi"}}]}
     parsed = parse_chat_completion(Exchange(200, {"content-type": "application/json"}, json.dumps(body).encode(), 0.1))
     assert (parsed.fingerprint, parsed.fingerprint_state) == (None, "empty")
+
+
+def answer(**fields: Any) -> dict[str, Any]:
+    """A minimal chat completion, with `fields` replacing its top-level keys or `message`'s (message=...)."""
+    message = fields.pop("message", {"role": "assistant", "content": "hi"})
+    body = {"id": "x", "model": "m", "system_fingerprint": "fp_1", "choices": [{"index": 0, "message": message}]}
+    return {**body, **fields}
+
+
+def parse_body(body: dict[str, Any]) -> Parsed:
+    return parse_chat_completion(Exchange(200, {"content-type": "application/json"}, json.dumps(body).encode(), 0.1))
+
+
+@pytest.mark.parametrize(
+    ("fingerprint", "state"), [({"v": 2}, "invalid"), (7, "invalid"), (["fp_1"], "invalid"), (True, "invalid")]
+)
+def test_a_fingerprint_of_the_wrong_type_is_invalid_not_empty(fingerprint: Any, state: str) -> None:
+    """An object, number, list or boolean as system_fingerprint is recorded as "invalid", the answer kept."""
+    parsed = parse_body(answer(system_fingerprint=fingerprint))
+    assert (parsed.fingerprint, parsed.fingerprint_state, parsed.output) == (None, state, "hi")
+    assert parse_body(answer(system_fingerprint="  ")).fingerprint_state == "empty"  # still its own state
+
+
+MALFORMED: dict[str, tuple[dict[str, Any], str]] = {
+    # case: (the answer's choices[0], the reason the error must give)
+    "message null": ({"message": None}, "choices[0].message is null, not an object"),
+    "message a string": ({"message": "hi"}, "choices[0].message is a string, not an object"),
+    "no message": ({"text": "hi", "index": 0}, "choices[0] has no message (keys: index, text)"),
+    "content a number": ({"message": {"content": 42}}, "choices[0].message.content is a number, not a string"),
+    "content an object": ({"message": {"content": {"text": "hi"}}}, "content is an object, not a string"),
+    "content a boolean": ({"message": {"content": False}}, "content is a boolean, not a string"),
+    "content a list of numbers": ({"message": {"content": [1, 2]}}, "content[0] is a number, not a content part"),
+    "content a list of strings": ({"message": {"content": ["hi"]}}, "content[0] is a string, not a content part"),
+    "a text part without text": (
+        {"message": {"content": [{"type": "text", "text": None}]}},
+        "choices[0].message.content[0].text is null, not a string",
+    ),
+    "delta content a list": ({"delta": {"content": {}}}, "choices[0].delta.content is an object, not a string"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED))
+def test_a_malformed_success_is_an_error_with_the_reason(case: str) -> None:
+    """A 200 whose message or content has the wrong type is a "malformed" error naming the field, not an answer."""
+    choice, reason = MALFORMED[case]
+    with pytest.raises(ProbeError) as caught:
+        parse_body({**answer(), "choices": [choice]})
+    assert caught.value.kind == "malformed" and reason in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_content_parts_and_null_content_are_still_answers() -> None:
+    """Text content parts are joined (thinking parts left out); null content with no refusal is an empty answer."""
+    parts = [{"type": "thinking", "thinking": [{"type": "text", "text": "hmm"}]}, {"type": "text", "text": "Paris"}]
+    assert parse_body(answer(message={"content": parts})).output == "Paris"
+    assert parse_body(answer(message={"content": [{"text": "a"}, {"text": "b"}]})).output == "ab"
+    assert parse_body(answer(message={"content": None, "tool_calls": []})).output == ""
+    assert parse_body(answer(message={"content": None, "refusal": "I can't"})).output == "I can't"
 
 
 def test_usage_reasoning_tokens_and_first_token_logprobs() -> None:
@@ -224,3 +287,57 @@ def test_azure_paths_and_api_key_header() -> None:
     assert ADAPTERS["azure"](v1).build_request(model, model.canaries[0]).url == (
         "https://res.openai.azure.com/openai/v1/chat/completions"
     )
+
+
+# --- over loopback: probe() against the simulator --------------------------------------------------------
+
+OPAQUE_KEY = "zq7Rk2mWx9Lp4Tn8Vb3Hc6Jd1Fg5Ys0E"  # no key pattern matches it: only the verbatim net catches it
+
+
+@pytest.fixture
+def echoing() -> Iterator[Simulator]:
+    """A simulator that wants OPAQUE_KEY and repeats it everywhere in its 200 answers."""
+    with Simulator(api_key=OPAQUE_KEY, seed=5) as sim:
+        sim.update_model("gpt-4o", {"echo_key": True, "outputs": {"*": "Two"}})
+        yield sim
+
+
+def probe_once(sim: Simulator, redact: Redactor, provider_type: str = "openai-compatible") -> Observation:
+    base = sim.base_url if provider_type != "azure" else sim.url
+    provider = ProviderConfig("sim", provider_type, base, api_key=Secret(OPAQUE_KEY))
+    canary = Canary("c", (Message("user", "1+1="),), seed=1, temperature=0.0, max_tokens=3, top_logprobs=3)
+    model = ModelConfig(name="sim/gpt-4o", provider=provider, model="gpt-4o", canaries=(canary,))
+
+    async def go() -> Observation:
+        async with Providers() as providers:
+            return await probe(providers.session(provider), model, canary, 0, redact=redact)
+
+    return asyncio.run(go())
+
+
+@pytest.mark.parametrize("provider_type", ["openai-compatible", "azure"])
+def test_a_key_echoed_in_a_200_answer_is_scrubbed_from_every_field(echoing: Simulator, provider_type: str) -> None:
+    """Output, logprob tokens, fingerprint, resolved model, ids and finish reason all pass the redactor."""
+    observation = probe_once(echoing, Redactor({OPAQUE_KEY}), provider_type)
+    assert observation.ok, observation.error
+    assert OPAQUE_KEY not in repr(observation.to_dict())
+    assert observation.output == "Two [REDACTED]" and observation.first_token is not None
+    assert observation.first_token.token == "Two" and "[REDACTED]" in observation.first_token.top
+    for value in (observation.system_fingerprint, observation.response_model, observation.response_id):
+        assert value is not None and "[REDACTED]" in value
+    assert observation.request_id == "req_[REDACTED]" and observation.finish_reason == "stop [REDACTED]"
+    # Without the key loaded, the same answer keeps it: the test above is not passing by accident.
+    assert OPAQUE_KEY in repr(probe_once(echoing, Redactor()).to_dict())
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED))
+def test_a_malformed_success_over_loopback_is_an_error_observation(case: str) -> None:
+    """Each malformed 200 shape, sent by the simulator, is recorded as a failed request with the reason."""
+    choice, reason = MALFORMED[case]
+    with Simulator(api_key=OPAQUE_KEY, seed=5) as sim:
+        shape = {"choices.0.message": choice["message"]} if "message" in choice else {"choices.0": choice}
+        sim.push_faults("gpt-4o", [{"kind": "malformed", "replace": shape}])
+        observation = probe_once(sim, Redactor({OPAQUE_KEY}))
+    assert (observation.ok, observation.http_status, observation.error_kind) == (False, 200, "malformed")
+    assert observation.error is not None and reason in observation.error
+    assert observation.output is None and observation.fingerprint_state is None

@@ -290,6 +290,50 @@ def test_error_fault_sends_the_exact_body(sim: Simulator, client: httpx.Client) 
     assert response.headers["x-extra"] == "1"
 
 
+def test_malformed_fault_with_replace_sends_a_complete_answer_with_those_fields(
+    sim: Simulator, client: httpx.Client
+) -> None:
+    """replace sets (or, with "<absent>", removes) fields of an otherwise normal answer, at dotted paths."""
+    shapes: list[dict[str, Any]] = [
+        {"choices.0.message": None},
+        {"choices.0.message.content": [1, {"type": "text", "text": 2}]},
+        {"system_fingerprint": {"v": 2}, "choices.0.message.content": 7},
+        {"choices.0.message": "<absent>", "choices.9.x": 1, "id.x": 1},  # paths past the body change nothing
+    ]
+    sim.push_faults("gpt-4o", [{"kind": "malformed", "replace": shape} for shape in shapes])
+    null, parts, typed, missing = (chat(client, logprobs=True).json() for _ in shapes)
+    assert null["choices"][0]["message"] is None and null["object"] == "chat.completion"
+    assert null["choices"][0]["logprobs"]["content"]  # the rest of the answer is as usual
+    assert parts["choices"][0]["message"]["content"] == [1, {"type": "text", "text": 2}]
+    assert typed["system_fingerprint"] == {"v": 2} and typed["choices"][0]["message"]["content"] == 7
+    assert "message" not in missing["choices"][0] and missing["id"].startswith("chatcmpl-")
+    assert [e["fault"] for e in sim.requests()] == ["malformed"] * 4
+    assert chat(client).json()["choices"][0]["message"]["content"]  # one-shot: the next answer is normal
+
+
+def test_echo_key_repeats_the_sent_key_in_every_place_of_a_200_answer(keyed_sim: Simulator) -> None:
+    """echo_key = true puts the request's key (bearer or api-key) in content, logprobs, ids, model, fingerprint."""
+    keyed_sim.update_model("gpt-4o", {"echo_key": True, "outputs": {"*": "Two"}})
+    body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "1+1="}], "logprobs": True, "top_logprobs": 2}
+    with httpx.Client(base_url=keyed_sim.url, timeout=10) as http:
+        bearer = http.post("/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {KEY}"})
+        azure = http.post("/openai/v1/chat/completions", json=body, headers={"api-key": KEY})
+    for response in (bearer, azure):
+        assert response.status_code == 200
+        answer = response.json()
+        choice = answer["choices"][0]
+        assert choice["message"]["content"] == f"Two {KEY}"
+        assert KEY in [alt["token"] for alt in choice["logprobs"]["content"][0]["top_logprobs"]]
+        assert choice["logprobs"]["content"][0]["token"] == "Two"  # the answer's own tokens are unchanged
+        assert KEY in choice["finish_reason"] and KEY in answer["model"] and KEY in answer["id"]
+        assert KEY in answer["system_fingerprint"] and KEY in response.headers["x-request-id"]
+    assert KEY not in json.dumps(keyed_sim.requests())  # the request log still holds no key
+    keyed_sim.update_model("gpt-4o", {"echo_key": ["content"]})
+    only = sdk(keyed_sim).chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "1+1="}])
+    assert only.choices[0].message.content == f"Two {KEY}" and KEY not in only.id + only.model
+    assert keyed_sim.respond(body)[1]["choices"][0]["message"]["content"] == "Two"  # in-process: no key to echo
+
+
 def test_disconnect_fault_closes_without_a_response(sim: Simulator, client: httpx.Client) -> None:
     """A disconnect fault drops the connection; the next request is answered normally."""
     sim.push_faults("gpt-4o", [{"kind": "disconnect"}])
@@ -891,6 +935,10 @@ BAD_SETTINGS: list[tuple[dict[str, Any], str]] = [
     ({"by_fingerprint": {"fp_x": "x"}}, r'by_fingerprint\["fp_x"\]: expected an object, got a string'),
     ({"by_fingerprint": {"fp_x": {"fingerprints": "a"}}}, r'by_fingerprint\["fp_x"\]: unknown key \'fingerprints\''),
     ({"by_fingerprint": {"fp_x": {"logprob_shift": None}}}, r'\["fp_x"\]\.logprob_shift: expected a number, got null'),
+    ({"echo_key": ["contents"]}, r"echo_key\[0\]: cannot echo the key in 'contents' \(did you mean 'content'\?\)"),
+    ({"echo_key": "content"}, r"echo_key: expected a list"),
+    ({"faults": [{"kind": "malformed", "replace": {"a..b": 1}}]}, r'faults\[0\]\.replace\["a\.\.b"\]: a path is keys'),
+    ({"faults": [{"kind": "malformed", "replace": []}]}, r"faults\[0\]\.replace: expected an object, got a list"),
 ]
 
 

@@ -6,7 +6,9 @@ from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any, Literal
 
-FingerprintState = Literal["present", "null", "empty", "absent"]
+# "invalid": the key is there with a value that is not a string (an object, a number): a broken version
+# signal, kept apart from one that is missing (null, "", absent) so neither hides the other.
+FingerprintState = Literal["present", "null", "empty", "absent", "invalid"]
 
 
 @dataclass(frozen=True)

@@ -135,14 +135,7 @@ def parse_chat_completion(exchange: Exchange) -> Parsed:
             "is this an OpenAI-compatible endpoint? check the provider's type and base_url",
         )
     choice = choices[0]
-    message = choice.get("message") or choice.get("delta") or {}
-    if not isinstance(message, dict):
-        raise ProbeError("malformed", "unexpected response shape: choices[0].message is not an object")
-    content = message.get("content")
-    if content is None and isinstance(message.get("refusal"), str):
-        content = message["refusal"]  # a refusal is the model's answer to the canary; record its text
-    if isinstance(content, list):  # some servers return content parts
-        content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
+    output = _output(choice)
     fingerprint, state = _fingerprint(body)
     usage: dict[str, Any] = body["usage"] if isinstance(body.get("usage"), dict) else {}
     details = usage.get("completion_tokens_details")
@@ -150,7 +143,7 @@ def parse_chat_completion(exchange: Exchange) -> Parsed:
         fingerprint=fingerprint,
         fingerprint_state=state,
         response_model=body.get("model") if isinstance(body.get("model"), str) else None,
-        output=content if isinstance(content, str) else "",
+        output=output,
         finish_reason=choice.get("finish_reason") if isinstance(choice.get("finish_reason"), str) else None,
         first_token=_first_token(choice.get("logprobs")),
         input_tokens=_int(usage.get("prompt_tokens")),
@@ -160,13 +153,60 @@ def parse_chat_completion(exchange: Exchange) -> Parsed:
     )
 
 
+def _output(choice: Mapping[str, Any]) -> str:
+    """The answer's text; a message or content of the wrong type is a malformed answer, not an empty one."""
+    field = next((f for f in ("message", "delta") if f in choice), None)  # a stream chunk has a delta
+    if field is None:
+        raise _malformed(f"choices[0] has no message (keys: {', '.join(sorted(choice))[:200]})")
+    where, message = f"choices[0].{field}", choice[field]
+    if not isinstance(message, dict):
+        raise _malformed(f"{where} is {_json_type(message)}, not an object")
+    content = message.get("content")
+    if content is None and isinstance(message.get("refusal"), str):
+        return str(message["refusal"])  # a refusal is the model's answer to the canary; record its text
+    if content is None or isinstance(content, str):  # null: no text (an empty stream chunk, a tool call)
+        return content or ""
+    if not isinstance(content, list):
+        raise _malformed(f"{where}.content is {_json_type(content)}, not a string")
+    texts: list[str] = []  # content parts, as some servers send: the text parts are the answer
+    for i, part in enumerate(content):
+        kind = part.get("type", "text") if isinstance(part, dict) else None
+        if not isinstance(kind, str):
+            raise _malformed(f"{where}.content[{i}] is {_json_type(part)}, not a content part")
+        if kind == "text":
+            if not isinstance(part.get("text"), str):
+                raise _malformed(f"{where}.content[{i}].text is {_json_type(part.get('text'))}, not a string")
+            texts.append(part["text"])
+    return "".join(texts)
+
+
+def _malformed(what: str) -> ProbeError:
+    return ProbeError(
+        "malformed",
+        f"unexpected response shape: {what}",
+        "the provider, or a proxy in between, answered with a broken completion",
+    )
+
+
+def _json_type(value: Any) -> str:
+    """A JSON value's type for a person: "null", "a number", "a list", ..."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    names = {str: "a string", int: "a number", float: "a number", list: "a list", dict: "an object"}
+    return names.get(type(value), type(value).__name__)
+
+
 def _fingerprint(body: Mapping[str, Any]) -> tuple[str | None, FingerprintState]:
     if "system_fingerprint" not in body:
         return None, "absent"
     value = body["system_fingerprint"]
     if value is None:
         return None, "null"
-    if not isinstance(value, str) or not value.strip():
+    if not isinstance(value, str):  # a broken version signal, not a missing one: its own state
+        return None, "invalid"
+    if not value.strip():
         return None, "empty"
     return value.strip(), "present"
 

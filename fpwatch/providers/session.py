@@ -1,5 +1,10 @@
 """A provider session (one HTTP client pool, concurrency limit and adapter per provider) and `probe`: one
-canary request sent and recorded as an `Observation`, success or failure, never an exception."""
+canary request sent and recorded as an `Observation`, success or failure, never an exception.
+
+Every string of an observation that came from the provider (the answer, its first tokens, fingerprint,
+resolved model, ids, finish reason, error) passes through the redactor here, success or not: a provider
+or a proxy that echoes the key in a 200 answer must not put it into the database, events or exports.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +12,13 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable
+from dataclasses import fields, replace
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
 
 from fpwatch.config import Canary, ModelConfig, ProviderConfig, display_url
-from fpwatch.detect.observation import Observation
+from fpwatch.detect.observation import FirstToken, Observation
 from fpwatch.errors import ProbeError
 from fpwatch.providers.base import Adapter
 from fpwatch.providers.capabilities import CAPABILITIES, adapt, rejected_option
@@ -119,8 +125,9 @@ async def _probe_once(
     sent = clock()
     started = time.monotonic()
 
-    def observed(**fields: Any) -> Observation:
-        return Observation(time=sent, model=model.name, canary=canary.name, sample=sample, seed=canary.seed, **fields)
+    def observed(**values: Any) -> Observation:
+        built = Observation(time=sent, model=model.name, canary=canary.name, sample=sample, seed=canary.seed, **values)
+        return _scrubbed(built, redact)
 
     session.active += 1
     try:
@@ -140,7 +147,7 @@ async def _probe_once(
                     latency_ms=(time.monotonic() - started) * 1000,
                     attempts=max(1, len(failure.attempts)),
                     error_kind=failure.kind,
-                    error=redact(f"{failure} ({_where(model)})"),
+                    error=f"{failure} ({_where(model)})",
                 )
                 return failed, None
     finally:
@@ -165,7 +172,7 @@ async def _probe_once(
             http_status=exchange.status,
             attempts=len(exchange.attempts),
             error_kind=error.kind,
-            error=redact(message),
+            error=message,
         )
         return rejected, option
     answered = observed(
@@ -186,6 +193,29 @@ async def _probe_once(
         attempts=len(exchange.attempts),
     )
     return answered, None
+
+
+# Every field but the names from the config, which a check matches its canaries and state by.
+_FROM_ANSWER = tuple(f.name for f in fields(Observation) if f.name not in ("model", "canary"))
+
+
+def _scrubbed(observation: Observation, redact: Callable[[str], str]) -> Observation:
+    """The observation with every string the provider sent passed through `redact` (logprob tokens too)."""
+    texts = {name: value for name in _FROM_ANSWER if isinstance(value := getattr(observation, name), str)}
+    first = observation.first_token
+    tokens = [first.token, *first.top] if first is not None else []
+    # One pass over all of them first, as nearly every answer holds no secret: a secret or key in any one
+    # string is in the joined text too, so an unchanged join means there is nothing to scrub.
+    everything = "\0".join([*texts.values(), *tokens])
+    if redact(everything) == everything:
+        return observation
+    changes: dict[str, Any] = {name: redact(value) for name, value in texts.items()}
+    if first is not None:
+        top: dict[str, float] = {}
+        for token, logprob in first.top.items():
+            top.setdefault(redact(token), logprob)  # two masked alternatives: the first (likelier) one stays
+        changes["first_token"] = FirstToken(redact(first.token), first.logprob, top)
+    return replace(observation, **changes)
 
 
 def _where(model: ModelConfig) -> str:

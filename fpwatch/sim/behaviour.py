@@ -266,6 +266,7 @@ class _Behaviour:
     error_kinds: tuple[JsonDict, ...]
     rejects: frozenset[str]
     ignores: frozenset[str]
+    echo_key: frozenset[str]
 
     @classmethod
     def compile(cls, settings: JsonDict) -> _Behaviour:
@@ -280,6 +281,7 @@ class _Behaviour:
             error_kinds=tuple(settings.get("error_kinds", [{"kind": "500"}])),
             rejects=frozenset(settings.get("rejects", ())),
             ignores=frozenset(settings.get("ignores", ())),
+            echo_key=frozenset(settings.get("echo_key", ())),
         )
 
     def answerer(self, rng: random.Random) -> _Answerer:

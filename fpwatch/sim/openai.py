@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import time
+from typing import Any
 
 from fpwatch.sim.scenario import JsonDict, _describe, _is_number
 from fpwatch.sim.wire import _ChatRequest, _hex_id, _html_page, _Rejected, _Reply, _Route, _seconds_header
@@ -343,3 +344,49 @@ def _completion_body(
         choice["content_filter_results"] = copy.deepcopy(_AZURE_FILTER_OK)
         body["prompt_filter_results"] = [{"prompt_index": 0, "content_filter_results": copy.deepcopy(_AZURE_FILTER_OK)}]
     return body
+
+
+def _echoed(body: JsonDict, key: str, places: frozenset[str]) -> JsonDict:
+    """The answer repeating the request's key in `places` (scenario `echo_key`), as a leaky proxy might."""
+    choice = body["choices"][0]
+    if "content" in places:
+        choice["message"]["content"] = f"{choice['message']['content']} {key}"
+    logprobs = choice["logprobs"]
+    if "logprobs" in places and logprobs and logprobs["content"]:
+        alternative = {"token": key, "logprob": -30.0, "bytes": list(key.encode("utf-8"))}
+        logprobs["content"][0]["top_logprobs"].append(alternative)
+    if "finish_reason" in places:
+        choice["finish_reason"] = f"{choice['finish_reason']} {key}"
+    if "fingerprint" in places and isinstance(body.get("system_fingerprint"), str):
+        body["system_fingerprint"] += f"_{key}"
+    if "model" in places:
+        body["model"] = f"{body['model']}@{key}"
+    if "id" in places:
+        body["id"] = f"chatcmpl-{key}"
+    return body
+
+
+def _replaced(body: JsonDict, replace: JsonDict) -> JsonDict:
+    """The answer with the fields at these dotted paths set (or removed: "<absent>"), for a malformed fault.
+
+    A path through something that is not there creates objects; one through a value or past a list's end
+    changes nothing.
+    """
+    for path, value in replace.items():
+        *parents, last = path.split(".")
+        node: Any = body
+        for part in parents:
+            node = _child(node, part)
+        if isinstance(node, list) and last.isdigit() and int(last) < len(node):
+            node[int(last)] = copy.deepcopy(value)
+        elif isinstance(node, dict) and value == _ABSENT:
+            node.pop(last, None)
+        elif isinstance(node, dict):
+            node[last] = copy.deepcopy(value)
+    return body
+
+
+def _child(node: Any, part: str) -> Any:
+    if isinstance(node, list):
+        return node[int(part)] if part.isdigit() and int(part) < len(node) else None
+    return node.setdefault(part, {}) if isinstance(node, dict) else None

@@ -115,6 +115,12 @@ Model settings (all optional):
 ``ignores``
     Parameters the server takes without complaint and without effect: ``["logprobs"]`` answers every
     request without logprobs, as some OpenAI-compatible servers do.
+``echo_key``
+    A provider (or proxy) that repeats the request's credential (the ``Authorization`` bearer value,
+    else the ``api-key`` header) in its 200 answers: ``true`` for every place, or a list of them:
+    ``"content"`` (after the answer), ``"logprobs"`` (an alternative first token), ``"fingerprint"``,
+    ``"model"``, ``"id"``, ``"finish_reason"``, ``"request_id"`` (the ``x-request-id`` header). Over
+    HTTP only (``respond()`` sees no credential); the tests prove fpwatch stores none of it.
 
 Weights are non-negative numbers and need not sum to 1. Models listed by name do not inherit from
 ``"*"``; a model created later by ``update_model``, a phase or ``PATCH /_sim/models/NAME`` starts
@@ -135,7 +141,9 @@ Each fault is an object with a ``kind`` (a bare string such as ``"500"`` is shor
 - ``{"kind": "quota"}``: 429 ``insufficient_quota``, no ``Retry-After``.
 - ``{"kind": "500"}``, ``"502"``, ``"503"``: OpenAI ``server_error`` bodies; ``"529"``: overloaded.
 - ``{"kind": "timeout", "delay": 30}``: wait ``delay`` seconds (default 30), then answer normally.
-- ``{"kind": "malformed"}``: HTTP 200 with a truncated JSON body.
+- ``{"kind": "malformed"}``: HTTP 200 with a truncated JSON body. With ``"replace": {"PATH": value}``
+  instead a complete answer with those fields set (``"choices.0.message": null``,
+  ``"choices.0.message.content": [1]``, ``"system_fingerprint": {}``; ``"<absent>"`` removes the field).
 - ``{"kind": "html", "status": 502}``: an HTML error page from a "proxy" (default 502).
 - ``{"kind": "error", "status": 400, "body": {...}, "headers": {...}}``: exactly that response.
 - ``{"kind": "disconnect"}``: close the connection without answering.
@@ -194,6 +202,7 @@ _MODEL_KEYS = (
     "faults",
     "rejects",
     "ignores",
+    "echo_key",
 )
 # What `route.to` may set: everything that shapes an answer, nothing about how it is served.
 _ANSWER_KEYS = (
@@ -210,6 +219,7 @@ _LONG_OUTPUT_KEYS = ("text", "repeat", "diverge_after")
 _BY_FINGERPRINT_KEYS = ("outputs", "logprob_shift")
 _REJECTABLE = ("temperature", "logprobs", "top_logprobs", "seed")
 _IGNORABLE = ("logprobs",)
+_ECHO_PLACES = ("content", "logprobs", "fingerprint", "model", "id", "finish_reason", "request_id")
 # The chance that a long answer repeats exactly: GPT-4o's median TARr@10 at temperature 0 in Atil et
 # al.'s data (7-8 %, research notes section 6a), the share of prompts answered identically every time.
 _DEFAULT_REPEAT = 0.07
@@ -222,7 +232,7 @@ _FAULT_OPTIONS: dict[str, tuple[str, ...]] = {
     "503": (),
     "529": (),
     "timeout": ("delay",),
-    "malformed": (),
+    "malformed": ("replace",),
     "html": ("status",),
     "error": ("status", "body", "headers"),
     "disconnect": (),
@@ -429,7 +439,11 @@ def _fault_option(name: str, value: object, where: str) -> object:
             if not isinstance(text, str):
                 raise ValueError(f"{_key_loc(where, header)}: expected a string, got {_describe(text)}")
         return dict(headers)
-    try:  # "body": anything JSON can carry
+    if name == "replace":
+        for path in _as_object(value, where):
+            if not all(path.split(".")):
+                raise ValueError(f"{_key_loc(where, path)}: a path is keys and list indexes joined by dots")
+    try:  # "body" and "replace": anything JSON can carry
         json.dumps(value)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{where}: not JSON-serialisable: {exc}") from None
@@ -486,6 +500,10 @@ def _validate_setting(key: str, value: object, where: str) -> object:
         return _rejects(value, where)
     if key == "ignores":
         return _rejects(value, where, _IGNORABLE, "ignore")
+    if key == "echo_key":
+        if isinstance(value, bool):
+            return list(_ECHO_PLACES) if value else []
+        return _rejects(value, where, _ECHO_PLACES, "echo the key in")
     return _number(value, where)  # latency, latency_jitter, logprob_jitter
 
 

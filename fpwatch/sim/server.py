@@ -17,16 +17,19 @@ from fpwatch.sim.behaviour import _Behaviour, _pieces, _Source
 from fpwatch.sim.httpd import _Server
 from fpwatch.sim.openai import (
     _completion_body,
+    _echoed,
     _fault_reply,
     _model_not_found,
     _precheck,
     _refusal,
+    _replaced,
     _token_logprob,
 )
 from fpwatch.sim.scenario import JsonDict, _check_model_name, _faults, _key_loc, _validate_settings, validate_scenario
 from fpwatch.sim.wire import (
     _authenticate,
     _ChatRequest,
+    _credential,
     _hex_id,
     _match_route,
     _new_entry,
@@ -259,15 +262,26 @@ class Simulator:
     ) -> _Reply:
         body = _parse_json(raw)
         auth, sent_key = _authenticate(self._api_key, authorization, api_key)
-        return self._serve_api(method, urlsplit(target), body, auth, sent_key)
+        credential = _credential(authorization, api_key)
+        return self._serve_api(method, urlsplit(target), body, auth, sent_key, credential=credential)
 
     def _serve_api(
-        self, method: str, url: SplitResult, body: object, auth: str, sent_key: str | None, *, in_process: bool = False
+        self,
+        method: str,
+        url: SplitResult,
+        body: object,
+        auth: str,
+        sent_key: str | None,
+        *,
+        in_process: bool = False,
+        credential: str | None = None,
     ) -> _Reply:
         """Everything after reading the request, shared by HTTP and `respond()`."""
         route = _match_route(method, url)
         request_id = "req_" + _hex_id(32)
         early = _precheck(method, url.path, route, body, auth, sent_key)
+        if isinstance(early, _ChatRequest):
+            early.credential = credential
         entry: JsonDict | None = None
         if self._log_requests:
             body_model = body.get("model") if isinstance(body, dict) else None
@@ -309,13 +323,17 @@ class Simulator:
                 return refusal
         fault = self._next_fault(req.model, behaviour)
         delay = behaviour.delay(self._rng)
-        if fault is not None and fault["kind"] != "timeout":
+        if fault is not None and "replace" in fault:  # a malformed answer: a complete one, fields replaced
+            reply = _Reply(200, _replaced(self._completion(req, behaviour), fault["replace"]), fault=fault["kind"])
+        elif fault is not None and fault["kind"] != "timeout":
             reply = _fault_reply(fault, req.model, request_id)
         else:
             reply = _Reply(200, self._completion(req, behaviour))
             if fault is not None:
                 reply.fault = "timeout"
                 delay += fault.get("delay", _DEFAULT_FAULT_DELAY)
+        if "request_id" in behaviour.echo_key and req.credential and reply.status == 200:
+            reply.headers["x-request-id"] = f"req_{req.credential}"
         reply.delay = delay
         return reply
 
@@ -339,7 +357,8 @@ class Simulator:
             else None
         )
         resolved = answerer.resolve(req.model, rng)
-        return _completion_body(req, answer, finish, len(pieces), logprobs, resolved, fingerprint)
+        body = _completion_body(req, answer, finish, len(pieces), logprobs, resolved, fingerprint)
+        return _echoed(body, req.credential, behaviour.echo_key) if behaviour.echo_key and req.credential else body
 
     def _logprobs(self, pieces: list[str], source: _Source, top_n: int, jitter: float, shift: float) -> JsonDict:
         """First token: ln P(first token) under the answer distribution; later tokens: near-certain.

@@ -128,6 +128,15 @@ def _authenticate(expected: str | None, authorization: str | None, api_key: str 
     return ("wrong", sent[0]) if sent else ("missing", None)
 
 
+def _credential(authorization: str | None, api_key: str | None) -> str | None:
+    """The key a request sent, right or wrong: the Authorization bearer value, else the api-key header."""
+    if authorization:
+        scheme, _, value = authorization.strip().partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            return value.strip()
+    return api_key.strip() if api_key and api_key.strip() else None
+
+
 _INVALID_JSON = object()
 
 
@@ -152,6 +161,7 @@ class _ChatRequest:
     temperature: object = None  # as sent; None when not sent (checked only against `rejects`)
     seed: object = None
     top_logprobs_sent: bool = False
+    credential: str | None = None  # the key the request sent, for `echo_key`; never logged
 
 
 def _new_entry(method: str, path: str, model: str | None, body: object, auth: str, request_id: str) -> JsonDict:
