@@ -351,7 +351,7 @@ def test_a_check_past_the_drain_deadline_is_cancelled_cleanly(tmp_path: Path, si
     assert code == 0 and seconds < 10
     with BlockingStore(tmp_path / "state.db") as store:
         assert store.load_state("sim/gpt-4o").checks == 0  # the cancelled check left no partial record
-        assert store.verify_chain() == (0, None)
+        assert (audit := store.verify_audit()).ok and audit.rows == 0
 
 
 HOLD = 6.0
@@ -392,5 +392,5 @@ def test_a_lock_held_by_another_process_delays_recording_not_the_daemon(daemon: 
         rows = store.observation_rows()
         assert len(rows) == len(sim.requests())  # every answer the simulator gave is recorded
         assert {r["model"] for r in rows} == {"sim/gpt-4o", "sim/gpt-4o-mini"}
-        assert store.verify_chain() == (len(rows), None)
+        assert (audit := store.verify_audit()).ok and audit.counts["observation"] == len(rows)
         assert "locked" not in daemon.log.read_text()  # no check gave up on the lock

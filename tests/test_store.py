@@ -48,6 +48,12 @@ def record(store: BlockingStore, i: int, observations: list[Observation]) -> Non
     store.record_check(check, observations, lambda s: conclude(s, observations, POLICY, T0 + timedelta(minutes=i)))
 
 
+def chain_of(store: BlockingStore) -> tuple[int, str | None]:
+    """What `verify_audit` says of the audit chain: (observations that hold, the first link that does not)."""
+    audit = store.verify_audit()
+    return audit.counts["observation"], audit.broken.name() if audit.broken is not None else None
+
+
 def test_migrations_run_once_from_an_empty_database(tmp_path: Path) -> None:
     """A new file gets every migration recorded; reopening runs none again."""
     path = tmp_path / "state.db"
@@ -91,11 +97,11 @@ def test_hash_chain_verifies_and_detects_tampering(tmp_path: Path) -> None:
     with BlockingStore(tmp_path / "s.db") as store:
         for i in range(5):
             record(store, i, [observation(i * 2), observation(i * 2 + 1)])
-        assert store.verify_chain() == (10, None)
+        assert chain_of(store) == (10, None)
         rows = list(store.observation_rows())
         assert rows[0]["prev_hash"] == "0" * 64 and rows[1]["prev_hash"] == rows[0]["hash"]
         store.db.execute("UPDATE observations SET system_fingerprint = 'fp_forged0000' WHERE id = 4")
-        assert store.verify_chain() == (3, 4)
+        assert chain_of(store) == (3, "observation 4")
 
 
 def test_tampered_output_is_detected_and_pruned_output_is_not(tmp_path: Path) -> None:
@@ -103,9 +109,9 @@ def test_tampered_output_is_detected_and_pruned_output_is_not(tmp_path: Path) ->
     with BlockingStore(tmp_path / "s.db") as store:
         record(store, 0, [observation(0), observation(1)])
         assert store.prune_outputs(T0 + timedelta(seconds=30)) == 1
-        assert store.verify_chain() == (2, None)
+        assert chain_of(store) == (2, None)
         store.db.execute("UPDATE observations SET output = '392' WHERE id = 2")
-        assert store.verify_chain() == (1, 2)
+        assert chain_of(store) == (1, "observation 2")
 
 
 WRITER = textwrap.dedent(
@@ -155,7 +161,7 @@ def test_two_processes_writing_the_same_model_neither_fail_nor_double_count(tmp_
             "fp_aaaaaaaaaa": 120,
             "fp_bbbbbbbbbb": 120,
         }
-        assert store.verify_chain() == (240, None)
+        assert chain_of(store) == (240, None)
         first_seen = store.events(types=["fingerprint.first_seen", "fingerprint.changed"])
         assert len(first_seen) == 2  # one per value, never twice
 
@@ -290,7 +296,7 @@ def test_a_write_whose_caller_is_cancelled_still_completes(tmp_path: Path) -> No
 
     asyncio.run(scenario())
     with BlockingStore(path) as store:
-        assert store.load_state("m").checks == 1 and store.verify_chain() == (1, None)
+        assert store.load_state("m").checks == 1 and chain_of(store) == (1, None)
 
 
 def test_drift_rows_parsed_once_still_follow_what_another_process_wrote(tmp_path: Path) -> None:

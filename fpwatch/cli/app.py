@@ -90,7 +90,7 @@ async def reading(config: Config) -> AsyncIterator[Store | None]:
     if not path.exists():
         yield None
         return
-    store = await open_store(path, readonly=True)
+    store = await open_store(path, readonly=True, audit_key=config.settings.audit_key)
     try:
         yield store
     finally:

@@ -40,7 +40,7 @@ def status(ctx: click.Context, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(report, indent=2))
     else:
-        click.echo(status_table(report["models"], report["notifiers"]))
+        click.echo(status_table(report["models"], report["notifiers"], report["audit"]))
 
 
 @cli.command()
@@ -126,7 +126,7 @@ def ack(ctx: click.Context, event_id: int, comment: str | None) -> None:
     config = obj_of(ctx).config()
 
     async def sign() -> None:
-        store = await open_store(config.settings.state)
+        store = await open_store(config.settings.state, audit_key=config.settings.audit_key)
         try:
             if await store.event(event_id) is None:
                 raise FpwatchError(f"no event with id {event_id}; list them with `fpwatch events`")
@@ -191,40 +191,51 @@ def verify(ctx: click.Context, model: str, fingerprint: str, as_json: bool) -> N
     "--verify",
     "verify_chain",
     is_flag=True,
-    help="Recompute the observation hash chain instead; exit 1 if broken.",
+    help="Recompute the audit chain (observations, events, acks) instead; exit 1 if broken.",
+)
+@click.option(
+    "--head",
+    metavar="HASH",
+    help="With --verify: also exit 1 unless the chain contains this published head (the hash or 16+ hex of it).",
 )
 @click.pass_context
-def export(ctx: click.Context, since: str | None, fmt: str, output: str | None, verify_chain: bool) -> None:
-    """The audit trail: observations (with their hash chain) and events, as JSON lines or CSV.
+def export(
+    ctx: click.Context, since: str | None, fmt: str, output: str | None, verify_chain: bool, head: str | None
+) -> None:
+    """The audit trail: observations and events (with their acks), each a link of the hash chain, as JSON lines
+    or CSV.
 
-    Every record has a "kind" ("observation" or "event"). Observations carry prev_hash and hash; the
-    chain is documented in the README and `--verify` recomputes it over the whole database.
+    Every record has a "kind" ("observation" or "event") and carries seq, prev_hash and hash; the chain is
+    documented in the README. `--verify` recomputes it over the whole database; `--head` checks it still
+    contains a head fpwatch published earlier (in a notification, `status --json` or the daemon's log), which
+    catches rows cut from the end.
 
     \b
     Examples:
       fpwatch export --since 30d -o audit.jsonl
       fpwatch export --format csv > audit.csv
       fpwatch export --verify
+      fpwatch export --verify --head 1a2b3c4d5e6f7a8b
     """
-    from fpwatch.report.export import write
+    from fpwatch.report.export import verdict, write
+    from fpwatch.store.chain import Audit, parse_head
 
     config = obj_of(ctx).config()
+    if head is not None and not verify_chain:
+        raise click.UsageError("--head goes with --verify: fpwatch export --verify --head HASH")
+    try:
+        wanted = parse_head(head) if head is not None else None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--head") from None
 
-    async def verify() -> tuple[int, int | None] | None:
+    async def verify() -> Audit | None:
         async with reading(config) as store:
-            return await store.verify_chain() if store is not None else None
+            return await store.verify_audit(wanted) if store is not None else None
 
     if verify_chain:
-        result = run_async(verify())
-        if result is None:
-            click.echo("chain OK: 0 observations (no state database yet)")
-            return
-        count, broken = result
-        if broken is not None:
-            click.echo(f"Error: hash chain broken at observation {broken} (after {count} good rows)", err=True)
-            ctx.exit(1)
-        click.echo(f"chain OK: {count} observations")
-        return
+        ok, line = verdict(run_async(verify()), wanted)
+        click.echo(line if ok else f"Error: {line}", err=not ok)
+        ctx.exit(0 if ok else 1)
 
     start = parse_since(since) if config.settings.state.exists() else None
 

@@ -9,6 +9,8 @@
   exponential backoff and jitter until it is delivered or 24 h old (then it expires, loudly).
   Messages are claimed with a lease, so the daemon and a cron `check` never send the same one.
 - Reminders: with `repeat_interval`, an event whose condition is still open is sent again.
+- Every message ends with the audit chain's head as it was when the message was composed (after its events
+  were recorded), so the recipients hold copies of it that no one with the database alone can change.
 """
 
 from __future__ import annotations
@@ -117,7 +119,8 @@ class Notifier(Sender):
             oldest = min(created for _, created in pending)
             if flush or now - oldest >= self.config.alerts.group_wait:
                 ids = [event_id for event_id, _ in pending]
-                title, body, kind = render(await self.store.events_by_id(ids))
+                head = await self.store.chain_head()  # read after the events: it covers them
+                title, body, kind = render(await self.store.events_by_id(ids), head)
                 await self.store.compose_message(notifier.name, ids, title, body, kind, now)
         await self._remind(now)
         report = DeliveryReport()
@@ -141,7 +144,7 @@ class Notifier(Sender):
         for stored in await self.store.events_by_id(list(dict.fromkeys(event_id for event_id, _ in due))):
             if not await self._still_open(stored):
                 continue
-            title, body, kind = reminder(stored)
+            title, body, kind = reminder(stored, await self.store.chain_head())
             for notifier in (name for event_id, name in due if event_id == stored.id):
                 await self.store.add_reminder(stored.id or 0, notifier, title, body, kind, now, every)
 

@@ -10,7 +10,7 @@ from fpwatch.clock import iso, iso_or_none
 from fpwatch.config import Config, ModelConfig
 from fpwatch.detect import drift, verdict
 from fpwatch.detect.state import ModelState
-from fpwatch.store import Store
+from fpwatch.store import ChainHead, Store
 
 
 def drift_summary(model: ModelConfig, state: ModelState) -> dict[str, Any]:
@@ -100,12 +100,14 @@ def check_summary(result: CheckResult) -> dict[str, Any]:
 
 
 async def status_report(config: Config, store: Store | None, now: datetime) -> dict[str, Any]:
-    """`status --json` (and /api/v1/status): every configured model and notifier."""
+    """`status --json` (and /api/v1/status): every configured model and notifier, and the audit chain's head
+    (`head`, `rows`, `mode`, `keyed_from`: published here so it can be checked later with `export --verify --head`)."""
     models = [
         model_summary(m, await store.load_state(m.name) if store else ModelState(m.name), now) for m in config.models
     ]
     notifiers = [await store.notifier_status(n.name) for n in config.notifiers] if store else []
-    return {"models": models, "notifiers": notifiers}
+    head = await store.chain_head() if store else ChainHead(None, 0)
+    return {"models": models, "notifiers": notifiers, "audit": head.to_json()}
 
 
 async def history_report(model: ModelConfig, store: Store | None) -> dict[str, Any]:

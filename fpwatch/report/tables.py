@@ -1,5 +1,6 @@
 """Human output of the commands: the `check` report (its first line is the Nagios status line), the `status`,
-`history` and `events` tables. Inputs are the documented JSON shapes (report.summary), so both agree."""
+`history` and `events` tables. Inputs are the documented JSON shapes (report.summary), so both agree. Every
+line is escaped (report.text): what a provider sent is shown, never obeyed by the terminal."""
 
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ from fpwatch.detect.events import DriftDetails
 from fpwatch.detect.verdict import OK, STATUS_NAMES
 from fpwatch.notify import DeliveryReport
 from fpwatch.report.summary import check_summary
-from fpwatch.report.text import shorten, table
-from fpwatch.store import StoredEvent
+from fpwatch.report.text import lines, shorten, table, table_lines
+from fpwatch.store import ChainHead, StoredEvent
 
 
 def check_report(results: Sequence[CheckResult], code: int, dry_run: bool) -> str:
@@ -42,27 +43,27 @@ def check_report(results: Sequence[CheckResult], code: int, dry_run: bool) -> st
                 f"{sum(o.ok for o in r.observations)}/{len(r.observations)}",
             ]
         )
-    lines = [headline, "", table(["MODEL", "STATUS", "STATE", "FINGERPRINTS", "RESOLVED MODEL", "OK"], rows)]
+    out = [headline, "", *table_lines(["MODEL", "STATUS", "STATE", "FINGERPRINTS", "RESOLVED MODEL", "OK"], rows)]
     events = [e for r in results for e in r.events]
     if events:
-        lines += ["", "Events:"]
-        lines += [f"  [{e.event.severity}] {e.event.type}: {e.event.summary}" for e in events]
+        out += ["", "Events:"]
+        out += [f"  [{e.event.severity}] {e.event.type}: {e.event.summary}" for e in events]
     bursts = [r for r in results if r.burst]
     if bursts:
-        lines += ["", "Drift screen hits (confirmed with fresh samples before any alert):"]
+        out += ["", "Drift screen hits (confirmed with fresh samples before any alert):"]
         for r in bursts:
             confirmed = any(isinstance(e.event.details, DriftDetails) for e in r.events)
             verdict = "confirmed: canary.drift" if confirmed else "not confirmed: serving noise"
-            lines.append(f"  {r.model.name}: {r.burst} more requests, {verdict}")
+            out.append(f"  {r.model.name}: {r.burst} more requests, {verdict}")
     adapted = [(r.model.name, option) for r in results for option in r.adapted]
     if adapted:
-        lines += ["", "Adapted canaries (the model rejects these options; they are left out from now on):"]
-        lines += [f"  {name}: {option}" for name, option in adapted]
+        out += ["", "Adapted canaries (the model rejects these options; they are left out from now on):"]
+        out += [f"  {name}: {option}" for name, option in adapted]
     errors = [r for r in results if r.error]
     if errors:
-        lines += ["", "Errors:"]
-        lines += [f"  {r.model.name}: {r.error}" for r in errors]
-    return "\n".join(lines)
+        out += ["", "Errors:"]
+        out += [f"  {r.model.name}: {r.error}" for r in errors]
+    return lines(out)  # the headline too: one line for the monitoring system, whatever a summary holds
 
 
 def delivery_line(delivery: DeliveryReport) -> str | None:
@@ -75,8 +76,13 @@ def delivery_line(delivery: DeliveryReport) -> str | None:
     )
 
 
-def status_table(summaries: Sequence[Mapping[str, Any]], notifiers: Sequence[Mapping[str, Any]]) -> str:
-    """`fpwatch status`: one row per model, notes on adapted canaries and open drifts, then the notifiers."""
+def status_table(
+    summaries: Sequence[Mapping[str, Any]],
+    notifiers: Sequence[Mapping[str, Any]],
+    audit: Mapping[str, Any] | None = None,
+) -> str:
+    """`fpwatch status`: one row per model, notes on adapted canaries and open drifts, the notifiers, then the
+    audit chain's head."""
     rows = []
     for s in summaries:
         fps = ", ".join(
@@ -107,7 +113,7 @@ def status_table(summaries: Sequence[Mapping[str, Any]], notifiers: Sequence[Map
         "NOISE (ANSWERS / LOGPROBS)",
         "LAST CHECK",
     ]
-    out = [table([*headers, "LAST ERROR"], rows)]
+    out = table_lines([*headers, "LAST ERROR"], rows)
     notes = [
         f"{x['name']}: rejects {', '.join(x['unsupported'])}; its canaries leave them out"
         for x in summaries
@@ -121,7 +127,7 @@ def status_table(summaries: Sequence[Mapping[str, Any]], notifiers: Sequence[Map
     ]
     notes += [_borders_note(x) for x in summaries if "words" in x["discovery"]]
     if notes:
-        out += ["", "\n".join(notes)]
+        out += ["", *notes]
     if notifiers:
         notifier_rows = [
             [
@@ -133,13 +139,15 @@ def status_table(summaries: Sequence[Mapping[str, Any]], notifiers: Sequence[Map
             ]
             for n in notifiers
         ]
-        out += ["", table(["NOTIFIER", "WAITING", "EXPIRED", "LAST DELIVERED", "LAST ERROR"], notifier_rows)]
-    return "\n".join(out)
+        out += ["", *table_lines(["NOTIFIER", "WAITING", "EXPIRED", "LAST DELIVERED", "LAST ERROR"], notifier_rows)]
+    if audit is not None:
+        out += ["", ChainHead(audit["head"], audit["rows"], audit["mode"], audit["keyed_from"]).line()]
+    return lines(out)
 
 
 def history_tables(history: Mapping[str, Any]) -> str:
     """`fpwatch history MODEL`: the fingerprint and resolved-model timelines."""
-    out = []
+    out: list[str] = []
     for key, title in (("fingerprints", "system_fingerprint"), ("resolved_models", "resolved model")):
         rows = [
             [
@@ -153,13 +161,13 @@ def history_tables(history: Mapping[str, Any]) -> str:
             for r in history[key]
         ]
         out.append(f"{history['model']}: {title} history")
-        out.append(
-            table([title.upper(), "STATUS", "FIRST SEEN", "LAST SEEN", "COUNT", "SHARE"], rows)
+        out += (
+            table_lines([title.upper(), "STATUS", "FIRST SEEN", "LAST SEEN", "COUNT", "SHARE"], rows)
             if rows
-            else "  (none recorded yet)"
+            else ["  (none recorded yet)"]
         )
         out.append("")
-    return "\n".join(out)
+    return lines(out)
 
 
 def events_table(events: Sequence[StoredEvent]) -> str:
@@ -200,13 +208,13 @@ def discovery_report(name: str, borders: Borders) -> str:
     """`fpwatch discover`: what was found and what it cost."""
     spent = f"{borders.requests:,} requests, {borders.tokens:,} output tokens"
     if borders.status == "failed":
-        return f"{name}: discovery failed after {spent}: {borders.error}"
+        return lines([f"{name}: discovery failed after {spent}: {borders.error}"])
     if not borders.found:
-        return f"{name}: {borders.words()}; {borders.tokens:,} output tokens"
-    lines = [f"{name}: {len(borders.found)} border inputs ({spent})"]
+        return lines([f"{name}: {borders.words()}; {borders.tokens:,} output tokens"])
+    out = [f"{name}: {len(borders.found)} border inputs ({spent})"]
     width = max(len(b.canary) for b in borders.found)
     for b in borders.found:
         answers = " / ".join(f"{a!r} {p:.0%}" for a, p in b.answers.items())
-        lines.append(f"  {b.canary:<{width}}  balance {b.balance:.2f}  {answers}")
-    lines.append(f"They join {name}'s canaries from its next check ({SAMPLES} one-token requests each).")
-    return "\n".join(lines)
+        out.append(f"  {b.canary:<{width}}  balance {b.balance:.2f}  {answers}")
+    out.append(f"They join {name}'s canaries from its next check ({SAMPLES} one-token requests each).")
+    return lines(out)

@@ -30,7 +30,7 @@ async def run_pass(
     """
     store: Store | None = None
     if not (dry_run and not config.settings.state.exists()):
-        store = await open_store(config.settings.state, readonly=dry_run)
+        store = await open_store(config.settings.state, readonly=dry_run, audit_key=config.settings.audit_key)
     sending = notify and not dry_run and bool(config.notifiers)
     try:
         async with Providers(config.settings.max_concurrency) as providers:
@@ -64,7 +64,7 @@ async def run_pass(
 
 async def discover_once(config: Config, model: ModelConfig, budget: int, progress: Progress | None = None) -> Borders:
     """`fpwatch discover`: find the model's border inputs now and keep them in the state it shares with the daemon."""
-    store = await open_store(config.settings.state)
+    store = await open_store(config.settings.state, audit_key=config.settings.audit_key)
     try:
         async with Providers(config.settings.max_concurrency) as providers:
             return await run_discovery(

@@ -17,6 +17,7 @@ from fpwatch.detect.events import Event
 from fpwatch.detect.observation import Observation
 from fpwatch.detect.signals import Signal
 from fpwatch.detect.state import ModelState
+from fpwatch.store.chain import Audit, ChainHead
 
 
 @dataclass(frozen=True)
@@ -169,11 +170,28 @@ class Store(Protocol):
     # -- the audit trail
 
     def observation_rows(self, since: datetime | None = None) -> AsyncIterator[dict[str, Any]]:
-        """Observations in export form (chain.py), oldest first, with prev_hash and hash."""
+        """Observations in export form (chain.py), oldest first, with seq, prev_hash and hash."""
         ...
 
-    async def verify_chain(self) -> tuple[int, int | None]:
-        """Recompute the hash chain: (rows checked, id of the first broken row or None)."""
+    def event_rows(self, since: datetime | None = None) -> AsyncIterator[dict[str, Any]]:
+        """Events in export form, oldest first: the event object with seq, prev_hash, hash, and `acks` (each
+        acknowledgement with its time, comment and chain fields)."""
+        ...
+
+    def mode_rows(self, since: datetime | None = None) -> AsyncIterator[dict[str, Any]]:
+        """The chain's switch to keyed mode in export form (seq and from_row its position, key_id, set_at,
+        prev_hash, hash), if it has one (made since `since`)."""
+        ...
+
+    async def chain_head(self) -> ChainHead:
+        """The newest link of the audit chain and its mode: what fpwatch publishes (no key needed)."""
+        ...
+
+    async def verify_audit(self, head: str | None = None) -> Audit:
+        """Walk the whole audit chain (chain.verify), noting the rows whose hash starts with `head`. Raises
+        StateError when this store's key cannot verify it (keyed without the key, another key, or a key given
+        for a chain with no keyed part). The walk takes where HMACs begin from the chain's own switch to keyed
+        mode, and checks the database's record of the mode against it."""
         ...
 
     async def prune_outputs(self, before: datetime) -> int:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import json
 import math
 import os
 import socket
@@ -27,12 +26,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from fpwatch.clock import iso, parse_iso, utcnow
-from fpwatch.detect.events import Event
+from fpwatch.config.model import Secret
 from fpwatch.detect.observation import Observation
 from fpwatch.detect.signals import Signal
 from fpwatch.detect.state import ModelState, acknowledged
 from fpwatch.errors import StateError
-from fpwatch.store import chain, codec
+from fpwatch.logs import get_logger
+from fpwatch.store import chain, codec, sqlite_audit
 from fpwatch.store.protocol import CheckRecord, Conclude, OutboxMessage, Route, StoredEvent
 from fpwatch.store.sqlite_migrations import MIGRATIONS
 from fpwatch.store.sqlite_rows import RowCache
@@ -74,10 +74,15 @@ def _not_ours(path: Path, exc: Exception) -> StateError:
 
 
 async def open_sqlite(
-    path: Path | str, *, readonly: bool = False, busy_timeout_ms: int = BUSY_TIMEOUT_MS
+    path: Path | str,
+    *,
+    readonly: bool = False,
+    busy_timeout_ms: int = BUSY_TIMEOUT_MS,
+    audit_key: Secret | None = None,
 ) -> SqliteStore:
-    """Open (creating and migrating) the database; `readonly` opens an existing file and writes nothing."""
-    store = SqliteStore(Path(path), readonly=readonly, busy_timeout_ms=busy_timeout_ms)
+    """Open (creating and migrating) the database; `readonly` opens an existing file and writes nothing.
+    `audit_key` (`[fpwatch] audit_key_file`) keys the audit chain (store/chain.py) from the next row on."""
+    store = SqliteStore(Path(path), readonly=readonly, busy_timeout_ms=busy_timeout_ms, audit_key=audit_key)
     try:
         if readonly:
             await store._reader.run(store._check_schema)
@@ -92,10 +97,18 @@ async def open_sqlite(
 class SqliteStore:
     """fpwatch's state in one SQLite file. Methods speak the domain's words; callers never see SQL."""
 
-    def __init__(self, path: Path, *, readonly: bool = False, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        readonly: bool = False,
+        busy_timeout_ms: int = BUSY_TIMEOUT_MS,
+        audit_key: Secret | None = None,
+    ) -> None:
         self.path = path
         self.readonly = readonly
         self.busy_timeout_ms = busy_timeout_ms
+        self._key = audit_key.reveal().encode() if audit_key is not None else None
         self._closing_by = math.inf  # after close(): queued writes give up on a lock by then
         self._writer = Worker(self._connect, "fpwatch-db-writer")
         # A read-only store has one connection; otherwise reads never queue behind a write waiting on a lock.
@@ -218,6 +231,7 @@ class SqliteStore:
                 step(db)
                 db.execute("INSERT INTO migrations VALUES (?, ?)", (name, iso(utcnow())))
                 ran.append(name)
+        self._take_key(db)  # a wrong or missing key: refused at open
         return ran
 
     # -- checks and model state
@@ -241,7 +255,8 @@ class SqliteStore:
     ) -> tuple[ModelState, list[StoredEvent]]:
         state = self._load_state(db, check.model)
         new_state, events = conclude(state)
-        self._append_observations(db, check.id, observations)
+        chained = self._appender(db)
+        chained.observations(check.id, observations)
         db.execute(
             "INSERT INTO checks VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (
@@ -256,7 +271,7 @@ class SqliteStore:
             ),
         )
         self._save_state(db, new_state)
-        stored = [self._insert_event(db, event, check.id) for event in events]
+        stored = [chained.event(event, check.id) for event in events]
         for event in stored:
             for notifier in route(new_state, event) if route is not None else ():
                 db.execute(
@@ -265,48 +280,20 @@ class SqliteStore:
                 )
         return new_state, stored
 
-    def _append_observations(self, db: sqlite3.Connection, check_id: str, observations: Sequence[Observation]) -> None:
-        row = db.execute("SELECT hash FROM observations ORDER BY id DESC LIMIT 1").fetchone()
-        prev = row[0] if row else chain.GENESIS
-        for obs in observations:
-            fields = chain.hashed_fields(obs, check_id)
-            digest = chain.chain_hash(prev, fields)
-            db.execute(
-                """INSERT INTO observations (check_id, time, model, canary, sample, seed, ok, system_fingerprint,
-                   fingerprint_state, response_model, output, output_sha256, finish_reason, first_token,
-                   input_tokens, output_tokens, reasoning_tokens, latency_ms, request_id, response_id,
-                   http_status, attempts, error_kind, error, prev_hash, hash)
-                   VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)""",
-                (
-                    check_id,
-                    fields["time"],
-                    obs.model,
-                    obs.canary,
-                    obs.sample,
-                    obs.seed,
-                    int(obs.ok),
-                    obs.system_fingerprint,
-                    obs.fingerprint_state,
-                    obs.response_model,
-                    obs.output,
-                    fields["output_sha256"],
-                    obs.finish_reason,
-                    json.dumps(fields["first_token"]) if obs.first_token else None,
-                    obs.input_tokens,
-                    obs.output_tokens,
-                    obs.reasoning_tokens,
-                    obs.latency_ms,
-                    obs.request_id,
-                    obs.response_id,
-                    obs.http_status,
-                    obs.attempts,
-                    obs.error_kind,
-                    obs.error,
-                    prev,
-                    digest,
-                ),
+    def _appender(self, db: sqlite3.Connection) -> sqlite_audit.Appender:
+        """Links appended in this write transaction: the chain takes this store's key first (or refuses it)."""
+        self._take_key(db)
+        return sqlite_audit.Appender(db, self._key)
+
+    def _take_key(self, db: sqlite3.Connection) -> None:
+        """A key switches a plain chain to keyed; one that has rows already, only with a warning: that is how a
+        key is added to an install, and also what a keyed chain cut off and rewritten as plain would look like."""
+        switched = sqlite_audit.take_key(db, self._key, self.path, utcnow())
+        if switched is not None:
+            get_logger("fpwatch.store").warning(
+                f"the audit chain of {self.path} becomes keyed from row {switched} on; if it was keyed before, "
+                "its plain part was rewritten"
             )
-            prev = digest
 
     async def load_state(self, model: str) -> ModelState:
         return await self._read(self._load_state, model)
@@ -346,14 +333,6 @@ class SqliteStore:
         return await self._read(read)
 
     # -- events
-
-    def _insert_event(self, db: sqlite3.Connection, event: Event, check_id: str | None) -> StoredEvent:
-        cursor = db.execute(
-            "INSERT INTO events (time, model, type, severity, summary, details, check_id) VALUES (?,?,?,?,?,?,?)",
-            codec.event_values(event, check_id),
-        )
-        assert cursor.lastrowid is not None
-        return StoredEvent(cursor.lastrowid, event, check_id)
 
     async def events(
         self,
@@ -400,9 +379,9 @@ class SqliteStore:
 
     async def ack(self, event_id: int, comment: str | None, now: datetime) -> StoredEvent | None:
         def write(db: sqlite3.Connection) -> None:
-            db.execute("UPDATE events SET acked_at = ?, ack_comment = ? WHERE id = ?", (iso(now), comment, event_id))
             row = db.execute(f"{_EVENT_SELECT} WHERE id = ?", (event_id,)).fetchone()
             if row is not None:
+                self._appender(db).ack(event_id, iso(now), comment)
                 event = codec.event_from(row).event
                 state = self._load_state(db, event.model)
                 signed = acknowledged(state, event)
@@ -567,30 +546,42 @@ class SqliteStore:
 
         return await self._read(read)
 
-    # -- the audit trail
-
-    @staticmethod
-    def _observations(db: sqlite3.Connection, since: datetime | None) -> Iterator[dict[str, Any]]:
-        sql, args = "SELECT * FROM observations", []
-        if since is not None:
-            sql += " WHERE time >= ?"
-            args.append(iso(since))
-        cursor = db.execute(sql + " ORDER BY id", args)
-        names = [d[0] for d in cursor.description]
-        for row in cursor:
-            item = dict(zip(names, row, strict=True))
-            item["ok"] = bool(item["ok"])
-            item["first_token"] = json.loads(item["first_token"]) if item["first_token"] else None
-            yield item
+    # -- the audit trail (store/chain.py, sqlite_audit.py)
 
     async def observation_rows(self, since: datetime | None = None) -> AsyncIterator[dict[str, Any]]:
-        rows = await self._read(lambda db: self._observations(db, since))
-        while batch := await self._read(lambda db: list(itertools.islice(rows, ROWS_PER_BATCH))):
+        async for item in self._batched(lambda db: sqlite_audit.observation_rows(db, since)):
+            yield item
+
+    async def event_rows(self, since: datetime | None = None) -> AsyncIterator[dict[str, Any]]:
+        async for item in self._batched(lambda db: sqlite_audit.event_rows(db, since)):
+            yield item
+
+    async def mode_rows(self, since: datetime | None = None) -> AsyncIterator[dict[str, Any]]:
+        async for item in self._batched(lambda db: sqlite_audit.mode_rows(db, since)):
+            yield item
+
+    async def _batched(self, rows: Callable[[sqlite3.Connection], Iterator[T]]) -> AsyncIterator[T]:
+        cursor = await self._read(rows)
+        while batch := await self._read(lambda db: list(itertools.islice(cursor, ROWS_PER_BATCH))):
             for item in batch:
                 yield item
 
-    async def verify_chain(self) -> tuple[int, int | None]:
-        return await self._read(lambda db: chain.verify(self._observations(db, None)))
+    async def chain_head(self) -> chain.ChainHead:
+        return await self._read(sqlite_audit.head)
+
+    async def verify_audit(self, head: str | None = None) -> chain.Audit:
+        def read(db: sqlite3.Connection) -> chain.Audit:
+            db.execute("BEGIN")  # one snapshot for the three tables the walk merges
+            try:
+                mode = sqlite_audit.mode(db)
+                problem = chain.key_problem(mode, self._key, self.path)
+                if problem is not None:
+                    raise StateError(problem)
+                return chain.verify(sqlite_audit.links(db), mode, self._key, head)
+            finally:
+                db.execute("COMMIT")
+
+        return await self._read(read)
 
     async def prune_outputs(self, before: datetime) -> int:
         def write(db: sqlite3.Connection) -> int:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable
 
+from fpwatch.store import sqlite_audit
+
 
 def _script(db: sqlite3.Connection, sql: str) -> None:
     """Run DDL statement by statement: executescript() would COMMIT the migration's transaction."""
@@ -170,6 +172,66 @@ def _m006_borders(db: sqlite3.Connection) -> None:
     db.execute("ALTER TABLE model_state ADD COLUMN borders TEXT NOT NULL DEFAULT '{}'")
 
 
+UPGRADED = "fpwatch was upgraded (audit chain v2): restart every fpwatch process that uses this database"
+
+
+def _m007_audit_chain(db: sqlite3.Connection) -> None:
+    """One hash chain through observations, events and acks (store/chain.py): each row takes its position `seq`;
+    an ack becomes a row of its own; the switch to keyed mode is a link of its own, in `audit_mode`. The rows
+    already there are chained as they are (sqlite_audit.chain_upgrade), so an upgraded database verifies. No
+    observation is rewritten (their position is their id): the migration's time grows with the events, not with
+    the observations, and a big database upgrades well within a service's start timeout.
+
+    An fpwatch of before, still running (a daemon not restarted yet), would go on writing observations without a
+    position and acknowledgements without a link, breaking the chain for good: the triggers refuse both, and
+    its error says what to do. (It cannot write an event alone: it records one only after its check's
+    observations, in the same transaction, which the first refused insert rolls back.)"""
+    _script(
+        db,
+        """
+        ALTER TABLE observations ADD COLUMN seq INTEGER;
+        ALTER TABLE events ADD COLUMN seq INTEGER;
+        ALTER TABLE events ADD COLUMN prev_hash TEXT;
+        ALTER TABLE events ADD COLUMN hash TEXT;
+        CREATE TABLE acks (
+            id INTEGER PRIMARY KEY,
+            event_id INTEGER NOT NULL,
+            time TEXT NOT NULL,
+            comment TEXT,
+            seq INTEGER NOT NULL,
+            prev_hash TEXT NOT NULL,
+            hash TEXT NOT NULL
+        );
+        CREATE INDEX acks_event ON acks (event_id);
+        CREATE TABLE audit_mode (
+            from_row INTEGER PRIMARY KEY,
+            key_id TEXT NOT NULL,
+            set_at TEXT NOT NULL,
+            prev_hash TEXT NOT NULL,
+            hash TEXT NOT NULL
+        )
+        """,
+    )
+    sqlite_audit.chain_upgrade(db)
+    _script(
+        db,
+        """
+        CREATE UNIQUE INDEX events_seq ON events (seq);
+        CREATE UNIQUE INDEX acks_seq ON acks (seq)
+        """,
+    )
+    # One statement each: a trigger's body holds semicolons, which _script would split.
+    db.execute(
+        "CREATE TRIGGER observations_chained BEFORE INSERT ON observations WHEN NEW.seq IS NULL "
+        f"BEGIN SELECT RAISE(ABORT, '{UPGRADED}'); END"
+    )
+    db.execute(
+        "CREATE TRIGGER events_ack_chained BEFORE UPDATE OF acked_at ON events WHEN NEW.acked_at IS NOT NULL "
+        "AND NOT EXISTS (SELECT 1 FROM acks WHERE acks.event_id = NEW.id AND acks.time = NEW.acked_at) "
+        f"BEGIN SELECT RAISE(ABORT, '{UPGRADED}'); END"
+    )
+
+
 MIGRATIONS: list[tuple[str, Callable[[sqlite3.Connection], None]]] = [
     ("001_initial", _m001_initial),
     ("002_outbox", _m002_outbox),
@@ -177,4 +239,5 @@ MIGRATIONS: list[tuple[str, Callable[[sqlite3.Connection], None]]] = [
     ("004_drift", _m004_drift),
     ("005_drift_checks", _m005_drift_checks),
     ("006_borders", _m006_borders),
+    ("007_audit_chain", _m007_audit_chain),
 ]
