@@ -26,6 +26,7 @@ def snapshot(tmp_path: Path, **changes: object) -> health.Snapshot:
     config = load_config(path, TYPES, env={})
     base = health.Snapshot(
         now=T0,
+        wall=T0,
         monotonic=500.0,
         started=T0 - timedelta(minutes=10),
         scheduler_running=True,
@@ -96,7 +97,7 @@ class FakeTime:
         self.tick += seconds
 
     def clock(self) -> Clock:
-        return Clock(now=lambda: self.wall, monotonic=lambda: self.tick)
+        return Clock(now=lambda: self.wall, monotonic=lambda: self.tick, wall=lambda: self.wall)
 
 
 def test_a_daemon_whose_scheduler_does_not_fire_turns_unhealthy_as_its_clock_moves(tmp_path: Path) -> None:

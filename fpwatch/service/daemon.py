@@ -13,8 +13,13 @@ research/library-practice.md sections 1 and 5:
   scheduler and the checks are healthy.
 
 The store is awaited (its work runs on its own threads), so a database locked by another process
-delays recording, never signals, `/healthz` or the other models' probes. The daemon reads the time
-from its `clock`, so tests control it.
+delays recording, never signals, `/healthz` or the other models' probes. One daemon per SQLite state
+(service/instance.py); a failed write is a health reason from the first failure, and a database deleted
+or replaced under the daemon stops it (exit 1) rather than let it write into a lost file.
+
+The daemon reads the time from its `clock`, so tests control it. It records and decides on
+`SteadyTime`, which does not jump with the wall clock: a clock set back or forward is logged and
+counted, the planned runs are moved with it, and no grace period, schedule or health test sees it.
 """
 
 from __future__ import annotations
@@ -43,12 +48,12 @@ from apscheduler.events import (
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from fpwatch.check import CheckContext, CheckResult, policy_for, run_check
-from fpwatch.clock import Clock, utcnow
+from fpwatch.clock import Clock, SteadyTime, steady_clock
 from fpwatch.config import Config, ModelConfig, load_config, mask_url, validate_notifier_urls
 from fpwatch.detect.state import ModelState
 from fpwatch.detect.verdict import state_label
 from fpwatch.discovery import run_discovery
-from fpwatch.errors import ConfigError, FpwatchError
+from fpwatch.errors import ConfigError, FpwatchError, StateError
 from fpwatch.logs import get_logger
 from fpwatch.notify import Notifier, routes
 from fpwatch.providers import TYPES, Providers
@@ -56,14 +61,19 @@ from fpwatch.providers.http import new_client
 from fpwatch.redact import Redactor
 from fpwatch.report.summary import model_summary
 from fpwatch.service import health, systemd
+from fpwatch.service.instance import FileIdentity, InstanceLock
 from fpwatch.service.metrics import Metrics
 from fpwatch.service.schedule import JOB_PREFIX, schedule_key, trigger
+from fpwatch.service.timekeeping import ClockFollower
 from fpwatch.store import Store, open_store
+from fpwatch.store.chain import ChainHead
 
 DISCOVERIES = 2  # border-input discoveries running at once (each holds its provider's concurrency for a while)
 DRAIN_SECONDS = 20.0  # + a 5 s notification flush + the store's 3 s close grace: below the unit's TimeoutStopSec=30s
 HEARTBEAT_EVERY = 60.0
 STATUS_EVERY = 1.0  # 1,000 models must not mean 1,000 datagrams a minute
+STATE_WATCH_EVERY = 2.0  # seconds between looks at the state file under the configured path
+HEAD_EVERY = 60.0  # the audit chain's head goes to the log after a check at most this often, and after any event
 
 log = get_logger("fpwatch.daemon")
 
@@ -80,7 +90,7 @@ class Daemon:
     metrics: Metrics = field(default_factory=Metrics)
     states: dict[str, ModelState] = field(default_factory=dict)
     redact: Redactor = field(default_factory=Redactor)  # shared with the log pipeline: reloads add secrets
-    clock: Clock = field(default_factory=Clock)
+    clock: Clock = field(default_factory=steady_clock)
     last_reload_ok: bool = True
 
     def __post_init__(self) -> None:
@@ -100,6 +110,16 @@ class Daemon:
         self.discovery_slots = asyncio.Semaphore(DISCOVERIES)
         self._schedule_keys: dict[str, str] = {}
         self._scheduled_since: dict[str, datetime] = {}  # when each model's current schedule began
+        self.exit_code = 0
+        self._state_problems: dict[str, str] = {}  # "write" / "lost" -> the health reason
+        self._state_file: FileIdentity | None = None
+        self._lock: InstanceLock | None = None
+        steady = self.clock.now
+        self._clock_follower = (
+            ClockFollower(self.scheduler, steady, self.metrics) if isinstance(steady, SteadyTime) else None
+        )
+        self._last_head = -HEAD_EVERY
+        self.head: ChainHead | None = None
 
     # -- lifecycle
 
@@ -111,13 +131,19 @@ class Daemon:
         if signal.SIGTERM in _EARLY_SIGNALS:
             self.stop_requested.set()
         _EARLY_SIGNALS.clear()  # a SIGHUP during start-up: the config was just read anyway
-        server = self._start_endpoint()  # first: a taken port should stop us before anything is opened
+        # First the one-daemon lock (a second daemon is named, not mistaken for a taken port), then the port,
+        # which should stop us before anything is opened.
+        self._lock = InstanceLock(self.config.settings.state.resolve())  # one lock whatever path leads to the file
+        self._lock.acquire(self.clock.now())
+        server = None
         try:
+            server = self._start_endpoint()
             await self.open()
         except BaseException:
             if server is not None:
                 server.shutdown()
                 server.server_close()
+            self._lock.release()
             raise
         self.scheduler.add_listener(self._on_job_event, EVENT_JOB_ERROR | EVENT_JOB_MISSED | EVENT_JOB_MAX_INSTANCES)
         self.scheduler.add_listener(self._on_submitted, EVENT_JOB_SUBMITTED)
@@ -128,6 +154,8 @@ class Daemon:
         watchdog = asyncio.create_task(self._watchdog())
         delivery = asyncio.create_task(self._deliver_forever())
         log.info("daemon started", models=len(self.config.models), state=str(self.config.settings.state))
+        if self.head is not None:
+            log.info(self.head.line(), **self.head.to_json())
         systemd.notify("READY=1", f"STATUS={self.status_line()}")
         try:
             while not self.stop_requested.is_set():
@@ -141,11 +169,14 @@ class Daemon:
                     await self.reload()
         finally:
             await self._shutdown(watchdog, delivery, server)
-        return 0
+        return self.exit_code
 
     async def open(self) -> None:
         """The state database, the providers' clients, the notifier: what checks need."""
-        self.store: Store = await open_store(self.config.settings.state)
+        state = self.config.settings.state
+        self.store: Store = await open_store(state, audit_key=self.config.settings.audit_key)
+        self._state_file = FileIdentity.of(state)
+        self.head = await self.store.chain_head()
         self.states = {m.name: await self.store.load_state(m.name) for m in self.config.models}
         self.providers = Providers(self.config.settings.max_concurrency)
         self.notifier = Notifier(self.config, self.store, on_failure=self._delivery_failed, clock=self.clock.now)
@@ -160,6 +191,8 @@ class Daemon:
     async def close(self) -> None:
         await self.providers.aclose()
         await self.store.close()
+        if self._lock is not None:
+            self._lock.release()
 
     async def _deliver_forever(self) -> None:
         """Group and send notifications every second; a failure here never stops the daemon."""
@@ -201,6 +234,9 @@ class Daemon:
         if server is not None:
             server.shutdown()
             server.server_close()
+        with contextlib.suppress(FpwatchError):  # the last rows this run wrote, published on the way out
+            head = await self.store.chain_head()
+            log.info(head.line(), **head.to_json())
         await self.close()
         log.info("stopped")
 
@@ -222,7 +258,8 @@ class Daemon:
             self._reload_failed(1)
             return
         old, new = self.config.settings, config.settings
-        later = [k for k in ("state", "listen", "max_concurrency", "log_format") if getattr(old, k) != getattr(new, k)]
+        restart = ("state", "listen", "max_concurrency", "log_format", "audit_key")  # the store is opened once
+        later = [k for k in restart if getattr(old, k) != getattr(new, k)]
         if later:
             log.warning("these settings take effect at the next restart", settings=later)
         self.config = config
@@ -253,12 +290,12 @@ class Daemon:
                 self.states.pop(name, None)
                 self.metrics.forget(name)
                 log.info("model removed", model=name)
-        now = self.clock.now()
+        now, wall = self.clock.now(), self.clock.wall()  # APScheduler plans on the wall clock
         for job_id, model in wanted.items():
             key = schedule_key(model)
             existing = self.scheduler.get_job(job_id) if not first else None
             if existing is None:
-                start = now + timedelta(seconds=random.uniform(0, self._spread(model)))
+                start = wall + timedelta(seconds=random.uniform(0, self._spread(model)))
                 self.scheduler.add_job(
                     self._check_job, trigger(model, start), id=job_id, args=[model.name], next_run_time=start
                 )
@@ -267,7 +304,7 @@ class Daemon:
                     self.states.setdefault(model.name, await self.store.load_state(model.name))
                     log.info("model added", model=model.name)
             elif self._schedule_keys.get(model.name) != key:
-                start = now + timedelta(seconds=random.uniform(0, self._spread(model)))
+                start = wall + timedelta(seconds=random.uniform(0, self._spread(model)))
                 self.scheduler.reschedule_job(job_id, trigger=trigger(model, start))
                 self._scheduled_since[model.name] = now
                 log.info("schedule changed", model=model.name, interval=str(model.interval), cron=model.cron)
@@ -299,7 +336,11 @@ class Daemon:
             # Nothing half-written: a write it had asked for completes (the check is recorded) before the store closes.
             log.warning("check cancelled at the drain deadline", model=name)
             return
-        except FpwatchError as exc:  # e.g. the database stayed locked: expected, one line
+        except StateError as exc:  # locked, full, unwritable: a reason for /healthz from the first failure
+            self._write_failed(exc)
+            log.error("check not recorded", model=name, error=str(exc))
+            return
+        except FpwatchError as exc:
             log.warning("check not recorded", model=name, error=str(exc))
             return
         except Exception:
@@ -310,11 +351,13 @@ class Daemon:
             self.metrics.in_flight.set(len(self.in_flight))
         if self.config.model(name) is None:
             return  # removed by a reload while it ran: forget it, do not resurrect its metrics
+        self._state_problems.pop("write", None)
         self.states[name] = result.state
         self.metrics.observe(result)
         if self.on_result is not None:
             self.on_result(result)
         self._announce()
+        await self._publish_head(news=bool(result.events))
         if result.error is None:
             await self._heartbeat()
             self._maybe_discover(model, result.state)
@@ -344,11 +387,43 @@ class Daemon:
         except asyncio.CancelledError:
             log.info("border-input discovery stopped; it runs again at the next start", model=model.name)
         except FpwatchError as exc:
+            if isinstance(exc, StateError):
+                self._write_failed(exc)
             log.warning("border-input discovery not recorded", model=model.name, error=str(exc))
         except Exception:
             log.exception("border-input discovery crashed", model=model.name)
         finally:
             self.discovering.pop(model.name, None)
+
+    async def _publish_head(self, news: bool) -> None:
+        """The audit chain's head in the log, where a later edit of the database cannot reach it: after every
+        check that raised an event, else at most once a minute (1,000 models must not mean 1,000 lines)."""
+        try:
+            self.head = await self.store.chain_head()  # /api/v1/status serves it too
+        except FpwatchError as exc:
+            log.warning("audit head not read", error=str(exc))
+            return
+        now = self.clock.monotonic()
+        if news or now - self._last_head >= HEAD_EVERY:
+            self._last_head = now
+            log.info(self.head.line(), **self.head.to_json())
+
+    def _write_failed(self, exc: StateError) -> None:
+        self.metrics.state_write_failures.inc()
+        if "write" not in self._state_problems:
+            at = self.clock.now().strftime("%H:%M:%S UTC")
+            self._state_problems["write"] = f"the state database could not be written since {at}: {exc}"
+
+    def _watch_state_file(self) -> None:
+        """Stop, loudly, when the database at the configured path is no longer the file we have open."""
+        lost = self._state_file.lost() if self._state_file is not None else None
+        if lost is None or "lost" in self._state_problems:
+            return
+        self._state_problems["lost"] = lost
+        log.error(lost + "; stopping (exit 1) so that a restart opens the file at that path")
+        systemd.notify(f"STATUS={lost}")
+        self.exit_code = 1
+        self.stop_requested.set()
 
     def _announce(self) -> None:
         if not systemd.notify_socket():
@@ -373,7 +448,7 @@ class Daemon:
             log.warning("heartbeat ping failed", error=type(exc).__name__, url=mask_url(url.reveal()))
 
     def _on_submitted(self, event: JobSubmissionEvent) -> None:
-        now = utcnow()  # APScheduler's run times are wall-clock
+        now = self.clock.wall()  # APScheduler's run times are wall-clock
         for scheduled in event.scheduled_run_times:
             self.metrics.schedule_lag.observe(max(0.0, (now - scheduled).total_seconds()))
 
@@ -395,6 +470,7 @@ class Daemon:
         """What health needs, copied (/healthz reads it on the endpoint's thread while checks come and go)."""
         return health.Snapshot(
             now=self.clock.now(),
+            wall=self.clock.wall(),
             monotonic=self.clock.monotonic(),
             started=self.started,
             scheduler_running=self.scheduler.running,
@@ -404,6 +480,7 @@ class Daemon:
             models=self.config.models,
             last_checks={name: state.last_check for name, state in list(self.states.items())},
             scheduled_since=dict(self._scheduled_since),
+            state_problems=list(self._state_problems.values()),
         )
 
     def health(self) -> list[str]:
@@ -417,9 +494,14 @@ class Daemon:
     async def _watchdog(self) -> None:
         """Tick for /healthz's blocked-loop test; ping systemd's watchdog while the scheduler is live."""
         interval = systemd.watchdog_interval()
-        last_ping = 0.0
+        last_ping = last_watch = 0.0
         while True:
             self._loop_tick = self.clock.monotonic()
+            if self._clock_follower is not None:
+                self._clock_follower.tick(self.clock.wall())
+            if self._loop_tick - last_watch >= STATE_WATCH_EVERY:
+                last_watch = self._loop_tick
+                self._watch_state_file()
             if interval is not None and self._loop_tick - last_ping >= interval and not self.stuck():
                 systemd.notify("WATCHDOG=1")
                 last_ping = self._loop_tick
@@ -440,9 +522,14 @@ class Daemon:
     def status(self) -> dict[str, Any]:
         """What /api/v1/status serves: the JSON of `fpwatch status` (from the daemon's own memory)."""
         now = self.clock.now()
-        return {
+        status: dict[str, Any] = {
             "models": [model_summary(m, self.states.get(m.name) or ModelState(m.name), now) for m in self.config.models]
         }
+        if self.head is not None:
+            status["audit"] = self.head.to_json()
+        if isinstance(self.clock.now, SteadyTime) and self.clock.now.skew:
+            status["clock_skew_seconds"] = round(self.clock.now.skew, 3)  # the wall clock minus the daemon's time
+        return status
 
     # -- HTTP endpoint
 

@@ -27,7 +27,8 @@ class Reason:
 class Snapshot:
     """What the daemon knows at one moment, as health needs it."""
 
-    now: datetime
+    now: datetime  # the daemon's own time (it does not jump with the wall clock)
+    wall: datetime  # the wall clock, which APScheduler's planned run times are on
     monotonic: float
     started: datetime
     scheduler_running: bool
@@ -37,11 +38,12 @@ class Snapshot:
     models: Sequence[ModelConfig]
     last_checks: Mapping[str, datetime | None]  # model -> its last check attempt
     scheduled_since: Mapping[str, datetime]  # model -> when its current schedule began
+    state_problems: Sequence[str] = ()  # the state database: a failed write, a file deleted under us
 
 
 def reasons(s: Snapshot) -> list[Reason]:
     """Reasons the daemon is unhealthy; empty when all is well."""
-    out = []
+    out = [Reason(text) for text in s.state_problems]
     if not s.scheduler_running:
         out.append(Reason("the scheduler is not running", restart_helps=True))
     blocked = s.monotonic - s.loop_tick
@@ -50,7 +52,7 @@ def reasons(s: Snapshot) -> list[Reason]:
     overdue = [
         name
         for name, next_run in s.next_runs
-        if next_run is not None and s.now - next_run > timedelta(seconds=MISFIRE_GRACE_SECONDS + 30)
+        if next_run is not None and s.wall - next_run > timedelta(seconds=MISFIRE_GRACE_SECONDS + 30)
     ]
     if overdue:
         out.append(Reason(f"the scheduler is stuck: {len(overdue)} checks overdue (e.g. {overdue[0]})", True))

@@ -75,6 +75,17 @@ class Metrics:
         self.reload_time = Gauge(
             "fpwatch_config_last_reload_success_timestamp_seconds", "When the config last loaded", registry=r
         )
+        self.clock_jumps = Counter(
+            "fpwatch_clock_jumps", "Steps of the wall clock larger than a minute, seen by the daemon", registry=r
+        )
+        self.clock_skew = Gauge(
+            "fpwatch_clock_skew_seconds",
+            "The wall clock minus the time the daemon records by (nonzero after a jump, until a restart)",
+            registry=r,
+        )
+        self.state_write_failures = Counter(
+            "fpwatch_state_write_failures", "Writes to the state database that failed (a full disk, I/O)", registry=r
+        )
 
     def observe(self, result: CheckResult) -> None:
         """Account for one finished check."""
