@@ -22,8 +22,8 @@ from fpwatch.sim import Simulator
 
 FIXTURES = Path(__file__).parent / "fixtures" / "responses"
 ALL = sorted(p.name for p in FIXTURES.glob("*.json"))
-# Native Anthropic and Gemini formats belong to adapters that do not exist yet; through the
-# OpenAI-format parser they must still give a clear error, never a crash.
+# Native Anthropic and Gemini bodies belong to their own adapters (test_anthropic.py, test_gemini.py); through
+# the OpenAI-format parser (a provider whose type is wrong) they must still give a clear error, never a crash.
 OTHER_WIRE = {n for n in ALL if n.startswith("anthropic-") or (n.startswith("gemini-") and "openai-compat" not in n)}
 
 

@@ -100,6 +100,9 @@ class ProviderType:
     key_variable: str | None = None  # the environment variable people keep this provider's key in
     key_required: bool = False
     extra_keys: tuple[str, ...] = ()  # keys of [providers.NAME] only this type takes (Azure's api_version)
+    # Canary options the wire format has no field for ("seed", "logprobs"): never sent, as if every model of the
+    # type rejected them; a canary that insists (logprobs = true) is a config error for its models.
+    unsupported: frozenset[str] = frozenset()
     supported: bool = True  # False: named in the contract, not implemented yet
 
 

@@ -339,6 +339,8 @@ class Reader(CanaryReader):
             budget = self.integer(tbl, "discovery_budget", loc, discovery_budget, 0)
             self.selectors.update([name, *tags] if name else tags)
             self._blame_defaults(first_problem, loc, tbl, defaults)
+            if provider is not None:  # after the blame: the fix is this model's list, even when inherited
+                self._check_unsupported(model_canaries, self.types[provider.type], join(loc, "canaries"))
             if provider is None or not model_id or not name or schedule is None:
                 continue
             out.append(
@@ -354,6 +356,18 @@ class Reader(CanaryReader):
                 )
             )
         return out
+
+    def _check_unsupported(self, canaries: tuple[Canary, ...], spec: ProviderType, loc: str) -> None:
+        """A canary that insists on logprobs (true, not "auto") cannot be sent to a type that has none."""
+        if "logprobs" not in spec.unsupported:
+            return
+        for canary in canaries:
+            if canary.logprobs is True:
+                self.problem(
+                    loc,
+                    f'canary "{canary.name}" sets logprobs = true, but type "{spec.name}" has no logprobs; set '
+                    'logprobs = "auto" (asked where a provider has them) or false, or list other canaries here',
+                )
 
     def _blame_defaults(self, first: int, loc: str, own: Mapping[str, Any], defaults: Mapping[str, Any]) -> None:
         """A bad value a model inherited is the [defaults] entry's fault: report it there (once)."""

@@ -12,7 +12,7 @@ from typing import Any, ClassVar, Protocol
 
 from fpwatch.config import Canary, ModelConfig, ProviderConfig, ProviderType
 from fpwatch.detect.observation import FingerprintState, FirstToken
-from fpwatch.providers.http import Exchange
+from fpwatch.providers.http import BodyDelay, Exchange
 
 
 @dataclass(frozen=True)
@@ -21,6 +21,7 @@ class Request:
     headers: Mapping[str, str]
     payload: Mapping[str, Any]
     params: Mapping[str, str] | None = None
+    body_delay: BodyDelay | None = None  # the wait an error body asks for (Gemini's RetryInfo); None: headers only
 
 
 @dataclass(frozen=True)

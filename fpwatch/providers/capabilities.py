@@ -12,8 +12,17 @@ from fpwatch.errors import ProbeError
 CAPABILITIES = ("temperature", "logprobs", "seed")
 REASONING_TOKENS = 512  # reasoning tokens come out of the same budget as the answer
 
-_UNSUPPORTED = re.compile(r"unsupported|not supported|does not support|only the default", re.IGNORECASE)
-_OPTION = re.compile(r"\b(temperature|top_logprobs|toplogprobs|logprobs|seed)\b", re.IGNORECASE)
+# "not enabled": Gemini's "Logprobs is not enabled for models/gemini-2.5-pro"; "cannot find field": Gemini's
+# OpenAI-compatible endpoint, 'Unknown name "seed": Cannot find field.'; "deprecated for this model": Anthropic's
+# newer models (Opus 4.7+), "`temperature` is deprecated for this model."
+_UNSUPPORTED = re.compile(
+    r"unsupported|not supported|does not support|only the default|not enabled|cannot find field"
+    r"|deprecated for this model",
+    re.IGNORECASE,
+)
+_OPTION = re.compile(
+    r"\b(temperature|top_logprobs|toplogprobs|response_?logprobs|logprobs|seed)\b", re.IGNORECASE
+)
 
 
 def adapt(canary: Canary, unsupported: frozenset[str]) -> Canary:
@@ -52,7 +61,8 @@ def rejected_option(error: ProbeError | str, canary: Canary) -> str | None:
         "seed": canary.seed is not None,
     }
     for match in _OPTION.finditer(words):
-        option = "logprobs" if match.group(1).lower() in ("top_logprobs", "toplogprobs") else match.group(1).lower()
+        word = match.group(1).lower()
+        option = "logprobs" if word.endswith("logprobs") else word
         if sends[option]:
             return option
     return None

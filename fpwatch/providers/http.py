@@ -4,7 +4,8 @@ The only module that imports httpx (import-linter keeps it so), so a move to the
 (httpx2) is a one-line change.
 Retries follow the official OpenAI SDK's rules (research/library-practice.md section 4.2): retry
 408/409/429/5xx/529 and connection errors with exponential backoff and jitter, prefer
-`retry-after-ms`, then `Retry-After` (seconds or an HTTP date), obey `x-should-retry`, and never wait
+`retry-after-ms`, then `Retry-After` (seconds or an HTTP date), then the wait a wire format states in
+its error body (`BodyDelay`: Gemini's `RetryInfo.retryDelay`), obey `x-should-retry`, and never wait
 past the request's deadline. Every attempt is recorded: retries hide exactly the degradation a
 monitor exists to see.
 """
@@ -17,7 +18,7 @@ import email.utils
 import functools
 import ssl
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +34,10 @@ RETRY_BASE, RETRY_CAP = 0.5, 8.0  # seconds: full-jitter backoff between attempt
 MAX_BODY = 4 * 1024 * 1024  # canary answers are tiny; anything bigger is a misbehaving server
 # A 429 that needs a person (no credits left) is final however it is dressed: retrying cannot help.
 FINAL_MARKERS = (b"insufficient_quota",)
+# Seconds an error body asks to wait before trying again, for wire formats that say it there rather than in
+# Retry-After (an adapter's `Request.body_delay`); None: the body does not say; above MAX_SERVER_DELAY (even
+# math.inf, "not before a daily quota resets"): reported, not waited for.
+BodyDelay = Callable[[bytes], float | None]
 
 
 class TransportFailure(Exception):
@@ -148,6 +153,7 @@ async def post_json(
     params: Mapping[str, str] | None = None,
     max_attempts: int = MAX_ATTEMPTS,
     max_body: int = MAX_BODY,
+    body_delay: BodyDelay | None = None,
 ) -> Exchange:
     """POST JSON with retries inside `timeout` seconds in all; return the final response.
 
@@ -177,6 +183,8 @@ async def post_json(
             waited = delay
             continue
         asked = server_delay(response_headers)
+        if asked is None and body_delay is not None and status >= 400:
+            asked = body_delay(body)  # headers first: a server that sends both means the same wait
         attempts.append(Attempt(status, None, waited, asked, _request_id(response_headers)))
         should = response_headers.get("x-should-retry", "").lower()
         retryable = should == "true" or (should != "false" and status in RETRYABLE)

@@ -101,8 +101,10 @@ async def probe(
 
     With `rejected` given, a 400 that says the model does not support temperature, logprobs or seed
     is not the end: the option is recorded there (option -> the provider's words), the canary is
-    adapted (capabilities.adapt) and the request sent again without it.
+    adapted (capabilities.adapt) and the request sent again without it. Options the provider type has no
+    field for (`ProviderType.unsupported`: Anthropic's seed and logprobs) are left out from the start.
     """
+    canary = adapt(canary, session.adapter.spec.unsupported)
     for _ in range(len(CAPABILITIES) + 1):
         observation, option = await _probe_once(session, model, canary, sample, redact=redact, clock=clock)
         if option is None or rejected is None:
@@ -140,6 +142,7 @@ async def _probe_once(
                     request.headers,
                     params=request.params,
                     timeout=model.timeout.total_seconds(),
+                    body_delay=request.body_delay,
                 )
             except TransportFailure as failure:
                 failed = observed(

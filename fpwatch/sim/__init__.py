@@ -1,8 +1,9 @@
-"""A simulated OpenAI-compatible chat API on loopback, scriptable while it runs: a real threaded HTTP/1.1 server
-(`Simulator`, `serve()` for `fpwatch simulate`) that also answers in-process (`Simulator.respond()`), driven by a
-scenario of per-model fingerprints, answer distributions, latency, phases and faults, plus helpers that build the
-temperature-0 noise and the model changes fpwatch must detect; the scenario format, routes, faults and admin
-endpoints are documented in `fpwatch/sim/scenario.py`.
+"""A simulated LLM API on loopback (OpenAI chat completions and Azure, Anthropic Messages, Gemini generateContent),
+scriptable while it runs: a real threaded HTTP/1.1 server (`Simulator`, `serve()` for `fpwatch simulate`) that
+also answers in-process (`Simulator.respond()`), driven by a scenario of per-model fingerprints, answer
+distributions, latency, phases and faults, plus helpers that build the temperature-0 noise and the model changes
+fpwatch must detect; the scenario format, routes, faults and admin endpoints are documented in
+`fpwatch/sim/scenario.py`.
 """
 
 from fpwatch.sim.changes import (

@@ -8,6 +8,7 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -29,7 +30,13 @@ class _Backend(Protocol):
     def _handle_admin(self, method: str, path: str, raw: bytes) -> _Reply: ...
 
     def _handle_api(
-        self, method: str, target: str, authorization: str | None, api_key: str | None, raw: bytes
+        self,
+        method: str,
+        target: str,
+        authorization: str | None,
+        api_key: str | None,
+        raw: bytes,
+        header: Callable[[str], str | None],
     ) -> _Reply: ...
 
 
@@ -128,7 +135,8 @@ class _Handler(BaseHTTPRequestHandler):
         if path.startswith("/_sim/"):
             return simulator._handle_admin(self.command, path, raw)
         authorization, api_key = self.headers.get("Authorization"), self.headers.get("api-key")
-        return simulator._handle_api(self.command, self.path, authorization, api_key, raw)
+        # `header`: any other request header a dialect reads (Anthropic's x-api-key and anthropic-version).
+        return simulator._handle_api(self.command, self.path, authorization, api_key, raw, self.headers.get)
 
     def _read_body(self) -> bytes | None:
         """The request body; None when the request was refused (and the connection closed)."""

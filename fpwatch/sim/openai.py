@@ -8,7 +8,16 @@ import time
 from typing import Any
 
 from fpwatch.sim.scenario import JsonDict, _describe, _is_number
-from fpwatch.sim.wire import _ChatRequest, _hex_id, _html_page, _Rejected, _Reply, _Route, _seconds_header
+from fpwatch.sim.wire import (
+    _ChatRequest,
+    _hex_id,
+    _html_page,
+    _Rejected,
+    _Reply,
+    _retry_headers,
+    _Route,
+    _seconds_header,
+)
 
 _MAX_TOP_LOGPROBS = 20
 _NULL, _ABSENT = "<null>", "<absent>"
@@ -70,12 +79,7 @@ def _rate_limited(fault: JsonDict, model: str) -> _Reply:
     )
     reply = _openai_error(429, message, "requests", None, "rate_limit_exceeded")
     reply.headers["x-ratelimit-remaining-requests"] = "0"
-    if "retry_after" in fault:
-        reply.headers["Retry-After"] = _seconds_header(fault["retry_after"])
-    if "retry_after_ms" in fault:
-        reply.headers["retry-after-ms"] = _seconds_header(fault["retry_after_ms"])
-    if "should_retry" in fault:
-        reply.headers["x-should-retry"] = "true" if fault["should_retry"] else "false"
+    _retry_headers(reply, fault)
     return reply
 
 
@@ -126,6 +130,7 @@ def _fault_reply(fault: JsonDict, model: str, request_id: str) -> _Reply:
         reply = _quota_exceeded()
     elif kind in ("500", "502", "503", "529"):
         reply = _server_error(int(kind), request_id)
+        _retry_headers(reply, fault)  # only 529 takes the options
     elif kind == "malformed":
         reply = _malformed(model)
     elif kind == "html":

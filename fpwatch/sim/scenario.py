@@ -14,6 +14,9 @@ Routes
   the deployment name is the model id. Without ``api-version`` the answer is Azure's 404.
 - ``POST /openai/v1/chat/completions``: Azure OpenAI v1 (model from the body).
 - ``GET /v1/models``: the models the scenario names.
+- ``POST /v1/messages``: Anthropic's Messages API, ``x-api-key`` auth (its dialect: fpwatch/sim/anthropic.py).
+- ``POST /v1beta/models/{model}:generateContent`` (and ``/v1/...``): the Gemini API, ``x-goog-api-key`` or
+  ``?key=`` auth, the model id from the path (its dialect: fpwatch/sim/gemini.py).
 
 When the simulator has an API key, requests must send ``Authorization: Bearer KEY`` or
 ``api-key: KEY``. A wrong key gets OpenAI's 401 whose message *repeats the key that was sent*, so
@@ -139,7 +142,8 @@ Each fault is an object with a ``kind`` (a bare string such as ``"500"`` is shor
   ``rate_limit_exceeded``; each option adds its header (``Retry-After``, ``retry-after-ms``,
   ``x-should-retry``), and none is sent unless asked for.
 - ``{"kind": "quota"}``: 429 ``insufficient_quota``, no ``Retry-After``.
-- ``{"kind": "500"}``, ``"502"``, ``"503"``: OpenAI ``server_error`` bodies; ``"529"``: overloaded.
+- ``{"kind": "500"}``, ``"502"``, ``"503"``: OpenAI ``server_error`` bodies; ``"529"``: overloaded (with the
+  429's three options).
 - ``{"kind": "timeout", "delay": 30}``: wait ``delay`` seconds (default 30), then answer normally.
 - ``{"kind": "malformed"}``: HTTP 200 with a truncated JSON body. With ``"replace": {"PATH": value}``
   instead a complete answer with those fields set (``"choices.0.message": null``,
@@ -230,7 +234,7 @@ _FAULT_OPTIONS: dict[str, tuple[str, ...]] = {
     "500": (),
     "502": (),
     "503": (),
-    "529": (),
+    "529": ("retry_after", "retry_after_ms", "should_retry"),
     "timeout": ("delay",),
     "malformed": ("replace",),
     "html": ("status",),

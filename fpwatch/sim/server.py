@@ -9,10 +9,13 @@ import signal
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from types import FrameType, TracebackType
 from typing import Any
 from urllib.parse import SplitResult, unquote, urlsplit
 
+from fpwatch.sim import anthropic as _anthropic
+from fpwatch.sim import gemini as _gemini
 from fpwatch.sim.behaviour import _Behaviour, _pieces, _Source
 from fpwatch.sim.httpd import _Server
 from fpwatch.sim.openai import (
@@ -39,6 +42,8 @@ from fpwatch.sim.wire import (
 )
 
 _DEFAULT_FAULT_DELAY = 30.0
+# The headers respond() (in-process, no HTTP) takes a caller to have sent.
+_IN_PROCESS_HEADERS = {"anthropic-version": _anthropic.VERSIONS[0]}
 _MAX_LOG_ENTRIES = 100_000  # a long `fpwatch simulate` session must not grow without bound
 _MIN_SHIFTED_LOGPROB = -0.0001
 
@@ -171,7 +176,8 @@ class Simulator:
         headers such as Retry-After are not returned.
         """
         auth = "none-required" if self._api_key is None else "ok"
-        reply = self._serve_api("POST", _split_target(path), body, auth, None, in_process=True)
+        target = _split_target(path)
+        reply = self._serve_api("POST", target, body, auth, None, in_process=True, header=_IN_PROCESS_HEADERS.get)
         if reply.disconnect:
             return 0, {}
         if reply.raw is not None:
@@ -258,12 +264,23 @@ class Simulator:
     # ---- answering API requests
 
     def _handle_api(
-        self, method: str, target: str, authorization: str | None, api_key: str | None, raw: bytes
+        self,
+        method: str,
+        target: str,
+        authorization: str | None,
+        api_key: str | None,
+        raw: bytes,
+        header: Callable[[str], str | None] = lambda name: None,
     ) -> _Reply:
         body = _parse_json(raw)
+        url = urlsplit(target)
+        if _match_route(method, url).kind.startswith("gemini"):  # x-goog-api-key or ?key=, never Authorization
+            authorization, api_key = None, _gemini._credential(header, url)
+        elif _match_route(method, url).kind == "anthropic":  # x-api-key, or a Bearer key (the SDK's 2.x way)
+            api_key = header("x-api-key")
         auth, sent_key = _authenticate(self._api_key, authorization, api_key)
         credential = _credential(authorization, api_key)
-        return self._serve_api(method, urlsplit(target), body, auth, sent_key, credential=credential)
+        return self._serve_api(method, url, body, auth, sent_key, credential=credential, header=header)
 
     def _serve_api(
         self,
@@ -275,15 +292,25 @@ class Simulator:
         *,
         in_process: bool = False,
         credential: str | None = None,
+        header: Callable[[str], str | None] = lambda name: None,
     ) -> _Reply:
         """Everything after reading the request, shared by HTTP and `respond()`."""
         route = _match_route(method, url)
-        request_id = "req_" + _hex_id(32)
-        early = _precheck(method, url.path, route, body, auth, sent_key)
+        anthropic = route.kind == "anthropic"
+        request_id = _anthropic._request_id() if anthropic else "req_" + _hex_id(32)
+        gemini = route.kind.startswith("gemini")
+        if gemini:
+            early: _Reply | _ChatRequest | None = _gemini._precheck(route, body, auth)
+        elif anthropic:
+            early = _anthropic._precheck(route, body, auth, header("anthropic-version"), request_id)
+        else:
+            early = _precheck(method, url.path, route, body, auth, sent_key)
         if isinstance(early, _ChatRequest):
             early.credential = credential
         entry: JsonDict | None = None
-        if self._log_requests:
+        if self._log_requests and gemini:
+            entry = _gemini._log_entry(method, url, body, auth, request_id, route.deployment)
+        elif self._log_requests:
             body_model = body.get("model") if isinstance(body, dict) else None
             model = route.deployment or (body_model if isinstance(body_model, str) else None)
             entry = _new_entry(method, url.path, model, body, auth, request_id)
@@ -302,7 +329,11 @@ class Simulator:
             if entry is not None:
                 entry["status"] = None if reply.disconnect else reply.status
                 entry["fault"] = reply.fault
-        reply.headers.setdefault("x-request-id", request_id)
+        if anthropic:
+            reply.headers.setdefault("request-id", request_id)
+            reply.provider_headers = False  # no openai-* headers
+        elif not gemini:  # the Gemini API sends no request id
+            reply.headers.setdefault("x-request-id", request_id)
         return reply
 
     def _model_list(self) -> JsonDict:
@@ -315,10 +346,17 @@ class Simulator:
 
     def _answer_chat(self, req: _ChatRequest, request_id: str) -> _Reply:
         behaviour = self._behaviour_for(req.model)
+        gemini = req.route.kind == "gemini"
+        anthropic = req.route.kind == "anthropic"
+        if behaviour is None and anthropic:
+            return _anthropic._not_found(req.model, request_id)
         if behaviour is None:
-            return _model_not_found(req.model, req.route.deployment is not None)
+            return _gemini._not_found(req.model) if gemini else _model_not_found(req.model, bool(req.route.deployment))
         if behaviour.rejects:
-            refusal = _refusal(req, behaviour.rejects)
+            if anthropic:
+                refusal = _anthropic._refusal(req, behaviour.rejects, request_id)
+            else:
+                refusal = (_gemini._refusal if gemini else _refusal)(req, behaviour.rejects)
             if refusal is not None:
                 return refusal
         fault = self._next_fault(req.model, behaviour)
@@ -326,14 +364,17 @@ class Simulator:
         if fault is not None and "replace" in fault:  # a malformed answer: a complete one, fields replaced
             reply = _Reply(200, _replaced(self._completion(req, behaviour), fault["replace"]), fault=fault["kind"])
         elif fault is not None and fault["kind"] != "timeout":
-            reply = _fault_reply(fault, req.model, request_id)
+            fault_reply = _anthropic._fault_reply if anthropic else _gemini._fault_reply if gemini else _fault_reply
+            reply = fault_reply(fault, req.model, request_id)
         else:
             reply = _Reply(200, self._completion(req, behaviour))
             if fault is not None:
                 reply.fault = "timeout"
                 delay += fault.get("delay", _DEFAULT_FAULT_DELAY)
+        if gemini:
+            reply.provider_headers = False  # no openai-* headers from Google
         if "request_id" in behaviour.echo_key and req.credential and reply.status == 200:
-            reply.headers["x-request-id"] = f"req_{req.credential}"
+            reply.headers["request-id" if anthropic else "x-request-id"] = f"req_{req.credential}"
         reply.delay = delay
         return reply
 
@@ -357,6 +398,16 @@ class Simulator:
             else None
         )
         resolved = answerer.resolve(req.model, rng)
+        if req.route.kind == "anthropic":  # no fingerprint or logprobs on the wire: the draw only picked the replica
+            message = _anthropic._message_body(req, answer, len(pieces), finish == "length", resolved)
+            if behaviour.echo_key and req.credential:
+                return _anthropic._echoed(message, req.credential, behaviour.echo_key)
+            return message
+        if req.route.kind == "gemini":  # no fingerprint on the wire: the draw above only picked the replica
+            body = _gemini._content_body(req, answer, len(pieces), finish == "length", resolved, logprobs)
+            if behaviour.echo_key and req.credential:
+                return _gemini._echoed(body, req.credential, behaviour.echo_key)
+            return body
         body = _completion_body(req, answer, finish, len(pieces), logprobs, resolved, fingerprint)
         return _echoed(body, req.credential, behaviour.echo_key) if behaviour.echo_key and req.credential else body
 

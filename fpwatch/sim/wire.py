@@ -25,6 +25,14 @@ def _hex_id(digits: int) -> str:
     return f"{_ids.getrandbits(digits * 4):0{digits}x}"
 
 
+_BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+
+def _base62_id(digits: int) -> str:
+    """Letters and digits, as Anthropic's ids (msg_01..., req_011C...) are written."""
+    return "".join(_ids.choices(_BASE62, k=digits))
+
+
 @dataclass
 class _Reply:
     """What to send back; built under the lock, encoded and sent (after `delay`) outside it."""
@@ -60,6 +68,16 @@ def _seconds_header(value: object) -> str:
     return str(int(number)) if number.is_integer() else f"{number:g}"
 
 
+def _retry_headers(reply: _Reply, fault: JsonDict) -> None:
+    """The headers a fault's retry options ask for (Retry-After, retry-after-ms, x-should-retry), none otherwise."""
+    if "retry_after" in fault:
+        reply.headers["Retry-After"] = _seconds_header(fault["retry_after"])
+    if "retry_after_ms" in fault:
+        reply.headers["retry-after-ms"] = _seconds_header(fault["retry_after_ms"])
+    if "should_retry" in fault:
+        reply.headers["x-should-retry"] = "true" if fault["should_retry"] else "false"
+
+
 def _reason(status: int) -> str:
     try:
         return HTTPStatus(status).phrase
@@ -82,12 +100,14 @@ def _html_page(status: int) -> _Reply:
 
 @dataclass(frozen=True)
 class _Route:
-    kind: str  # "chat" | "models" | "not_found" | "azure_not_found"
+    kind: str  # "chat" | "models" | "not_found" | "azure_not_found" | "anthropic" (fpwatch/sim/anthropic.py)
+    # | "gemini" | "gemini_not_found" (fpwatch/sim/gemini.py)
     azure: bool = False
-    deployment: str | None = None  # Azure classic: the model id comes from the path
+    deployment: str | None = None  # Azure classic and Gemini: the model id comes from the path
 
 
 _AZURE_DEPLOYMENT_PATH = re.compile(r"^/openai/deployments/([^/]+)/chat/completions$")
+_GEMINI_PATH = re.compile(r"^/(v1beta|v1)/models/([^/:]+):generateContent$")  # the SDK 3.x defaults to v1
 
 
 @functools.lru_cache(maxsize=256)
@@ -100,10 +120,17 @@ def _match_route(method: str, url: SplitResult) -> _Route:
     path = url.path.rstrip("/") or "/"
     if method == "POST" and path == "/v1/chat/completions":
         return _Route("chat")
+    if method == "POST" and path == "/v1/messages":
+        return _Route("anthropic")
     if method == "POST" and path == "/openai/v1/chat/completions":
         return _Route("chat", azure=True)
     if method == "GET" and path in ("/v1/models", "/openai/v1/models"):
         return _Route("models")
+    gemini = _GEMINI_PATH.match(path)
+    if gemini:
+        return _Route("gemini", deployment=unquote(gemini[2])) if method == "POST" else _Route("gemini_not_found")
+    if path.startswith("/v1beta/") or ":" in path:
+        return _Route("gemini_not_found")
     match = _AZURE_DEPLOYMENT_PATH.match(path)
     if method == "POST" and match:
         if not parse_qs(url.query).get("api-version"):
