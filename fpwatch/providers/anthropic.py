@@ -21,7 +21,7 @@ from fpwatch.providers.http import Exchange, server_delay
 
 # Private helpers of the OpenAI format that every JSON wire format needs alike (HTML pages and broken JSON
 # explained, JSON types named for people): shared rather than copied.
-from fpwatch.providers.openai import _decode, _int, _json_type
+from fpwatch.providers.openai import _decode, _int, _json_type, refuse_redirect
 
 DEFAULT_VERSION = "2023-06-01"  # what the official SDKs send; Anthropic has published no newer one
 _SYSTEM_ROLES = ("system", "developer")  # the top-level `system` field: the Messages API has no such role
@@ -75,14 +75,7 @@ class AnthropicAdapter:
 
 def parse_message(exchange: Exchange) -> Parsed:
     """Read a Messages API body into Parsed, or raise ProbeError explaining what went wrong."""
-    if 300 <= exchange.status < 400:
-        where = exchange.headers.get("location", "somewhere else")
-        raise ProbeError(
-            "redirect",
-            f"the server redirected (HTTP {exchange.status}) to {where}; set the provider's base_url to the final URL",
-            permanent=True,
-            status=exchange.status,
-        )
+    refuse_redirect(exchange)
     body = _decode(exchange)
     if exchange.status >= 400 or (isinstance(body, dict) and body.get("type") == "error"):
         raise error_from(exchange, body)

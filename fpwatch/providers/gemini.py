@@ -24,7 +24,7 @@ from fpwatch.detect.observation import FirstToken
 from fpwatch.errors import ProbeError
 from fpwatch.providers.base import Parsed, Request
 from fpwatch.providers.http import Exchange, server_delay
-from fpwatch.providers.openai import _decode, _int, _json_type
+from fpwatch.providers.openai import _decode, _int, _json_type, refuse_redirect
 
 API_VERSION = "v1beta"  # where responseLogprobs, seed and thinking models all are
 _ROLES = {"user": "user", "assistant": "model"}  # system and developer messages go to systemInstruction
@@ -103,14 +103,7 @@ class GeminiAdapter:
 
 def parse_generate_content(exchange: Exchange) -> Parsed:
     """Read a GenerateContentResponse into Parsed, or raise ProbeError with Google's words and what to do."""
-    if 300 <= exchange.status < 400:
-        where = exchange.headers.get("location", "somewhere else")
-        raise ProbeError(
-            "redirect",
-            f"the server redirected (HTTP {exchange.status}) to {where}; set the provider's base_url to the final URL",
-            permanent=True,
-            status=exchange.status,
-        )
+    refuse_redirect(exchange)
     body = _decode(exchange)
     if exchange.status >= 400 or _status_of(body) is not None:
         raise error_from(exchange, body)

@@ -112,8 +112,8 @@ class AzureAdapter(OpenAIAdapter):
 # --- responses ------------------------------------------------------------------------------------------
 
 
-def parse_chat_completion(exchange: Exchange) -> Parsed:
-    """Read a chat.completion body into Parsed, or raise ProbeError explaining what went wrong."""
+def refuse_redirect(exchange: Exchange) -> None:
+    """A 3xx is not followed (the client sets follow_redirects=False): the base URL is not the final one."""
     if 300 <= exchange.status < 400:
         where = exchange.headers.get("location", "somewhere else")
         raise ProbeError(
@@ -122,6 +122,11 @@ def parse_chat_completion(exchange: Exchange) -> Parsed:
             permanent=True,
             status=exchange.status,
         )
+
+
+def parse_chat_completion(exchange: Exchange) -> Parsed:
+    """Read a chat.completion body into Parsed, or raise ProbeError explaining what went wrong."""
+    refuse_redirect(exchange)
     body = _decode(exchange)
     if exchange.status >= 400 or _is_error_body(body):
         raise error_from(exchange, body)
