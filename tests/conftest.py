@@ -274,6 +274,16 @@ samples = 4
         return values
 
 
+@pytest.fixture
+def daemon(tmp_path: Path, sim: Simulator) -> Iterator[DaemonProcess]:
+    """A DaemonProcess on the module's `sim` (the daemon tests override it with a keyless one), killed if left."""
+    process = DaemonProcess(tmp_path, sim)
+    yield process
+    if process.proc is not None and process.proc.poll() is None:
+        process.proc.kill()
+        process.proc.wait()
+
+
 # --- notification sinks -----------------------------------------------------------------------------------
 
 

@@ -33,15 +33,6 @@ def sim() -> Iterator[Simulator]:
         yield simulator
 
 
-@pytest.fixture
-def daemon(tmp_path: Path, sim: Simulator) -> Iterator[DaemonProcess]:
-    process = DaemonProcess(tmp_path, sim)
-    yield process
-    if process.proc is not None and process.proc.poll() is None:
-        process.proc.kill()
-        process.proc.wait()
-
-
 def test_rotation_is_quiet_and_a_rollout_gives_exactly_its_events(daemon: DaemonProcess, sim: Simulator) -> None:
     """Two replicas alternating raise only the baseline; A,B -> A,B,C -> A,C gives one change, one retirement."""
     sim.update_model("gpt-4o", {"fingerprints": {A: 1, B: 1}})

@@ -39,15 +39,6 @@ def sim() -> Iterator[Simulator]:
         yield simulator
 
 
-@pytest.fixture
-def daemon(tmp_path: Path, sim: Simulator) -> Iterator[DaemonProcess]:
-    process = DaemonProcess(tmp_path, sim)
-    yield process
-    if process.proc is not None and process.proc.poll() is None:
-        process.proc.kill()
-        process.proc.wait()
-
-
 def health(daemon: DaemonProcess) -> tuple[int, dict[str, object]]:
     response = httpx.get(f"http://127.0.0.1:{daemon.port}/healthz", timeout=2)
     return response.status_code, response.json()

@@ -21,7 +21,7 @@ from fpwatch.providers.http import Exchange, server_delay
 
 # Private helpers of the OpenAI format that every JSON wire format needs alike (HTML pages and broken JSON
 # explained, JSON types named for people): shared rather than copied.
-from fpwatch.providers.openai import _decode, _int, _json_type, refuse_redirect
+from fpwatch.providers.openai import _decode, _int, _json_type, joined_text, refuse_redirect
 
 DEFAULT_VERSION = "2023-06-01"  # what the official SDKs send; Anthropic has published no newer one
 _SYSTEM_ROLES = ("system", "developer")  # the top-level `system` field: the Messages API has no such role
@@ -106,16 +106,7 @@ def _answer(content: Any) -> str:
     """The text blocks, joined: thinking, redacted thinking and tool blocks are not the answer."""
     if not isinstance(content, list):
         raise _malformed(f"content is {_json_type(content)}, not a list of blocks")
-    texts: list[str] = []
-    for i, block in enumerate(content):
-        kind = block.get("type") if isinstance(block, dict) else None
-        if not isinstance(kind, str):
-            raise _malformed(f"content[{i}] is {_json_type(block)}, not a content block")
-        if kind == "text":
-            if not isinstance(block.get("text"), str):
-                raise _malformed(f"content[{i}].text is {_json_type(block.get('text'))}, not a string")
-            texts.append(block["text"])
-    return "".join(texts)
+    return joined_text(content, "content", noun="content block")
 
 
 def _input_tokens(usage: Mapping[str, Any]) -> int | None:

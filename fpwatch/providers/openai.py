@@ -173,14 +173,21 @@ def _output(choice: Mapping[str, Any]) -> str:
         return content or ""
     if not isinstance(content, list):
         raise _malformed(f"{where}.content is {_json_type(content)}, not a string")
-    texts: list[str] = []  # content parts, as some servers send: the text parts are the answer
-    for i, part in enumerate(content):
-        kind = part.get("type", "text") if isinstance(part, dict) else None
+    return joined_text(content, f"{where}.content", untyped="text")  # content parts, as some servers send
+
+
+def joined_text(parts: list[Any], where: str, *, untyped: str | None = None, noun: str = "content part") -> str:
+    """The `text` parts of a list of typed parts, joined (thinking, tool and image parts are not the answer); a part
+    that is not an object with a string `type` (`untyped`: the type a part without one has) or a text part whose
+    `text` is not a string is malformed, named by its place."""
+    texts: list[str] = []
+    for i, part in enumerate(parts):
+        kind = part.get("type", untyped) if isinstance(part, dict) else None
         if not isinstance(kind, str):
-            raise _malformed(f"{where}.content[{i}] is {_json_type(part)}, not a content part")
+            raise _malformed(f"{where}[{i}] is {_json_type(part)}, not a {noun}")
         if kind == "text":
             if not isinstance(part.get("text"), str):
-                raise _malformed(f"{where}.content[{i}].text is {_json_type(part.get('text'))}, not a string")
+                raise _malformed(f"{where}[{i}].text is {_json_type(part.get('text'))}, not a string")
             texts.append(part["text"])
     return "".join(texts)
 
