@@ -103,7 +103,6 @@ class ProviderType:
     # Canary options the wire format has no field for ("seed", "logprobs"): never sent, as if every model of the
     # type rejected them; a canary that insists (logprobs = true) is a config error for its models.
     unsupported: frozenset[str] = frozenset()
-    supported: bool = True  # False: named in the contract, not implemented yet
 
 
 @dataclass(frozen=True)

@@ -249,14 +249,9 @@ class Reader(CanaryReader):
         return out
 
     def provider_type(self, tbl: Mapping[str, Any], loc: str) -> ProviderType | None:
-        """The provider's `type`, known to the adapter registry and implemented; None (and a problem) if not."""
+        """The provider's `type`, known to the adapter registry; None (and a problem) if not."""
         name = self.string(tbl, "type", loc, choices=tuple(self.types))
-        spec = self.types.get(name) if name is not None else None
-        if spec is not None and not spec.supported:
-            supported = ", ".join(t.name for t in self.types.values() if t.supported)
-            self.problem(join(loc, "type"), f'"{name}" is not supported yet; use one of {supported}')
-            return None
-        return spec
+        return self.types.get(name) if name is not None else None
 
     def _api_key(self, tbl: Mapping[str, Any], loc: str, spec: ProviderType | None) -> str | None:
         from_file = self.secret_file(tbl, "api_key_file", loc)

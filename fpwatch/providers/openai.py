@@ -58,11 +58,15 @@ class OpenAIAdapter:
             top = canary.top_logprobs
             payload["top_logprobs"] = self.top_logprobs if top is None else top
         payload.update(model.params)
+        url, params = self.url(model)
+        return Request(url, self.headers(), payload, params)
+
+    def headers(self) -> dict[str, str]:
+        """JSON, the key, and the provider's own headers (which may be secrets)."""
         headers = {"content-type": "application/json", **self.auth_headers()}
         for name, value in self.provider.headers.items():
             headers[name] = value.reveal() if isinstance(value, Secret) else value
-        url, params = self.url(model)
-        return Request(url, headers, payload, params)
+        return headers
 
     def asks_logprobs(self, canary: Canary) -> bool:
         return self.auto_logprobs if canary.logprobs == "auto" else canary.logprobs

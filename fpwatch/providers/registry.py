@@ -7,6 +7,7 @@ from fpwatch.providers.anthropic import AnthropicAdapter
 from fpwatch.providers.base import Adapter
 from fpwatch.providers.gemini import GeminiAdapter
 from fpwatch.providers.openai import AzureAdapter, OpenAIAdapter, OpenAICompatibleAdapter
+from fpwatch.providers.openai_responses import ResponsesAdapter
 
 ADAPTERS: dict[str, type[Adapter]] = {
     "openai": OpenAIAdapter,
@@ -14,8 +15,7 @@ ADAPTERS: dict[str, type[Adapter]] = {
     "azure": AzureAdapter,
     "anthropic": AnthropicAdapter,
     "gemini": GeminiAdapter,
+    "openai-responses": ResponsesAdapter,
 }
-# Named in the contract, adapters not written yet: the config says "not supported yet" rather than "unknown".
-_PLANNED: tuple[ProviderType, ...] = ()
-TYPES: dict[str, ProviderType] = {**{name: a.spec for name, a in ADAPTERS.items()}, **{t.name: t for t in _PLANNED}}
+TYPES: dict[str, ProviderType] = {name: adapter.spec for name, adapter in ADAPTERS.items()}
 """Every provider type the config accepts, for `fpwatch.config.load_config`."""

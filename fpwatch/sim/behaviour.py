@@ -224,6 +224,7 @@ class _Answerer:
     logprob_jitter: float
     logprob_shift: float
     replicas: dict[str, tuple[_Lookup, float]]  # by_fingerprint: the lookup and logprob shift to use
+    echoes: JsonDict  # the Responses API's echoed settings for what a request leaves out
 
     @classmethod
     def compile(cls, settings: JsonDict) -> _Answerer:
@@ -244,6 +245,7 @@ class _Answerer:
             logprob_jitter=settings.get("logprob_jitter", 0.0),
             logprob_shift=shift,
             replicas=replicas,
+            echoes=settings.get("echoes", {}),
         )
 
     def fingerprint(self, model: str, rng: random.Random) -> str:

@@ -15,6 +15,7 @@ Routes
 - ``POST /openai/v1/chat/completions``: Azure OpenAI v1 (model from the body).
 - ``GET /v1/models``: the models the scenario names.
 - ``POST /v1/messages``: Anthropic's Messages API, ``x-api-key`` auth (its dialect: fpwatch/sim/anthropic.py).
+- ``POST /v1/responses``: OpenAI's Responses API, Bearer auth (its dialect: fpwatch/sim/responses.py).
 - ``POST /v1beta/models/{model}:generateContent`` (and ``/v1/...``): the Gemini API, ``x-goog-api-key`` or
   ``?key=`` auth, the model id from the path (its dialect: fpwatch/sim/gemini.py).
 
@@ -124,6 +125,9 @@ Model settings (all optional):
     ``"content"`` (after the answer), ``"logprobs"`` (an alternative first token), ``"fingerprint"``,
     ``"model"``, ``"id"``, ``"finish_reason"``, ``"request_id"`` (the ``x-request-id`` header). Over
     HTTP only (``respond()`` sees no credential); the tests prove fpwatch stores none of it.
+``echoes``
+    What a Responses API answer echoes for the settings a request left out (defaults in fpwatch/sim/responses.py):
+    ``{"top_p": 0.98, "service_tier": "flex", "reasoning_effort": "medium"}``; ``route.to`` may set them too.
 
 Weights are non-negative numbers and need not sum to 1. Models listed by name do not inherit from
 ``"*"``; a model created later by ``update_model``, a phase or ``PATCH /_sim/models/NAME`` starts
@@ -207,6 +211,7 @@ _MODEL_KEYS = (
     "rejects",
     "ignores",
     "echo_key",
+    "echoes",
 )
 # What `route.to` may set: everything that shapes an answer, nothing about how it is served.
 _ANSWER_KEYS = (
@@ -217,12 +222,14 @@ _ANSWER_KEYS = (
     "logprob_jitter",
     "logprob_shift",
     "by_fingerprint",
+    "echoes",
 )
 _ROUTE_KEYS = ("share", "to")
 _LONG_OUTPUT_KEYS = ("text", "repeat", "diverge_after")
 _BY_FINGERPRINT_KEYS = ("outputs", "logprob_shift")
 _REJECTABLE = ("temperature", "logprobs", "top_logprobs", "seed")
 _IGNORABLE = ("logprobs",)
+_ECHOES = ("temperature", "top_p", "service_tier", "reasoning_effort")  # the Responses API's echoed settings
 _ECHO_PLACES = ("content", "logprobs", "fingerprint", "model", "id", "finish_reason", "request_id")
 # The chance that a long answer repeats exactly: GPT-4o's median TARr@10 at temperature 0 in Atil et
 # al.'s data (7-8 %, research notes section 6a), the share of prompts answered identically every time.
@@ -504,11 +511,24 @@ def _validate_setting(key: str, value: object, where: str) -> object:
         return _rejects(value, where)
     if key == "ignores":
         return _rejects(value, where, _IGNORABLE, "ignore")
+    if key == "echoes":
+        return _echoes(value, where)
     if key == "echo_key":
         if isinstance(value, bool):
             return list(_ECHO_PLACES) if value else []
         return _rejects(value, where, _ECHO_PLACES, "echo the key in")
     return _number(value, where)  # latency, latency_jitter, logprob_jitter
+
+
+def _echoes(value: object, where: str) -> JsonDict:
+    echoes = _as_object(value, where)
+    _check_keys(echoes, _ECHOES, where)
+    for name, item in echoes.items():
+        if name in ("temperature", "top_p"):
+            _number(item, _key_loc(where, name))
+        elif not (isinstance(item, str) or (item is None and name == "reasoning_effort")):
+            raise ValueError(f"{_key_loc(where, name)}: expected a string, got {_describe(item)}")
+    return dict(echoes)
 
 
 def _validate_settings(value: object, where: str) -> JsonDict:

@@ -16,6 +16,7 @@ from urllib.parse import SplitResult, unquote, urlsplit
 
 from fpwatch.sim import anthropic as _anthropic
 from fpwatch.sim import gemini as _gemini
+from fpwatch.sim import responses as _responses
 from fpwatch.sim.behaviour import _Behaviour, _pieces, _Source
 from fpwatch.sim.httpd import _Server
 from fpwatch.sim.openai import (
@@ -46,6 +47,12 @@ _DEFAULT_FAULT_DELAY = 30.0
 _IN_PROCESS_HEADERS = {"anthropic-version": _anthropic.VERSIONS[0]}
 _MAX_LOG_ENTRIES = 100_000  # a long `fpwatch simulate` session must not grow without bound
 _MIN_SHIFTED_LOGPROB = -0.0001
+# Each dialect's faults in its own shapes; Chat Completions' (`_fault_reply`) for the rest.
+_FAULT_REPLIES = {
+    "anthropic": _anthropic._fault_reply,
+    "gemini": _gemini._fault_reply,
+    "responses": _responses._fault_reply,
+}
 
 
 # --------------------------------------------------------------------------- the simulator
@@ -303,6 +310,8 @@ class Simulator:
             early: _Reply | _ChatRequest | None = _gemini._precheck(route, body, auth)
         elif anthropic:
             early = _anthropic._precheck(route, body, auth, header("anthropic-version"), request_id)
+        elif route.kind == "responses":
+            early = _responses._precheck(route, body, auth, sent_key)
         else:
             early = _precheck(method, url.path, route, body, auth, sent_key)
         if isinstance(early, _ChatRequest):
@@ -348,6 +357,7 @@ class Simulator:
         behaviour = self._behaviour_for(req.model)
         gemini = req.route.kind == "gemini"
         anthropic = req.route.kind == "anthropic"
+        responses = req.route.kind == "responses"
         if behaviour is None and anthropic:
             return _anthropic._not_found(req.model, request_id)
         if behaviour is None:
@@ -355,6 +365,8 @@ class Simulator:
         if behaviour.rejects:
             if anthropic:
                 refusal = _anthropic._refusal(req, behaviour.rejects, request_id)
+            elif responses:
+                refusal = _responses._refusal(req, behaviour.rejects)
             else:
                 refusal = (_gemini._refusal if gemini else _refusal)(req, behaviour.rejects)
             if refusal is not None:
@@ -364,8 +376,7 @@ class Simulator:
         if fault is not None and "replace" in fault:  # a malformed answer: a complete one, fields replaced
             reply = _Reply(200, _replaced(self._completion(req, behaviour), fault["replace"]), fault=fault["kind"])
         elif fault is not None and fault["kind"] != "timeout":
-            fault_reply = _anthropic._fault_reply if anthropic else _gemini._fault_reply if gemini else _fault_reply
-            reply = fault_reply(fault, req.model, request_id)
+            reply = _FAULT_REPLIES.get(req.route.kind, _fault_reply)(fault, req.model, request_id)
         else:
             reply = _Reply(200, self._completion(req, behaviour))
             if fault is not None:
@@ -403,6 +414,13 @@ class Simulator:
             if behaviour.echo_key and req.credential:
                 return _anthropic._echoed(message, req.credential, behaviour.echo_key)
             return message
+        if req.route.kind == "responses":  # no fingerprint on the wire: the echoed settings stand for it
+            response = _responses._response_body(
+                req, answer, len(pieces), finish == "length", resolved, logprobs, answerer.echoes
+            )
+            if behaviour.echo_key and req.credential:
+                return _responses._echoed(response, req.credential, behaviour.echo_key)
+            return response
         if req.route.kind == "gemini":  # no fingerprint on the wire: the draw above only picked the replica
             body = _gemini._content_body(req, answer, len(pieces), finish == "length", resolved, logprobs)
             if behaviour.echo_key and req.credential:

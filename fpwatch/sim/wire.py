@@ -101,7 +101,7 @@ def _html_page(status: int) -> _Reply:
 @dataclass(frozen=True)
 class _Route:
     kind: str  # "chat" | "models" | "not_found" | "azure_not_found" | "anthropic" (fpwatch/sim/anthropic.py)
-    # | "gemini" | "gemini_not_found" (fpwatch/sim/gemini.py)
+    # | "gemini" | "gemini_not_found" (fpwatch/sim/gemini.py) | "responses" (fpwatch/sim/responses.py)
     azure: bool = False
     deployment: str | None = None  # Azure classic and Gemini: the model id comes from the path
 
@@ -122,6 +122,8 @@ def _match_route(method: str, url: SplitResult) -> _Route:
         return _Route("chat")
     if method == "POST" and path == "/v1/messages":
         return _Route("anthropic")
+    if method == "POST" and path == "/v1/responses":
+        return _Route("responses")
     if method == "POST" and path == "/openai/v1/chat/completions":
         return _Route("chat", azure=True)
     if method == "GET" and path in ("/v1/models", "/openai/v1/models"):
@@ -189,6 +191,7 @@ class _ChatRequest:
     seed: object = None
     top_logprobs_sent: bool = False
     credential: str | None = None  # the key the request sent, for `echo_key`; never logged
+    sent: JsonDict = field(default_factory=dict)  # Responses API: the sampling settings sent, echoed as sent
 
 
 def _new_entry(method: str, path: str, model: str | None, body: object, auth: str, request_id: str) -> JsonDict:
