@@ -55,8 +55,8 @@ RECORDED: dict[str, dict[str, Any] | tuple[str, tuple[str, ...], bool]] = {
         "finish_reason": "stop_sequence",
         "input_tokens": 32,
         "output_tokens": 5,
-        "fingerprint": None,
-        "fingerprint_state": "absent",
+        "fingerprint": "service_tier=standard",  # usage.service_tier, the derived fingerprint
+        "fingerprint_state": "present",
         "first_token": None,
     },
     "anthropic-429-headers-no-retry-after.json": (
@@ -505,7 +505,7 @@ def summary(result: subprocess.CompletedProcess[str]) -> dict[str, Any]:
 
 @pytest.fixture
 def claude() -> Iterator[Simulator]:
-    """A realistic Claude: temperature-0 noise on the built-in canaries, a dated snapshot, no fingerprint."""
+    """A realistic Claude: temperature-0 noise on the built-in canaries, a dated snapshot, no system fingerprint."""
     with Simulator(api_key=KEY, seed=12) as simulator:
         simulator.update_model("claude-sonnet-4-5", {**realistic("a"), "resolved": SNAPSHOT})
         yield simulator
@@ -515,20 +515,21 @@ PROBE = 'canaries = ["probe"]\n\n[canaries.probe]\nprompt = "Capital of France? 
 
 
 def test_baseline_then_a_new_snapshot_is_model_changed(tmp_path: Path, claude: Simulator) -> None:
-    """Check 1 learns the snapshot (exit 0, no fingerprint); the name moved to another snapshot: model.changed, 1."""
+    """Check 1 learns the snapshot and the service tier (exit 0); the name moved to another snapshot: model.changed,
+    exit 1; the requests moved to the priority tier: fingerprint.changed, exit 1."""
     write_config(tmp_path, claude, models=PROBE)
     first = run(tmp_path, "check", "--json")
     assert first.returncode == 0, first.stdout + first.stderr
     model = summary(first)
-    assert model["resolved_models"] == [SNAPSHOT] and model["fingerprints"] == []
-    assert [e["type"] for e in model["events"]] == ["model.first_seen"]
+    assert model["resolved_models"] == [SNAPSHOT] and model["fingerprints"] == ["service_tier=standard"]
+    assert [e["type"] for e in model["events"]] == ["fingerprint.first_seen", "model.first_seen"]
     sent = claude.requests()
     assert {e["path"] for e in sent} == {"/v1/messages"} and {e["auth"] for e in sent} == {"ok"}
     assert all(e["seed"] is None and e["logprobs"] is None and e["max_tokens"] == 3 for e in sent)
     assert sent[0]["body_keys"] == ["max_tokens", "messages", "model", "temperature"]
     with sqlite3.connect(tmp_path / "state.db") as db:
         rows = db.execute("SELECT seed, fingerprint_state, response_model, request_id FROM observations").fetchall()
-    assert {row[:3] for row in rows} == {(None, "absent", SNAPSHOT)}  # no seed was sent, so none is recorded
+    assert {row[:3] for row in rows} == {(None, "present", SNAPSHOT)}  # no seed was sent, so none is recorded
     assert {row[3] for row in rows} == {e["request_id"] for e in sent}
 
     claude.update_model("claude-sonnet-4-5", {"resolved": NEXT_SNAPSHOT})
@@ -537,6 +538,12 @@ def test_baseline_then_a_new_snapshot_is_model_changed(tmp_path: Path, claude: S
     (event,) = [e for e in summary(changed)["events"] if e["type"] == "model.changed"]
     assert (event["details"]["old"], event["details"]["new"]) == ([SNAPSHOT], NEXT_SNAPSHOT)
     assert event["severity"] == "warning" and event["summary"].startswith(MODEL)
+
+    claude.update_model("claude-sonnet-4-5", {"echoes": {"service_tier": "priority"}})
+    tiered = run(tmp_path, "check", "--json")
+    assert tiered.returncode == 1, tiered.stdout + tiered.stderr
+    (event,) = [e for e in summary(tiered)["events"] if e["type"] == "fingerprint.changed"]
+    assert event["details"]["new"] == "service_tier=priority" and event["severity"] == "warning"
 
 
 def test_a_silent_swap_is_a_critical_silent_drift(tmp_path: Path, claude: Simulator) -> None:

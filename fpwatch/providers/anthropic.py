@@ -1,9 +1,11 @@
 """Anthropic's Messages API (`POST {base_url}/v1/messages`): Claude, with `x-api-key` and `anthropic-version`.
 
 Version signals read here (research/provider-facts.md 2.13, anchors-2026-12.md 4): the resolved `model`
-(a dated snapshot such as claude-sonnet-4-5-20250929), the message `id` and the `request-id` header.
-There is no fingerprint, no seed and no logprobs: the type declares seed and logprobs unsupported, so
-canaries are sent without them and its checks rest on the answers, the behaviour fingerprint and the
+(a dated snapshot such as claude-sonnet-4-5-20250929), the message `id` and the `request-id` header, and
+`usage.service_tier` (standard, priority, batch: the pool that served the request), kept as a derived
+fingerprint `service_tier=standard` as the Responses API's echoed settings are (openai_responses.py).
+There is no system fingerprint, no seed and no logprobs: the type declares seed and logprobs unsupported,
+so canaries are sent without them and its checks rest on the answers, the behaviour fingerprint and the
 resolved model. Errors come as `{"type": "error", "error": {"type", "message"}, "request_id"}`; each
 becomes one message with the provider's words and a hint per error type. Retries (429 with
 `retry-after`, 529 `overloaded_error`, `x-should-retry`) are http.py's, which already follows these.
@@ -22,6 +24,7 @@ from fpwatch.providers.http import Exchange, server_delay
 # Private helpers of the OpenAI format that every JSON wire format needs alike (HTML pages and broken JSON
 # explained, JSON types named for people): shared rather than copied.
 from fpwatch.providers.openai import _decode, _int, _json_type, joined_text, refuse_redirect
+from fpwatch.providers.openai_responses import echoed_settings
 
 DEFAULT_VERSION = "2023-06-01"  # what the official SDKs send; Anthropic has published no newer one
 _SYSTEM_ROLES = ("system", "developer")  # the top-level `system` field: the Messages API has no such role
@@ -89,9 +92,10 @@ def parse_message(exchange: Exchange) -> Parsed:
         )
     usage: dict[str, Any] = body["usage"] if isinstance(body.get("usage"), dict) else {}
     details = usage.get("output_tokens_details")
+    fingerprint, state = echoed_settings({"service_tier": usage.get("service_tier")})
     return Parsed(
-        fingerprint=None,
-        fingerprint_state="absent",  # the Messages API has no fingerprint: the type's, not this answer's, lack
+        fingerprint=fingerprint,
+        fingerprint_state=state,
         response_model=_text(body.get("model")),
         output=_answer(body["content"]),
         finish_reason=_text(body.get("stop_reason")),

@@ -4,7 +4,7 @@ The route serves the same scenario models as the OpenAI dialect (``outputs``, ``
 ``resolved``, ``route``, ``by_fingerprint`` replicas, latency, ``error_rate``, ``faults``, ``echo_key``),
 answered as Anthropic answers: ``{"id": "msg_01...", "type": "message", "model": <resolved>, "content":
 [{"type": "text", ...}], "stop_reason": "end_turn" | "max_tokens", "usage": {..., "service_tier":
-"standard"}}``, and a ``request-id`` header (``req_011C...``) that the request log records. What the
+"standard"}}`` (``echoes.service_tier`` sets another), and a ``request-id`` header (``req_011C...``) that the request log records. What the
 Messages API has no field for is left out: no fingerprint (the pool is still drawn, so ``by_fingerprint``
 replicas keep answering as themselves, but it is never sent), no logprobs.
 
@@ -261,7 +261,7 @@ def _parse(body: object, route: _Route) -> _ChatRequest:
 # --------------------------------------------------------------------------- messages
 
 
-def _message_body(req: _ChatRequest, answer: str, tokens: int, truncated: bool, resolved: str) -> JsonDict:
+def _message_body(req: _ChatRequest, answer: str, tokens: int, truncated: bool, resolved: str, tier: str) -> JsonDict:
     return {
         "id": "msg_01" + _base62_id(22),
         "type": "message",
@@ -275,7 +275,7 @@ def _message_body(req: _ChatRequest, answer: str, tokens: int, truncated: bool, 
             "cache_creation_input_tokens": 0,
             "cache_read_input_tokens": 0,
             "output_tokens": tokens,
-            "service_tier": "standard",
+            "service_tier": tier,
         },
     }
 

@@ -126,8 +126,8 @@ Model settings (all optional):
     ``"model"``, ``"id"``, ``"finish_reason"``, ``"request_id"`` (the ``x-request-id`` header). Over
     HTTP only (``respond()`` sees no credential); the tests prove fpwatch stores none of it.
 ``echoes``
-    What a Responses API answer echoes for the settings a request left out (defaults in fpwatch/sim/responses.py):
-    ``{"top_p": 0.98, "service_tier": "flex", "reasoning_effort": "medium"}``; ``route.to`` may set them too.
+    What a Responses API answer echoes for settings a request left out (defaults: fpwatch/sim/responses.py; Anthropic:
+    ``service_tier`` only) ``{"top_p": 0.98, "service_tier": "flex", "reasoning_effort": "medium"}``; routable.
 
 Weights are non-negative numbers and need not sum to 1. Models listed by name do not inherit from
 ``"*"``; a model created later by ``update_model``, a phase or ``PATCH /_sim/models/NAME`` starts

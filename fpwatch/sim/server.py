@@ -410,7 +410,8 @@ class Simulator:
         )
         resolved = answerer.resolve(req.model, rng)
         if req.route.kind == "anthropic":  # no fingerprint or logprobs on the wire: the draw only picked the replica
-            message = _anthropic._message_body(req, answer, len(pieces), finish == "length", resolved)
+            tier = answerer.echoes.get("service_tier", "standard")
+            message = _anthropic._message_body(req, answer, len(pieces), finish == "length", resolved, tier)
             if behaviour.echo_key and req.credential:
                 return _anthropic._echoed(message, req.credential, behaviour.echo_key)
             return message
