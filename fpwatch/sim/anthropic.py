@@ -4,9 +4,9 @@ The route serves the same scenario models as the OpenAI dialect (``outputs``, ``
 ``resolved``, ``route``, ``by_fingerprint`` replicas, latency, ``error_rate``, ``faults``, ``echo_key``),
 answered as Anthropic answers: ``{"id": "msg_01...", "type": "message", "model": <resolved>, "content":
 [{"type": "text", ...}], "stop_reason": "end_turn" | "max_tokens", "usage": {..., "service_tier":
-"standard"}}`` (``echoes.service_tier`` sets another), and a ``request-id`` header (``req_011C...``) that the request log records. What the
-Messages API has no field for is left out: no fingerprint (the pool is still drawn, so ``by_fingerprint``
-replicas keep answering as themselves, but it is never sent), no logprobs.
+"standard"}}`` (``echoes.service_tier`` sets another), and a ``request-id`` header (``req_011C...``) that the
+request log records. What the Messages API has no field for is left out: no fingerprint (the pool is still
+drawn, so ``by_fingerprint`` replicas keep answering as themselves, but it is never sent), no logprobs.
 
 As the real API does:
 
