@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from fpwatch.config import Canary, ModelConfig, ProviderType
-from fpwatch.detect.observation import FingerprintState
+from fpwatch.detect.observation import FingerprintState, FirstToken
 from fpwatch.errors import ProbeError
 from fpwatch.providers.base import Parsed, Request
 from fpwatch.providers.http import Exchange
@@ -153,12 +153,12 @@ def echoed_settings(body: Mapping[str, Any]) -> tuple[str | None, FingerprintSta
     return (";".join(parts), "present") if parts else (None, "absent")
 
 
-def _answer(output: Any) -> tuple[str, Any]:
+def _answer(output: Any) -> tuple[str, FirstToken | None]:
     """The output_text (or refusal) parts of the message items, joined, and the first text part's first token."""
     if not isinstance(output, list):
         raise _malformed(f"output is {_json_type(output)}, not a list of items")
     texts: list[str] = []
-    first = None
+    first: FirstToken | None = None
     for i, item in enumerate(output):
         if not isinstance(item, dict) or not isinstance(item.get("type"), str):
             raise _malformed(f"output[{i}] is {_json_type(item)}, not an output item")
