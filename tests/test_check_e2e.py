@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import time
 from pathlib import Path
@@ -252,7 +253,8 @@ def test_no_secret_reaches_logs_database_exports_or_output(cli: Cli, sim: Simula
 
 
 def test_demo_plays_the_story_and_exits_0(tmp_path: Path) -> None:
-    """`fpwatch demo` needs no key and no network, and shows exactly the story's events."""
+    """`fpwatch demo` needs no key and no network, watches a model of each provider type, and shows exactly the
+    story's events for each."""
     import subprocess
     import sys
 
@@ -264,11 +266,36 @@ def test_demo_plays_the_story_and_exits_0(tmp_path: Path) -> None:
         cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr
-    summary = next(line for line in proc.stdout.splitlines() if line.startswith("Summary: "))
-    assert summary == (
-        "Summary: 1 canary.drift, 1 fingerprint.changed, 2 fingerprint.first_seen, 1 fingerprint.retired, "
-        "1 fingerprint.reverted, 1 model.down, 1 model.first_seen, 1 model.recovered"
-    )
+    lines = proc.stdout.splitlines()
+    start = lines.index("Summary:")
+    assert lines[start + 1 : start + 5] == [
+        "  demo/gpt-4o (openai-compatible): 1 canary.drift, 1 fingerprint.changed, 2 fingerprint.first_seen, "
+        "1 fingerprint.retired, 1 fingerprint.reverted, 1 model.down, 1 model.first_seen, 1 model.recovered",
+        "  demo/claude-sonnet-4-5 (anthropic): 1 fingerprint.first_seen, 1 model.changed, 1 model.first_seen, "
+        "1 model.retired",
+        "  demo/gemini-2.5-flash (gemini): 1 model.first_seen",
+        "  demo/gpt-5.5 (openai-responses): 1 fingerprint.changed, 1 fingerprint.first_seen, 1 fingerprint.retired, "
+        "1 model.first_seen",
+    ]
+    # each type is introduced, and its checks show its own version signal
+    for name, kind in (
+        ("gpt-4o", "openai-compatible"),
+        ("claude-sonnet-4-5", "anthropic"),
+        ("gemini-2.5-flash", "gemini"),
+        ("gpt-5.5", "openai-responses"),
+    ):
+        assert f"  demo/{name} (type {kind})" in proc.stdout
+    assert re.search(r"claude-sonnet-4-5 +check +\d+ +OK +learning +model claude-sonnet-4-5-20250929 x4", proc.stdout)
+    assert re.search(r"gemini-2\.5-flash +check +\d+ +OK +learning +model gemini-2\.5-flash-001 x4", proc.stdout)
+    assert "gpt-5.5           check  1  OK       learning model gpt-5.5-2026-04-23 x4, " in proc.stdout
+    # gpt-5.5's server chose another top_p: the derived fingerprint changed, a warning with its alert
+    moved = "temperature=0;top_p=0.98;service_tier=default -> temperature=0;top_p=0.97;service_tier=default"
+    assert f"[warning] fingerprint.changed: demo/gpt-5.5: fingerprint changed {moved}" in proc.stdout
+    # Claude's alias moved: a warning with its alert; Gemini's 429 was waited out, the check OK
+    changed = "resolved model changed claude-sonnet-4-5-20250929 -> claude-sonnet-4-5-20260115"
+    assert f"[warning] model.changed: demo/claude-sonnet-4-5: {changed}" in proc.stdout
+    assert f"alert -> [fpwatch] demo/claude-sonnet-4-5: {changed}" in proc.stdout
+    assert re.search(r"gemini-2\.5-flash +check +\d+ +OK .*\(1 retry, then answered\)", proc.stdout)
     # the silent swap chapter: a critical drift, with its evidence in the rendered alert
     assert "[critical] canary.drift: demo/gpt-4o: canary behaviour changed silently" in proc.stdout
     assert "- silent: yes" in proc.stdout and "behaviour fingerprint bfp_" in proc.stdout

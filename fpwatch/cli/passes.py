@@ -203,8 +203,11 @@ def run(ctx: click.Context) -> None:
 def demo(ctx: click.Context, interval: float) -> None:
     """Watch a scripted story on the built-in simulator: no key, no network, under a minute.
 
-    Steady replica rotation stays quiet; a rollout with overlap raises one change and later one
-    retirement; an outage raises model.down then model.recovered; a rollback is critical.
+    One model of each provider type (openai-compatible, anthropic, gemini, openai-responses) on the
+    same simulator. Steady replica rotation stays quiet; Claude's new snapshot raises one
+    model.changed; a new top_p echoed by the Responses API one fingerprint.changed; a rollout
+    with overlap raises one change and later one retirement; an outage raises model.down then
+    model.recovered; a silent swap is a critical canary.drift; a rollback is critical.
 
     \b
     Example:
@@ -227,10 +230,11 @@ def demo(ctx: click.Context, interval: float) -> None:
 @click.option("--api-key", envvar="FPWATCH_SIMULATOR_API_KEY", help="Require this key (default: accept any request).")
 @click.option("--seed", type=int, help="Seed the simulator's randomness for reproducible runs.")
 def simulate(host: str, port: int, scenario: str | None, api_key: str | None, seed: int | None) -> None:
-    """Serve the simulated OpenAI-compatible provider, for trying configs and alert routing.
+    """Serve the simulated provider (every wire format fpwatch speaks), for trying configs and alert routing.
 
-    Point a provider at it with type = "openai-compatible" and base_url = "http://127.0.0.1:8787/v1"
-    (or type = "azure" and base_url = "http://127.0.0.1:8787"). The scenario format is documented in
+    Point a provider at it with type = "openai-compatible" (or "openai-responses") and base_url =
+    "http://127.0.0.1:8787/v1", or type = "azure", "anthropic" or "gemini" and base_url =
+    "http://127.0.0.1:8787". The scenario format is documented in
     fpwatch/sim/scenario.py and the README; /_sim/... endpoints change behaviour at run time.
 
     \b
