@@ -8,6 +8,7 @@ import email
 import email.policy
 import http.server
 import inspect
+import itertools
 import json
 import os
 import signal
@@ -18,7 +19,7 @@ import sys
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,8 +29,9 @@ import pytest
 from aiosmtpd.controller import Controller
 from prometheus_client.parser import text_string_to_metric_families
 
+from fpwatch.config.model import PostgresState, Secret
 from fpwatch.sim import Simulator
-from fpwatch.store import open_sqlite
+from fpwatch.store import open_store
 
 API_KEY = "sk-fpwatch-test-8d7c6b5a4f3e2d1c0b9a"
 # What the environment may hold that would point fpwatch elsewhere than the test's own config and state.
@@ -377,19 +379,20 @@ def sink() -> Iterator[HttpSink]:
 
 
 class BlockingStore:
-    """The SQLite store, called from synchronous test code: each coroutine method runs to completion on a
-    private event loop, an async iterator comes back as a list. `db` is a connection of the test's own to the
-    same file (for tampering and looking at the schema), as another process would have."""
+    """The store (SQLite or PostgreSQL: `state` is a path or a PostgresState), called from synchronous test code:
+    each coroutine method runs to completion on a private event loop, an async iterator comes back as a list. `db`
+    is a connection of the test's own to the same state (for tampering and looking at the schema), as another
+    process would have; its `execute` takes SQLite's `?` placeholders on both backends."""
 
-    def __init__(self, path: Path, **options: Any) -> None:
-        self.path = path
+    def __init__(self, state: Path | PostgresState, **options: Any) -> None:
+        self.path = state
         self._loop = asyncio.new_event_loop()
         try:
-            self._store = self._loop.run_until_complete(open_sqlite(path, **options))
+            self._store = self._loop.run_until_complete(open_store(state, **options))
         except BaseException:
             self._loop.close()
             raise
-        self.db = sqlite3.connect(path, isolation_level=None)
+        self.db: Any = raw_connection(state)
 
     def __getattr__(self, name: str) -> Any:
         method = getattr(self._store, name)
@@ -409,6 +412,82 @@ class BlockingStore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class RawPostgres:
+    """A plain autocommit connection to a PostgreSQL state that takes SQLite's `?` placeholders, so that a test
+    tampers with either backend in the same words."""
+
+    def __init__(self, state: PostgresState) -> None:
+        import psycopg
+
+        password = state.password.reveal() if state.password else None
+        self._db = psycopg.connect(state.url, password=password, autocommit=True)
+
+    def execute(self, sql: str, args: Sequence[Any] = ()) -> Any:
+        return self._db.execute(sql.replace("?", "%s"), tuple(args))
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def raw_connection(state: Path | PostgresState) -> Any:
+    if isinstance(state, PostgresState):
+        return RawPostgres(state)
+    return sqlite3.connect(state, isolation_level=None)
+
+
+# --- PostgreSQL: one throwaway server per test session, a fresh database per test ------------------------------
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[Any]:
+    from postgres import PostgresServer, binaries
+
+    if binaries() is None:
+        pytest.skip("PostgreSQL is not installed (.ci/setup installs it)")
+    server = PostgresServer()
+    yield server
+    server.close()
+
+
+class Backend:
+    """One of the two stores: `state()` makes a fresh, empty state (a file name in tmp_path, or a new database), and
+    `url(state)` is how a config file names it."""
+
+    def __init__(self, name: str, tmp_path: Path, server: Any = None) -> None:
+        self.name = name
+        self.tmp_path = tmp_path
+        self.server = server
+        self._made = 0
+
+    def state(self) -> Path | PostgresState:
+        self._made += 1
+        if self.server is None:
+            return self.tmp_path / f"state{self._made}.db"
+        from postgres import PASSWORD
+
+        database = f"t{os.getpid()}_{next(_DATABASES)}"
+        self.server.createdb(database)
+        return PostgresState(self.server.url(database, password=False), Secret(PASSWORD))
+
+    def migrations(self) -> list[str]:
+        if self.server is None:
+            from fpwatch.store.sqlite_migrations import MIGRATIONS
+        else:
+            from fpwatch.store.postgres_migrations import MIGRATIONS  # type: ignore[assignment]
+        return [name for name, _ in MIGRATIONS]
+
+
+_DATABASES = itertools.count(1)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    """The store tests run on both backends: the same test body, a fresh state each."""
+    if request.param == "sqlite":
+        return Backend("sqlite", tmp_path)
+    return Backend("postgresql", tmp_path, request.getfixturevalue("postgres_server"))
 
 
 async def _collect(items: Any) -> list[Any]:

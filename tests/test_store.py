@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import sqlite3
 import subprocess
@@ -10,10 +11,12 @@ import sys
 import textwrap
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
-from conftest import BlockingStore
+from conftest import Backend, BlockingStore
 
+from fpwatch.config.model import PostgresState
 from fpwatch.detect.conclude import conclude
 from fpwatch.detect.drift import CanaryKey
 from fpwatch.detect.observation import FirstToken, Observation
@@ -54,25 +57,28 @@ def chain_of(store: BlockingStore) -> tuple[int, str | None]:
     return audit.counts["observation"], audit.broken.name() if audit.broken is not None else None
 
 
-def test_migrations_run_once_from_an_empty_database(tmp_path: Path) -> None:
-    """A new file gets every migration recorded; reopening runs none again."""
-    path = tmp_path / "state.db"
-    with BlockingStore(path) as store:
-        names = [row[0] for row in store.db.execute("SELECT name FROM migrations")]
-        assert names == [name for name, _ in MIGRATIONS]
-        assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    with BlockingStore(path) as store:
+def test_migrations_run_once_from_an_empty_database(backend: Backend) -> None:
+    """A new state gets every migration of its backend recorded; reopening runs none again."""
+    state = backend.state()
+    with BlockingStore(state) as store:
+        names = [row[0] for row in store.db.execute("SELECT name FROM migrations ORDER BY name").fetchall()]
+        assert names == backend.migrations()
+        if backend.name == "sqlite":
+            assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    with BlockingStore(state) as store:
         assert store.migrate() == []
 
 
-def test_database_from_a_newer_fpwatch_is_refused(tmp_path: Path) -> None:
-    """Unknown migrations mean a newer fpwatch wrote the file: say so instead of corrupting it."""
-    path = tmp_path / "state.db"
-    BlockingStore(path).close()
-    with sqlite3.connect(path) as db:
-        db.execute("INSERT INTO migrations VALUES ('999_future', '2030-01-01T00:00:00Z')")
+def test_database_from_a_newer_fpwatch_is_refused(backend: Backend) -> None:
+    """Unknown migrations mean a newer fpwatch wrote the state: say so instead of corrupting it, on a writable open
+    and a read-only one."""
+    state = backend.state()
+    with BlockingStore(state) as store:
+        store.db.execute("INSERT INTO migrations VALUES ('999_future', '2030-01-01T00:00:00Z')")
     with pytest.raises(StateError, match="newer fpwatch"):
-        BlockingStore(path)
+        BlockingStore(state)
+    with pytest.raises(StateError, match="newer fpwatch"):
+        BlockingStore(state, readonly=True)
 
 
 def test_a_file_that_is_not_a_database_is_a_clear_error(tmp_path: Path) -> None:
@@ -83,18 +89,18 @@ def test_a_file_that_is_not_a_database_is_a_clear_error(tmp_path: Path) -> None:
         BlockingStore(path)
 
 
-def test_state_round_trips_through_the_database(tmp_path: Path) -> None:
+def test_state_round_trips_through_the_database(backend: Backend) -> None:
     """What conclude() produced is exactly what the next check loads."""
-    with BlockingStore(tmp_path / "s.db") as store:
+    with BlockingStore(backend.state()) as store:
         obs = [observation(0), observation(1, "fp_b000000000")]
         expected, _ = conclude(store.load_state("m"), obs, POLICY, T0)
         record(store, 0, obs)
         assert store.load_state("m") == expected
 
 
-def test_hash_chain_verifies_and_detects_tampering(tmp_path: Path) -> None:
+def test_hash_chain_verifies_and_detects_tampering(backend: Backend) -> None:
     """The chain recomputes; editing any recorded field breaks it at that row."""
-    with BlockingStore(tmp_path / "s.db") as store:
+    with BlockingStore(backend.state()) as store:
         for i in range(5):
             record(store, i, [observation(i * 2), observation(i * 2 + 1)])
         assert chain_of(store) == (10, None)
@@ -104,9 +110,9 @@ def test_hash_chain_verifies_and_detects_tampering(tmp_path: Path) -> None:
         assert chain_of(store) == (3, "observation 4")
 
 
-def test_tampered_output_is_detected_and_pruned_output_is_not(tmp_path: Path) -> None:
+def test_tampered_output_is_detected_and_pruned_output_is_not(backend: Backend) -> None:
     """Outputs are covered through their digest: pruning keeps the chain valid, editing does not."""
-    with BlockingStore(tmp_path / "s.db") as store:
+    with BlockingStore(backend.state()) as store:
         record(store, 0, [observation(0), observation(1)])
         assert store.prune_outputs(T0 + timedelta(seconds=30)) == 1
         assert chain_of(store) == (2, None)
@@ -119,6 +125,8 @@ WRITER = textwrap.dedent(
     import asyncio
     import sys
     from datetime import UTC, datetime, timedelta
+    from pathlib import Path
+    from fpwatch.config.model import PostgresState
     from fpwatch.detect.conclude import conclude
     from fpwatch.detect.observation import Observation
     from fpwatch.detect.state import Policy
@@ -126,7 +134,8 @@ WRITER = textwrap.dedent(
 
     async def main(path, who):
         policy = Policy(timedelta(hours=24), 3, 3)
-        store = await open_store(path)
+        # A PostgreSQL state comes as its URL, its password in PGPASSWORD (which libpq reads itself).
+        store = await open_store(PostgresState(path) if path.startswith("postgresql:") else Path(path))
         for i in range(40):
             now = datetime.now(UTC)
             obs = [Observation(now, "m", "c", k, 1, ok=True, system_fingerprint="fp_" + who * 10,
@@ -141,12 +150,15 @@ WRITER = textwrap.dedent(
 )
 
 
-def test_two_processes_writing_the_same_model_neither_fail_nor_double_count(tmp_path: Path) -> None:
+def test_two_processes_writing_the_same_model_neither_fail_nor_double_count(backend: Backend) -> None:
     """Concurrent checks from two processes serialise: every sample counted once, the chain intact."""
-    path = tmp_path / "shared.db"
+    path = backend.state()
     BlockingStore(path).close()
+    env = {**os.environ, "PGPASSWORD": path.password.reveal()} if isinstance(path, PostgresState) else None
     procs = [
-        subprocess.Popen([sys.executable, "-c", WRITER, str(path), who], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(path), who], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+        )
         for who in ("a", "b")
     ]
     for proc in procs:
@@ -166,9 +178,9 @@ def test_two_processes_writing_the_same_model_neither_fail_nor_double_count(tmp_
         assert len(first_seen) == 2  # one per value, never twice
 
 
-def test_events_filter_and_ack(tmp_path: Path) -> None:
+def test_events_filter_and_ack(backend: Backend) -> None:
     """Events are filtered by time, model and severity; an ack is recorded with its comment."""
-    with BlockingStore(tmp_path / "s.db") as store:
+    with BlockingStore(backend.state()) as store:
         for i in range(4):
             record(store, i, [observation(i, f"fp_{i}000000000")])
         all_events = store.events()
@@ -207,13 +219,12 @@ def test_a_database_from_every_earlier_schema_migrates_forward(tmp_path: Path) -
             assert store.load_state("m").checks == 7
 
 
-def test_rejected_options_are_kept_per_model_id_in_their_stored_form(tmp_path: Path) -> None:
+def test_rejected_options_are_kept_per_model_id_in_their_stored_form(backend: Backend) -> None:
     """A state written by an earlier fpwatch ("option@model-id", ids with "@" included) loads as (option, id)
     pairs, and is written back in the same form, so either fpwatch reads the other's file."""
-    path = tmp_path / "s.db"
-    BlockingStore(path).close()
-    with sqlite3.connect(path) as db:
-        db.execute(
+    path = backend.state()
+    with BlockingStore(path) as store:
+        store.db.execute(
             "INSERT INTO model_state (model, checks, consecutive_failures, down, fingerprint_missing, expect_failing,"
             " fingerprint_samples, response_model_samples, unsupported) VALUES ('m', 1, 0, 0, 0, '[]', 0, 0, ?)",
             (json.dumps(["temperature@o3-mini", "seed@claude-3-5-sonnet@20240620"]),),
@@ -228,13 +239,13 @@ def test_rejected_options_are_kept_per_model_id_in_their_stored_form(tmp_path: P
         assert json.loads(stored) == ["seed@claude-3-5-sonnet@20240620", "temperature@o3-mini"]
 
 
-def test_a_stored_events_details_are_shown_exactly_as_stored(tmp_path: Path) -> None:
+def test_a_stored_events_details_are_shown_exactly_as_stored(backend: Backend) -> None:
     """A row from an earlier fpwatch (fewer keys, one it no longer writes) reads back with its details as they
     are, keys sorted as stored: the audit trail is not rewritten; the typed details fill in what they lack."""
-    with BlockingStore(tmp_path / "s.db") as store:
+    with BlockingStore(backend.state()) as store:
         old = {"failed_checks": 3, "last_error": "boom", "last_ok": None, "retired_key": "kept"}
         store.db.execute(
-            "INSERT INTO events (time, model, type, severity, summary, details) VALUES (?, 'm', 'model.down', "
+            "INSERT INTO events (id, time, model, type, severity, summary, details) VALUES (1, ?, 'm', 'model.down', "
             "'warning', 'm: down', ?)",
             ("2026-03-01T00:00:00Z", json.dumps(old, sort_keys=True)),
         )
@@ -299,7 +310,7 @@ def test_a_write_whose_caller_is_cancelled_still_completes(tmp_path: Path) -> No
         assert store.load_state("m").checks == 1 and chain_of(store) == (1, None)
 
 
-def test_drift_rows_parsed_once_still_follow_what_another_process_wrote(tmp_path: Path) -> None:
+def test_drift_rows_parsed_once_still_follow_what_another_process_wrote(backend: Backend) -> None:
     """The store keeps parsed drift rows (written once, never changed): another writer's new rows are read, its
     deleted ones forgotten, and a row whose stored body differs from the cached one is read again."""
     policy = Policy(timedelta(hours=24), 1, 3, canary_keys={"c": CanaryKey("c", "d1g35t")})
@@ -312,7 +323,7 @@ def test_drift_rows_parsed_once_still_follow_what_another_process_wrote(tmp_path
             check = CheckRecord(f"check{i}", "m", T0, T0, len(obs), 0, None)
             store.record_check(check, obs, lambda s, obs=obs, i=i: conclude(s, obs, policy, T0 + timedelta(minutes=i)))
 
-    path = tmp_path / "s.db"
+    path = backend.state()
     with BlockingStore(path) as reader, BlockingStore(path) as writer:
         checks(writer, 0, 10)
         first = reader.load_state("m").drift
@@ -327,3 +338,27 @@ def test_drift_rows_parsed_once_still_follow_what_another_process_wrote(tmp_path
             "UPDATE drift_checks SET body = ? WHERE seq = ?", ('{"time":"2026-03-01T00:00:00Z","tallies":{}}', seq)
         )
         assert reader.load_state("m").drift.window[-1].tallies == {}
+
+
+def test_the_same_history_has_the_same_chain_and_export_on_both_backends(tmp_path: Path, postgres_server: Any) -> None:
+    """The chain is a contract, not a backend's: the same checks, events, acks and pruning recorded into SQLite and
+    into PostgreSQL give the same head, hash for hash, and exports equal row for row (ids, key order and all)."""
+    sqlite_state = Backend("sqlite", tmp_path).state()
+    pg_state = Backend("postgresql", tmp_path, postgres_server).state()
+    exports = []
+    for state in (sqlite_state, pg_state):
+        with BlockingStore(state) as store:
+            for i in range(6):
+                fingerprint = "fp_a000000000" if i < 3 else "fp_b000000000"
+                record(store, i, [observation(i * 2, fingerprint, output="39ü"), observation(i * 2 + 1, fingerprint)])
+            changed = store.events(types=["fingerprint.changed"])[-1]
+            store.ack(changed.id or 0, "planned, ümlaut and all", T0 + timedelta(hours=1))
+            store.ack(changed.id or 0, None, T0 + timedelta(hours=2))
+            assert store.prune_outputs(T0 + timedelta(minutes=3)) == 3
+            record(store, 6, [observation(12, "fp_b000000000")])
+            assert store.verify_audit().ok
+            rows = (store.observation_rows(), store.event_rows(), store.mode_rows())
+            exports.append((store.chain_head(), *[[json.dumps(r, ensure_ascii=False) for r in part] for part in rows]))
+    assert exports[0] == exports[1]
+    head, observations, events, _ = exports[0]
+    assert head.rows == len(observations) + len(events) + 2 and len(events) >= 3  # two acks, one link each

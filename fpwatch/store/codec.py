@@ -153,6 +153,15 @@ def event_values(event: Event, check_id: str | None) -> tuple[Any, ...]:
     return (iso(event.time), event.model, event.type, event.severity, event.summary, details, check_id)
 
 
+def stored_json(text: str) -> Any:
+    """Stored JSON text as the audit chain covers it: the parsed object (text that is not JSON stays text, and then
+    does not match the object its hash was made of)."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
 def event_from(row: Sequence[Any]) -> StoredEvent:
     """A stored event from the values of EVENT_COLUMNS."""
     v = dict(zip(EVENT_COLUMNS, row, strict=True))

@@ -15,8 +15,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import math
-import os
-import socket
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
@@ -33,6 +31,7 @@ from fpwatch.detect.state import ModelState, acknowledged
 from fpwatch.errors import StateError
 from fpwatch.logs import get_logger
 from fpwatch.store import chain, codec, sqlite_audit
+from fpwatch.store.leases import lease_owner, owner_alive
 from fpwatch.store.protocol import CheckRecord, Conclude, OutboxMessage, Route, StoredEvent
 from fpwatch.store.sqlite_migrations import MIGRATIONS
 from fpwatch.store.sqlite_rows import RowCache
@@ -45,26 +44,6 @@ T = TypeVar("T")
 _STATE_SELECT = f"SELECT {', '.join(codec.STATE_COLUMNS)} FROM model_state WHERE model = ?"
 _SIGNAL_SELECT = "SELECT kind, value, first_seen, last_seen, count, misses, retired_at, since FROM signals"
 _EVENT_SELECT = f"SELECT {', '.join(codec.EVENT_COLUMNS)} FROM events"
-
-
-def _lease_owner() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def _owner_alive(owner: str | None) -> bool:
-    """Is the process holding a lease still running? (Owners on other hosts are assumed alive.)"""
-    if not owner:
-        return False
-    host, _, pid = owner.rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
-        return True
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # it exists, it is just not ours
-    return True
 
 
 def _not_ours(path: Path, exc: Exception) -> StateError:
@@ -481,12 +460,12 @@ class SqliteStore:
                 "ORDER BY id",
                 (notifier, iso(now)),
             ).fetchall()
-            free = next((r for r in rows if r[7] is None or r[7] < iso(now) or not _owner_alive(r[8])), None)
+            free = next((r for r in rows if r[7] is None or r[7] < iso(now) or not owner_alive(r[8])), None)
             if free is None:
                 return None
             db.execute(
                 "UPDATE outbox SET lease_until = ?, lease_owner = ? WHERE id = ?",
-                (iso(now + lease), _lease_owner(), free[0]),
+                (iso(now + lease), lease_owner(), free[0]),
             )
             return OutboxMessage(free[0], free[1], free[2], free[3], free[4], parse_iso(free[5]), free[6])
 

@@ -151,7 +151,7 @@ class Appender:
     def event_link(self, event_id: int, values: Sequence[Any]) -> tuple[int, str, str]:
         """The link of an event row from its (time, model, type, severity, summary, details JSON, check_id)."""
         row = dict(zip(("time", "model", "type", "severity", "summary", "details", "check_id"), values, strict=True))
-        return self.link("event", chain.event_fields({**row, "id": event_id, "details": _json(values[5])}))
+        return self.link("event", chain.event_fields({**row, "id": event_id, "details": codec.stored_json(values[5])}))
 
     def ack(self, event_id: int, time: str, comment: str | None) -> None:
         """An acknowledgement is a link of its own; the event's acked_at / ack_comment show the newest."""
@@ -161,15 +161,6 @@ class Appender:
             (event_id, time, comment, seq, prev, digest),
         )
         self.db.execute("UPDATE events SET acked_at = ?, ack_comment = ? WHERE id = ?", (time, comment, event_id))
-
-
-def _json(text: str) -> Any:
-    """Stored details as the chain covers them: the parsed object (text that is not JSON stays text, and then
-    does not match the object its hash was made of)."""
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
 
 
 # -- export form and the walk
@@ -187,7 +178,7 @@ def observation_rows(db: sqlite3.Connection, since: datetime | None) -> Iterator
         item = dict(zip(names, row, strict=True))
         item["seq"] = item["id"] if item["seq"] is None else item["seq"]
         item["ok"] = bool(item["ok"])
-        item["first_token"] = _json(item["first_token"]) if item["first_token"] else None
+        item["first_token"] = codec.stored_json(item["first_token"]) if item["first_token"] else None
         yield item
 
 
@@ -233,7 +224,7 @@ def _event_links(db: sqlite3.Connection) -> Iterator[chain.Link]:
     names = [name.strip() for name in _EVENT_LINK.split(",")]
     for row in db.execute(f"SELECT {_EVENT_LINK} FROM events WHERE seq IS NOT NULL ORDER BY seq"):
         item = dict(zip(names, row, strict=True))
-        item["details"] = _json(item["details"])
+        item["details"] = codec.stored_json(item["details"])
         yield chain.event_link(item)
 
 

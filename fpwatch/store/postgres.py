@@ -1,0 +1,546 @@
+"""The PostgreSQL `Store` (DESIGN section 9): `[fpwatch] state = "postgresql://user@host:5432/db"`.
+
+psycopg 3, async, with a connection pool (`check_connection` on every checkout: the connections a server restart
+killed are replaced before they are used). Each method is one transaction on a connection of the pool. What SQLite
+gets from its one write lock, PostgreSQL gets from transaction-level advisory locks, which go with the transaction
+(a dropped connection releases them):
+- a model's read-modify-write (load the state, conclude, save) holds that model's lock, so two processes checking
+  the same model serialise instead of double-counting;
+- every append to the audit chain holds the chain's lock (postgres_audit.CHAIN_LOCK) from reading its end to the
+  commit, so positions never race across processes or hosts; a model's lock is always taken before the chain's;
+- migrations run under a lock of their own, so openers of a new database do not race.
+The outbox is claimed with `FOR UPDATE SKIP LOCKED`; leases name their owner (host:pid), and an owner on another
+host is assumed alive until its lease runs out.
+
+A connection lost in the middle (a server restart) rolls its transaction back whole: the transaction is retried
+once on a fresh connection, else the caller gets a StateError. Errors are one line, say what to do, and never hold
+the password (the URL fpwatch prints has none).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Any, TypeVar
+
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from fpwatch.clock import iso, utcnow
+from fpwatch.config.model import PostgresState, Secret
+from fpwatch.detect.observation import Observation
+from fpwatch.detect.signals import Signal
+from fpwatch.detect.state import ModelState, acknowledged
+from fpwatch.errors import StateError
+from fpwatch.logs import get_logger
+from fpwatch.store import chain, codec, postgres_audit
+from fpwatch.store.postgres_audit import Appender, Db
+from fpwatch.store.postgres_migrations import MIGRATIONS
+from fpwatch.store.postgres_outbox import PostgresOutbox
+from fpwatch.store.protocol import CheckRecord, Conclude, Route, StoredEvent
+
+LOCK_TIMEOUT_MS = 30_000  # a lock held by another process longer than this: a StateError (SQLite's busy timeout)
+CONNECT_TIMEOUT = 10.0  # seconds to reach the server (and to wait for a connection of the pool)
+CLOSE_GRACE = 3.0  # seconds writes still running get once the store closes
+POOL_SIZE = 8
+MIGRATION_LOCK = postgres_audit.CHAIN_LOCK + 1
+MODEL_LOCKS = 0x66707701  # pg_advisory_xact_lock(int, int) class of the per-model locks: (MODEL_LOCKS, hashtext)
+T = TypeVar("T")
+_STATE_SELECT = f"SELECT {', '.join(codec.STATE_COLUMNS)} FROM model_state WHERE model = %s"
+_SIGNAL_SELECT = "SELECT kind, value, first_seen, last_seen, count, misses, retired_at, since FROM signals"
+_EVENT_SELECT = f"SELECT {', '.join(codec.EVENT_COLUMNS)} FROM events"
+
+
+def _upsert(table: str, columns: Sequence[str], key: Sequence[str]) -> str:
+    """INSERT OR REPLACE, in PostgreSQL's words."""
+    marks = ", ".join(["%s"] * len(columns))
+    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in columns if c not in key)
+    conflict = f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {updates}"
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks}) {conflict}"
+
+
+_STATE_UPSERT = _upsert("model_state", codec.STATE_COLUMNS, ("model",))
+_SIGNAL_UPSERT = _upsert("signals", codec.SIGNAL_COLUMNS, ("model", "kind", "value"))
+_LOST = ("08", "57P01", "57P02", "57P03")  # SQLSTATEs of a connection gone (or a server shutting down)
+
+
+async def open_postgres(
+    state: PostgresState,
+    *,
+    readonly: bool = False,
+    audit_key: Secret | None = None,
+    lock_timeout_ms: int = LOCK_TIMEOUT_MS,
+    connect_timeout: float = CONNECT_TIMEOUT,
+    missing_ok: bool = False,
+) -> PostgresStore | None:
+    """Open (migrating unless `readonly`) the state in this database. A read-only open of a database fpwatch has not
+    written to is an error, or None with `missing_ok` (the reading commands then show an empty history)."""
+    store = PostgresStore(
+        state, readonly=readonly, audit_key=audit_key, lock_timeout_ms=lock_timeout_ms, connect_timeout=connect_timeout
+    )
+    try:
+        if not await store.open(missing_ok=missing_ok):
+            await store.close()
+            return None
+    except BaseException:
+        await store.close()
+        raise
+    return store
+
+
+class PostgresStore(PostgresOutbox):
+    """fpwatch's state in a PostgreSQL database. Methods speak the domain's words; callers never see SQL. (The
+    outbox's methods are in postgres_outbox.py.)"""
+
+    def __init__(
+        self,
+        state: PostgresState,
+        *,
+        readonly: bool = False,
+        audit_key: Secret | None = None,
+        lock_timeout_ms: int = LOCK_TIMEOUT_MS,
+        connect_timeout: float = CONNECT_TIMEOUT,
+    ) -> None:
+        self.state = state
+        self.readonly = readonly
+        self.lock_timeout_ms = lock_timeout_ms
+        self.connect_timeout = connect_timeout
+        self._key = audit_key.reveal().encode() if audit_key is not None else None
+        self._password = state.password.reveal() if state.password is not None else None
+        options = f"-c lock_timeout={int(lock_timeout_ms)}"
+        if readonly:  # the server refuses every write, whatever a caller asks
+            options += " -c default_transaction_read_only=on"
+        self._kwargs: dict[str, Any] = {
+            "autocommit": True,  # a transaction is always explicit: `db.transaction()`
+            "connect_timeout": max(1, round(connect_timeout)),
+            "application_name": "fpwatch",
+            "options": options,
+        }
+        if self._password is not None:
+            self._kwargs["password"] = self._password
+        self._pool: AsyncConnectionPool[psycopg.AsyncConnection[tuple[Any, ...]]] = AsyncConnectionPool(
+            state.url,
+            kwargs=self._kwargs,
+            min_size=1,
+            max_size=POOL_SIZE,
+            open=False,
+            check=AsyncConnectionPool.check_connection,
+            timeout=connect_timeout,
+            name="fpwatch-state",
+        )
+        self._writes: set[asyncio.Future[Any]] = set()
+
+    def __str__(self) -> str:
+        return self.state.url
+
+    # -- connections and errors
+
+    async def open(self, *, missing_ok: bool = False) -> bool:
+        """Connect once directly (so that a server out of reach, a refused password or a missing database is said
+        as such), migrate or check the schema on that connection, then open the pool. False: no state (readonly)."""
+        try:
+            first = await psycopg.AsyncConnection.connect(self.state.url, **self._kwargs)
+        except psycopg.Error as exc:
+            raise self._unreachable(exc) from None
+        try:
+            async with first:
+                if self.readonly:
+                    if not await self._check_schema(first, missing_ok):
+                        return False
+                else:
+                    await self._migrate(first)
+        except psycopg.Error as exc:
+            raise self._error(exc) from None
+        await self._pool.open(wait=False)
+        return True
+
+    async def close(self) -> None:
+        """Let writes already asked for finish (at most CLOSE_GRACE more), then close the pool."""
+        if self._writes:
+            await asyncio.wait(set(self._writes), timeout=CLOSE_GRACE)
+        await self._pool.close()
+
+    def _scrub(self, text: str) -> str:
+        """The server's words, one line, without the password (libpq never puts it there; this makes sure)."""
+        line = " ".join(part.strip() for part in text.splitlines() if part.strip())
+        line = line.replace("FATAL:  ", "").replace("connection failed: ", "")
+        return line.replace(self._password, "********") if self._password else line
+
+    def _unreachable(self, exc: Exception) -> StateError:
+        reason = self._scrub(str(exc))
+        where = self.state.address
+        lowered = reason.lower()
+        if "password authentication failed" in lowered:
+            return StateError(
+                f"PostgreSQL at {where} refused the password ({reason}): set [fpwatch] state_password_file (or "
+                "PGPASSFILE) to the right one"
+            )
+        if "no password supplied" in lowered:
+            return StateError(
+                f"PostgreSQL at {where} asks for a password: set [fpwatch] state_password_file, or put it in "
+                "~/.pgpass (or the file PGPASSFILE names)"
+            )
+        if "does not exist" in lowered and "database" in lowered:
+            return StateError(
+                f"PostgreSQL at {where}: {reason}; create it (`createdb`) or point [fpwatch] state at another"
+            )
+        return StateError(
+            f"cannot reach PostgreSQL at {where} ({reason}): check [fpwatch] state and that the server is running"
+        )
+
+    def _error(self, exc: psycopg.Error) -> StateError:
+        if isinstance(exc, pg_errors.LockNotAvailable):
+            return StateError(
+                f"the state database {self.state.url} stayed locked by another process for "
+                f"{self.lock_timeout_ms / 1000:g}s; is another fpwatch stuck?"
+            )
+        if isinstance(exc, pg_errors.UndefinedTable | pg_errors.UndefinedColumn):
+            return StateError(
+                f"{self.state.url} is not a usable fpwatch database ({self._scrub(str(exc))}); point [fpwatch] state "
+                "at another database"
+            )
+        if _lost(exc):
+            return StateError(
+                f"lost the connection to PostgreSQL at {self.state.address} ({self._scrub(str(exc))}): check that the "
+                "server is running; nothing of this write was kept"
+            )
+        return StateError(f"state database {self.state.url}: {self._scrub(str(exc))}")
+
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[Db]:
+        try:
+            connection = self._pool.connection()
+            db = await connection.__aenter__()
+        except PoolTimeout:
+            raise await self._diagnose() from None
+        try:
+            yield db
+        except BaseException as exc:
+            await connection.__aexit__(type(exc), exc, exc.__traceback__)
+            raise
+        await connection.__aexit__(None, None, None)
+
+    async def _diagnose(self) -> StateError:
+        """The pool found no connection in time: a direct attempt says why (out of reach, or the pool was busy)."""
+        try:
+            probe = await psycopg.AsyncConnection.connect(self.state.url, **{**self._kwargs, "connect_timeout": 3})
+        except psycopg.Error as exc:
+            return self._unreachable(exc)
+        await probe.close()
+        return StateError(
+            f"no free connection to PostgreSQL at {self.state.address} within {self.connect_timeout:g}s; is the "
+            "server overloaded?"
+        )
+
+    async def _run(self, fn: Callable[..., Awaitable[T]], *args: Any, transaction: bool = True) -> T:
+        """fn(connection, *args), in one transaction; a connection lost on the way is retried once on a fresh
+        one (the lost transaction was rolled back whole)."""
+        for attempt in (1, 2):
+            try:
+                async with self._connection() as db:
+                    if not transaction:
+                        return await fn(db, *args)
+                    async with db.transaction():
+                        return await fn(db, *args)
+            except psycopg.Error as exc:
+                if attempt == 2 or not _lost(exc):
+                    raise self._error(exc) from None
+                get_logger("fpwatch.store").warning(
+                    "lost the connection to PostgreSQL; retrying on a fresh one", reason=self._scrub(str(exc))
+                )
+        raise AssertionError("unreachable")
+
+    async def _write(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """A write, asked for, runs to its end even if its caller is cancelled meanwhile (a delivery already sent
+        must be marked delivered); close() waits for it."""
+        task = asyncio.ensure_future(self._run(fn, *args))
+        self._writes.add(task)
+        task.add_done_callback(_finished(self._writes))
+        return await asyncio.shield(task)
+
+    # -- schema
+
+    async def _check_schema(self, db: Db, missing_ok: bool) -> bool:
+        """A read-only open cannot migrate: make sure the schema is the one this fpwatch knows."""
+        table = await (await db.execute("SELECT to_regclass('migrations')")).fetchone()
+        if table is None or table[0] is None:
+            if missing_ok:
+                return False
+            raise StateError(
+                f"the PostgreSQL database {self.state.url} holds no fpwatch state yet; run `fpwatch check` once "
+                "without --dry-run"
+            )
+        done = {row[0] for row in await (await db.execute("SELECT name FROM migrations")).fetchall()}
+        known = [name for name, _ in MIGRATIONS]
+        if done - set(known):
+            raise StateError(f"the state database {self.state.url} was written by a newer fpwatch; upgrade fpwatch")
+        if set(known) - done:
+            raise StateError(
+                f"the state database {self.state.url} needs an upgrade; run `fpwatch check` once without --dry-run"
+            )
+        return True
+
+    async def _migrate(self, db: Db) -> list[str]:
+        async with db.transaction():
+            await db.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+            await db.execute(
+                'CREATE TABLE IF NOT EXISTS migrations (name TEXT COLLATE "C" PRIMARY KEY, applied_at TEXT NOT NULL)'
+            )
+            done = {row[0] for row in await (await db.execute("SELECT name FROM migrations")).fetchall()}
+            known = {name for name, _ in MIGRATIONS}
+            if done - known:
+                raise StateError(
+                    f"the state database {self.state.url} was written by a newer fpwatch "
+                    f"(migrations {', '.join(sorted(done - known))}); upgrade fpwatch"
+                )
+            ran = []
+            for name, step in MIGRATIONS:
+                if name not in done:
+                    await step(db)
+                    await db.execute("INSERT INTO migrations VALUES (%s, %s)", (name, iso(utcnow())))
+                    ran.append(name)
+            await self._take_key(db)  # a wrong or missing key: refused at open
+        return ran
+
+    async def migrate(self) -> list[str]:
+        """Run the migrations this database has not seen yet; return their names."""
+        async with self._connection() as db:
+            return await self._migrate(db)
+
+    async def _take_key(self, db: Db) -> None:
+        switched = await postgres_audit.take_key(db, self._key, self.state.url, utcnow())
+        if switched is not None:
+            get_logger("fpwatch.store").warning(
+                f"the audit chain of {self.state.url} becomes keyed from row {switched} on; if it was keyed before, "
+                "its plain part was rewritten"
+            )
+
+    async def _appender(self, db: Db) -> Appender:
+        """Links appended in this transaction: the chain takes this store's key first (or refuses it)."""
+        await self._take_key(db)
+        return await Appender.start(db, self._key)
+
+    # -- checks and model state
+
+    @staticmethod
+    async def _lock_model(db: Db, model: str) -> None:
+        await db.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (MODEL_LOCKS, model))
+
+    async def record_check(
+        self,
+        check: CheckRecord,
+        observations: Sequence[Observation],
+        conclude: Conclude,
+        route: Route | None = None,
+    ) -> tuple[ModelState, list[StoredEvent]]:
+        async def write(db: Db) -> tuple[ModelState, list[StoredEvent]]:
+            await self._lock_model(db, check.model)
+            state = await self._load_state(db, check.model)
+            new_state, events = await asyncio.to_thread(conclude, state)  # the drift tests may take a second
+            chained = await self._appender(db)
+            await chained.observations(check.id, observations)
+            await db.execute(
+                "INSERT INTO checks VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+                (
+                    check.id,
+                    check.model,
+                    iso(check.started),
+                    iso(check.finished),
+                    int(check.failures < check.requests),
+                    check.requests,
+                    check.failures,
+                    check.error,
+                ),
+            )
+            await self._save_state(db, new_state)
+            stored = [await chained.event(event, check.id) for event in events]
+            alerts = [
+                (event.id, notifier, iso(check.finished))
+                for event in stored
+                for notifier in (route(new_state, event) if route is not None else ())
+            ]
+            if alerts:
+                async with db.cursor() as cursor:
+                    await cursor.executemany(
+                        "INSERT INTO alerts (event_id, notifier, created) VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
+                        alerts,
+                    )
+            return new_state, stored
+
+        return await self._write(write)
+
+    async def load_state(self, model: str) -> ModelState:
+        return await self._run(self._load_state, model)
+
+    @staticmethod
+    async def _load_state(db: Db, model: str) -> ModelState:
+        row = await (await db.execute(_STATE_SELECT, (model,))).fetchone()
+        signals = await (await db.execute(f"{_SIGNAL_SELECT} WHERE model = %s", (model,))).fetchall()
+        bodies = await (await db.execute("SELECT seq, body FROM drift_checks WHERE model = %s", (model,))).fetchall()
+        checks = {seq: codec.drift_row(seq, body) for seq, body in bodies}
+        return codec.state_from(row, model, ((r[0], codec.signal_from(r[1:])) for r in signals), checks)
+
+    @staticmethod
+    async def _save_state(db: Db, state: ModelState) -> None:
+        await db.execute(_STATE_UPSERT, codec.state_row(state))
+        new, gone = codec.drift_rows(state)
+        async with db.cursor() as cursor:
+            if signals := codec.signal_rows(state):
+                await cursor.executemany(_SIGNAL_UPSERT, signals)
+            if new:
+                await cursor.executemany(
+                    "INSERT INTO drift_checks VALUES (%s, %s, %s) ON CONFLICT (model, seq) DO UPDATE SET body = "
+                    "EXCLUDED.body",
+                    [(state.model, seq, body) for seq, body in new],
+                )
+        if gone:
+            await db.execute("DELETE FROM drift_checks WHERE model = %s AND seq = ANY(%s)", (state.model, gone))
+
+    async def update_state(self, model: str, change: Callable[[ModelState], ModelState]) -> ModelState:
+        async def write(db: Db) -> ModelState:
+            await self._lock_model(db, model)
+            state = change(await self._load_state(db, model))
+            await self._save_state(db, state)
+            return state
+
+        return await self._write(write)
+
+    async def signal_history(self, model: str, kind: str) -> list[Signal]:
+        async def read(db: Db) -> list[Signal]:
+            sql = f"{_SIGNAL_SELECT} WHERE model = %s AND kind = %s ORDER BY first_seen, value"
+            rows = await (await db.execute(sql, (model, kind))).fetchall()
+            return [codec.signal_from(r[1:]) for r in rows]
+
+        return await self._run(read, transaction=False)
+
+    # -- events
+
+    async def events(
+        self,
+        *,
+        since: datetime | None = None,
+        model: str | None = None,
+        severities: Sequence[str] | None = None,
+        types: Sequence[str] | None = None,
+        limit: int | None = None,
+    ) -> list[StoredEvent]:
+        where, args = ["TRUE"], list[Any]()
+        for column, value in (("time >=", iso(since) if since else None), ("model =", model)):
+            if value is not None:
+                where.append(f"{column} %s")
+                args.append(value)
+        for column, values in (("severity", severities), ("type", types)):
+            if values:
+                where.append(f"{column} = ANY(%s)")
+                args.append(list(values))
+        sql = f"{_EVENT_SELECT} WHERE {' AND '.join(where)} ORDER BY id DESC"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+
+        async def read(db: Db) -> list[StoredEvent]:
+            rows = await (await db.execute(sql, args)).fetchall()
+            return [codec.event_from(row) for row in reversed(rows)]
+
+        return await self._run(read, transaction=False)
+
+    async def events_by_id(self, ids: Sequence[int]) -> list[StoredEvent]:
+        async def read(db: Db) -> list[StoredEvent]:
+            rows = await (await db.execute(f"{_EVENT_SELECT} WHERE id = ANY(%s)", (list(ids),))).fetchall()
+            found = {row[0]: codec.event_from(row) for row in rows}
+            return [found[i] for i in ids if i in found]
+
+        return await self._run(read, transaction=False) if ids else []
+
+    async def event(self, event_id: int) -> StoredEvent | None:
+        found = await self.events_by_id([event_id])
+        return found[0] if found else None
+
+    async def ack(self, event_id: int, comment: str | None, now: datetime) -> StoredEvent | None:
+        async def write(db: Db) -> None:
+            row = await (await db.execute(f"{_EVENT_SELECT} WHERE id = %s", (event_id,))).fetchone()
+            if row is None:
+                return
+            event = codec.event_from(row).event
+            await self._lock_model(db, event.model)  # the model's lock before the chain's, as a check takes them
+            await (await self._appender(db)).ack(event_id, iso(now), comment)
+            state = await self._load_state(db, event.model)
+            signed = acknowledged(state, event)
+            if signed is not state:
+                await self._save_state(db, signed)
+
+        await self._write(write)
+        return await self.event(event_id)
+
+    # -- the audit trail (store/chain.py, postgres_audit.py)
+
+    async def observation_rows(self, since: datetime | None = None) -> AsyncIterator[dict[str, Any]]:
+        async for item in self._exported(postgres_audit.observation_rows, since):
+            yield item
+
+    async def event_rows(self, since: datetime | None = None) -> AsyncIterator[dict[str, Any]]:
+        async for item in self._exported(postgres_audit.event_rows, since):
+            yield item
+
+    async def mode_rows(self, since: datetime | None = None) -> AsyncIterator[dict[str, Any]]:
+        async for item in self._exported(postgres_audit.mode_rows, since):
+            yield item
+
+    async def _exported(
+        self, rows: Callable[[Db, datetime | None], AsyncIterator[dict[str, Any]]], since: datetime | None
+    ) -> AsyncIterator[dict[str, Any]]:
+        try:
+            async with self._connection() as db, db.transaction():
+                async for item in rows(db, since):
+                    yield item
+        except psycopg.Error as exc:
+            raise self._error(exc) from None
+
+    async def chain_head(self) -> chain.ChainHead:
+        return await self._run(postgres_audit.head)
+
+    async def verify_audit(self, head: str | None = None) -> chain.Audit:
+        """The walk hashes every row: it runs in a thread, on a blocking connection of its own, in one snapshot."""
+
+        def walk() -> chain.Audit:
+            try:
+                with psycopg.connect(self.state.url, **self._kwargs) as db:
+                    db.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+                    db.read_only = True
+                    with db.transaction():
+                        mode = postgres_audit.sync_mode(db)
+                        problem = chain.key_problem(mode, self._key, self.state.url)
+                        if problem is not None:
+                            raise StateError(problem)
+                        return chain.verify(postgres_audit.links(db), mode, self._key, head)
+            except psycopg.OperationalError as exc:
+                raise (self._error(exc) if exc.sqlstate else self._unreachable(exc)) from None
+            except psycopg.Error as exc:
+                raise self._error(exc) from None
+
+        return await asyncio.to_thread(walk)
+
+    async def prune_outputs(self, before: datetime) -> int:
+        async def write(db: Db) -> int:
+            sql = "UPDATE observations SET output = NULL WHERE time < %s AND output IS NOT NULL"
+            return (await db.execute(sql, (iso(before),))).rowcount
+
+        return await self._write(write)
+
+
+def _lost(exc: psycopg.Error) -> bool:
+    """Did the connection go away (rather than the statement fail)? Retrying such a transaction is safe."""
+    if isinstance(exc, pg_errors.LockNotAvailable | pg_errors.QueryCanceled):
+        return False
+    return isinstance(exc, psycopg.OperationalError) and (exc.sqlstate is None or exc.sqlstate.startswith(_LOST))
+
+
+def _finished(pending: set[asyncio.Future[Any]]) -> Callable[[asyncio.Future[Any]], None]:
+    def done(future: asyncio.Future[Any]) -> None:
+        pending.discard(future)
+        if not future.cancelled():
+            future.exception()  # a caller that went away will not ask for the outcome
+
+    return done
