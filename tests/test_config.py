@@ -245,3 +245,41 @@ def test_a_secret_in_the_wrong_key_is_not_printed_back(tmp_path: Path) -> None:
     text = MINIMAL.replace('base_url = "http://127.0.0.1:8787/v1"', 'base_url = "${OPENAI_API_KEY}"')
     found = problems(tmp_path, text, env={"OPENAI_API_KEY": "sk-proj-0123456789abcdef"})
     assert found == ['providers.local.base_url: "[REDACTED]" is not an http(s) URL']
+
+
+def test_a_postgresql_state_is_a_url_with_its_password_kept_apart(tmp_path: Path) -> None:
+    """`state = "postgresql://..."` (or postgres://) is a database, not a file named "postgresql:": its password, in
+    the URL (percent-encoded), from ${VAR} or from state_password_file, is a secret kept out of the URL, which
+    `config show` prints masked."""
+    from fpwatch.config.model import PostgresState, Secret
+
+    def state(line: str, env: dict[str, str] | None = None) -> PostgresState:
+        config = load_config(write(tmp_path, f"[fpwatch]\n{line}\n{MINIMAL}"), TYPES, env=env or {})
+        assert isinstance(config.settings.state, PostgresState)
+        shown = effective_config(config)["fpwatch"]["state"]
+        password = config.settings.state.password
+        assert password is None or (password.reveal() in config.secrets and password.reveal() not in repr(shown))
+        return config.settings.state
+
+    plain = state('state = "postgresql://fpwatch@db.internal:5433/fpwatch?sslmode=require"')
+    assert plain == PostgresState("postgresql://fpwatch@db.internal:5433/fpwatch?sslmode=require")
+    assert plain.address == "db.internal:5433"
+    inline = state('state = "postgres://fpwatch:s%40cret-pass@db/fp"')
+    assert inline == PostgresState("postgres://fpwatch@db/fp", Secret("s@cret-pass"))
+    assert inline.shown() == "postgres://fpwatch:********@db/fp" and inline.address == "db:5432"
+    from_env = state('state = "postgresql://fp:${PGPASS}@${PGHOST}/fp"', {"PGPASS": "env-secret-1", "PGHOST": "h"})
+    assert from_env == PostgresState("postgresql://fp@h/fp", Secret("env-secret-1"))
+    (tmp_path / "pg.pw").write_text("file-secret-2\n")
+    from_file = state('state = "postgresql://fp@h/fp"\nstate_password_file = "pg.pw"')
+    assert from_file == PostgresState("postgresql://fp@h/fp", Secret("file-secret-2"))
+    assert not (tmp_path / "postgresql:").exists()
+
+
+def test_a_state_password_given_twice_or_for_a_file_is_refused(tmp_path: Path) -> None:
+    """state_password_file beside a password in the URL, or beside a SQLite path, is a mistake to point out."""
+    (tmp_path / "pg.pw").write_text("file-secret-2\n")
+    inline = 'state = "postgresql://fp:x1234@h/fp"'
+    twice = problems(tmp_path, f'[fpwatch]\n{inline}\nstate_password_file = "pg.pw"\n{MINIMAL}')
+    assert any("fpwatch.state_password_file" in p and "only once" in p for p in twice)
+    sqlite = problems(tmp_path, f'[fpwatch]\nstate = "s.db"\nstate_password_file = "pg.pw"\n{MINIMAL}')
+    assert any("fpwatch.state_password_file" in p and "SQLite" in p for p in sqlite)

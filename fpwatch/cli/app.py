@@ -84,13 +84,12 @@ def run_async(job: Coroutine[Any, Any, T]) -> T:
 @asynccontextmanager
 async def reading(config: Config) -> AsyncIterator[Store | None]:
     """Reading commands must not create a database; with none yet they see an empty history."""
-    from fpwatch.store import open_store
+    from fpwatch.store import open_existing
 
-    path = config.settings.state
-    if not path.exists():
+    store = await open_existing(config.settings.state, audit_key=config.settings.audit_key)
+    if store is None:
         yield None
         return
-    store = await open_store(path, readonly=True, audit_key=config.settings.audit_key)
     try:
         yield store
     finally:

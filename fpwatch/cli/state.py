@@ -12,6 +12,7 @@ import click
 
 from fpwatch.cli.app import cli, obj_of, parse_since, reading, run_async, select_models
 from fpwatch.clock import utcnow
+from fpwatch.config.model import state_missing
 from fpwatch.detect.events import SEVERITIES
 from fpwatch.errors import FpwatchError
 
@@ -96,7 +97,8 @@ def events(
 
     config = obj_of(ctx).config()
     severities = SEVERITIES[SEVERITIES.index(severity) :] if severity else None
-    start = parse_since(since) if config.settings.state.exists() else None  # no state: no events, whatever --since
+    # No state: no events, whatever --since.
+    start = None if state_missing(config.settings.state) else parse_since(since)
 
     async def gather() -> list[Any]:
         async with reading(config) as store:
@@ -237,7 +239,7 @@ def export(
         click.echo(line if ok else f"Error: {line}", err=not ok)
         ctx.exit(0 if ok else 1)
 
-    start = parse_since(since) if config.settings.state.exists() else None
+    start = None if state_missing(config.settings.state) else parse_since(since)
 
     async def dump(out: Any) -> None:
         async with reading(config) as store:

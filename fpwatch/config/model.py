@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
 Logprobs = Literal["auto"] | bool
 LogFormat = Literal["auto", "json", "console"]
@@ -106,8 +107,56 @@ class ProviderType:
 
 
 @dataclass(frozen=True)
+class PostgresState:
+    """`[fpwatch] state = "postgresql://..."`: the state in a PostgreSQL database. `url` never holds the password
+    (it is what logs, errors and `config show` print); the password, if fpwatch is given one, comes from the URL or
+    `state_password_file` and is kept apart. Without one, libpq looks in its own passfile (`PGPASSFILE`,
+    `~/.pgpass`, or `passfile=` in the URL's query)."""
+
+    url: str
+    password: Secret | None = None
+
+    @property
+    def address(self) -> str:
+        """host:port, as errors name the server (libpq's defaults when the URL leaves them out)."""
+        parts = urlsplit(self.url)
+        host = parts.hostname or "localhost"
+        try:
+            port = parts.port or 5432
+        except ValueError:  # the config reader refuses it; this must not fail on the way
+            port = 5432
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+    def shown(self) -> str:
+        """The URL for `config show`: a password fpwatch was given appears as ********."""
+        if self.password is None:
+            return self.url
+        parts = urlsplit(self.url)
+        user, _, host = parts.netloc.rpartition("@")
+        return urlunsplit(parts._replace(netloc=f"{user}:********@{host}"))
+
+    def __str__(self) -> str:
+        return self.url
+
+
+State = Path | PostgresState
+"""Where the state lives: a SQLite file, or a PostgreSQL database."""
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
+
+def is_sqlite(state: State) -> bool:
+    return isinstance(state, Path)
+
+
+def state_missing(state: State) -> bool:
+    """A SQLite file not created yet. (A PostgreSQL database is asked when it is opened: store.open_existing.)"""
+    return isinstance(state, Path) and not state.exists()
+
+
+@dataclass(frozen=True)
 class Settings:
-    state: Path = Path("fpwatch.db")  # relative: to $STATE_DIRECTORY, else to the config file's folder
+    # A path relative to $STATE_DIRECTORY, else to the config file's folder; or a postgresql:// URL.
+    state: State = Path("fpwatch.db")
     log_format: LogFormat = "auto"
     log_level: str = "info"
     listen: str | None = None

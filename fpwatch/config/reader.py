@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from fpwatch.config.canary_reader import CanaryReader
@@ -25,15 +26,18 @@ from fpwatch.config.fields import LONGEST_WAIT, MISSING, join, printable, type_n
 from fpwatch.config.model import (
     LOG_FORMATS,
     LOG_LEVELS,
+    POSTGRES_SCHEMES,
     AlertsConfig,
     Canary,
     Config,
     ModelConfig,
     NotifierConfig,
+    PostgresState,
     ProviderConfig,
     ProviderType,
     Secret,
     Settings,
+    State,
     default,
 )
 from fpwatch.config.show import check_notifier_urls
@@ -52,6 +56,7 @@ _SETTINGS = (
     "retention",
     "max_concurrency",
     "audit_key_file",
+    "state_password_file",
 )
 CONFIG_FILE_LIMIT = 4 * 1024 * 1024  # bytes; `--config /dev/zero` must not fill memory
 AUDIT_KEY_MINIMUM = 16  # characters: an HMAC key worth the name (and long enough to be redacted)
@@ -179,11 +184,18 @@ class Reader(CanaryReader):
         tbl = self.table(value, "fpwatch", _SETTINGS)
         fallback = str(default(Settings, "state"))
         log_format, log_level = default(Settings, "log_format"), default(Settings, "log_level")
-        state = Path(self.string(tbl, "state", "fpwatch", fallback) or fallback)
-        if not state.is_absolute():
-            root = self.env.get("STATE_DIRECTORY")
-            # systemd may pass several colon-separated directories; the first is ours.
-            state = (Path(root.split(":")[0]) if root else self.base_dir) / state
+        text = self.string(tbl, "state", "fpwatch", fallback) or fallback
+        state: State
+        if text.lower().startswith(POSTGRES_SCHEMES):
+            state = self.postgres_state(text, tbl)
+        else:
+            state = Path(text)
+            if not state.is_absolute():
+                root = self.env.get("STATE_DIRECTORY")
+                # systemd may pass several colon-separated directories; the first is ours.
+                state = (Path(root.split(":")[0]) if root else self.base_dir) / state
+            if "state_password_file" in tbl:
+                self.problem("fpwatch.state_password_file", "is for a postgresql:// state; remove it for a SQLite file")
         listen = self.string(tbl, "listen", "fpwatch", None)
         if listen is not None and (
             not re.fullmatch(r"(\[[0-9a-fA-F:]+\]|[^:\s]+):\d{1,5}", listen) or int(listen.rpartition(":")[2]) > 65535
@@ -201,6 +213,30 @@ class Reader(CanaryReader):
             max_concurrency=self.integer(tbl, "max_concurrency", "fpwatch", default(Settings, "max_concurrency"), 1),
             audit_key=Secret(audit_key) if audit_key else None,
         )
+
+    def postgres_state(self, url: str, tbl: Mapping[str, Any]) -> PostgresState:
+        """A postgresql:// URL: its password (in the URL, or `state_password_file`) taken out and kept as a secret,
+        so that the URL itself can be printed."""
+        parts = urlsplit(url)
+        try:
+            parts.port  # noqa: B018 (raises for a port that is not a number)
+        except ValueError:
+            self.problem("fpwatch.state", f'"{parts.scheme}://{parts.hostname}:..." has a port that is not a number')
+        password = unquote(parts.password) if parts.password is not None else None
+        query = parse_qsl(parts.query, keep_blank_values=True)
+        if any(key == "password" for key, _ in query):
+            password = next(value for key, value in query if key == "password")
+            query = [(key, value) for key, value in query if key != "password"]
+        user, host = parts.username, parts.netloc.rpartition("@")[2]
+        netloc = f"{user}@{host}" if user is not None else host
+        bare = urlunsplit(parts._replace(netloc=netloc, query=urlencode(query)))
+        from_file = self.secret_file(tbl, "state_password_file", "fpwatch", header=False)
+        if from_file is not None and password is not None:
+            self.problem("fpwatch.state_password_file", "the state URL has a password already; give it only once")
+        password = from_file if from_file is not None else password
+        if password:
+            self.remember_secret(password)
+        return PostgresState(bare, Secret(password) if password else None)
 
     def providers(self, value: Any) -> dict[str, ProviderConfig]:
         if value is MISSING:

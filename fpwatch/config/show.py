@@ -9,7 +9,7 @@ from datetime import timedelta
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
-from fpwatch.config.model import Canary, Config, Secret
+from fpwatch.config.model import Canary, Config, PostgresState, Secret
 from fpwatch.durations import format_duration
 from fpwatch.errors import ConfigProblem
 from fpwatch.redact import SECRET_NAME
@@ -77,7 +77,7 @@ def effective_config(config: Config) -> dict[str, Any]:
 
     s = config.settings
     fp: dict[str, Any] = {
-        "state": str(s.state),
+        "state": s.state.shown() if isinstance(s.state, PostgresState) else str(s.state),
         "log_format": s.log_format,
         "log_level": s.log_level,
         "retention": dur(s.retention),

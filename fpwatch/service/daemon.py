@@ -133,8 +133,12 @@ class Daemon:
         _EARLY_SIGNALS.clear()  # a SIGHUP during start-up: the config was just read anyway
         # First the one-daemon lock (a second daemon is named, not mistaken for a taken port), then the port,
         # which should stop us before anything is opened.
-        self._lock = InstanceLock(self.config.settings.state.resolve())  # one lock whatever path leads to the file
-        self._lock.acquire(self.clock.now())
+        state = self.config.settings.state
+        if isinstance(state, Path):  # one lock whatever path leads to the file
+            self._lock = InstanceLock(state.resolve())
+            self._lock.acquire(self.clock.now())
+        # A PostgreSQL state takes no instance lock: the database serialises its writers (model and chain locks).
+        # Several daemons sharing one database is a later part of issue 13; until then, run one.
         server = None
         try:
             server = self._start_endpoint()
@@ -143,7 +147,8 @@ class Daemon:
             if server is not None:
                 server.shutdown()
                 server.server_close()
-            self._lock.release()
+            if self._lock is not None:
+                self._lock.release()
             raise
         self.scheduler.add_listener(self._on_job_event, EVENT_JOB_ERROR | EVENT_JOB_MISSED | EVENT_JOB_MAX_INSTANCES)
         self.scheduler.add_listener(self._on_submitted, EVENT_JOB_SUBMITTED)
@@ -175,7 +180,8 @@ class Daemon:
         """The state database, the providers' clients, the notifier: what checks need."""
         state = self.config.settings.state
         self.store: Store = await open_store(state, audit_key=self.config.settings.audit_key)
-        self._state_file = FileIdentity.of(state)
+        # The file watch is SQLite's: a database server has no file at a path that could be deleted or replaced.
+        self._state_file = FileIdentity.of(state) if isinstance(state, Path) else None
         self.head = await self.store.chain_head()
         self.states = {m.name: await self.store.load_state(m.name) for m in self.config.models}
         self.providers = Providers(self.config.settings.max_concurrency)

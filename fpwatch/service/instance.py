@@ -9,6 +9,9 @@ daemon stay allowed; the store serialises their writes).
 `FileIdentity`: a database deleted or replaced under a running process is still open and keeps accepting
 writes, which vanish when the process exits. The daemon compares, every few seconds, the file at the
 configured path with the one it opened (device and inode) and stops rather than write into a lost file.
+
+Both are SQLite's: a PostgreSQL state has no file beside which to lock or whose identity to watch, and the daemon
+skips them for it (service/daemon.py).
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from fpwatch.discovery import Progress, run_discovery
 from fpwatch.notify import DeliveryReport, Notifier, routes
 from fpwatch.providers import Providers
 from fpwatch.redact import Redactor
-from fpwatch.store import Store, open_store
+from fpwatch.store import Store, open_existing, open_store
 
 
 async def run_pass(
@@ -28,9 +28,11 @@ async def run_pass(
 
     A dry run opens the state read-only (no state yet: every model starts fresh) and writes nothing.
     """
-    store: Store | None = None
-    if not (dry_run and not config.settings.state.exists()):
-        store = await open_store(config.settings.state, readonly=dry_run, audit_key=config.settings.audit_key)
+    store: Store | None
+    if dry_run:
+        store = await open_existing(config.settings.state, audit_key=config.settings.audit_key)
+    else:
+        store = await open_store(config.settings.state, audit_key=config.settings.audit_key)
     sending = notify and not dry_run and bool(config.notifiers)
     try:
         async with Providers(config.settings.max_concurrency) as providers:
