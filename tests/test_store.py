@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Backend, BlockingStore
+from conftest import Backend, BlockingStore, raw_connection
 
 from fpwatch.config.model import PostgresState
 from fpwatch.detect.conclude import conclude
@@ -362,3 +362,58 @@ def test_the_same_history_has_the_same_chain_and_export_on_both_backends(tmp_pat
     assert exports[0] == exports[1]
     head, observations, events, _ = exports[0]
     assert head.rows == len(observations) + len(events) + 2 and len(events) >= 3  # two acks, one link each
+
+
+def test_a_check_whose_connection_drops_mid_transaction_is_retried_once_else_nothing_is_kept(
+    tmp_path: Path, postgres_server: Any
+) -> None:
+    """PostgreSQL: a record_check whose connection is killed in the middle of its transaction (here while it waits
+    for the chain's lock) leaves nothing half-written; it runs again on a fresh connection and is recorded once. Killed
+    twice, it is a StateError, and the state, the checks and the chain are as before."""
+    import asyncio
+    import time
+
+    from fpwatch.store import open_store
+    from fpwatch.store.postgres_audit import CHAIN_LOCK
+
+    state = Backend("postgresql", tmp_path, postgres_server).state()
+    assert isinstance(state, PostgresState)
+    BlockingStore(state).close()
+    other = raw_connection(state)  # another process, holding the chain's end
+    obs = [observation(0), observation(1)]
+
+    def kill_the_waiting_check() -> None:
+        sql = "SELECT pid FROM pg_stat_activity WHERE application_name = 'fpwatch' AND wait_event_type = 'Lock'"
+        deadline = time.monotonic() + 10
+        while not (waiting := other.execute(sql).fetchall()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(waiting) == 1
+        other.execute("SELECT pg_terminate_backend(?)", (waiting[0][0],))
+
+    async def attempt(kills: int, check_id: str) -> BaseException | None:
+        store = await open_store(state)
+        other.execute("SELECT pg_advisory_lock(?)", (CHAIN_LOCK,))
+        check = CheckRecord(check_id, "m", T0, T0, len(obs), 0, None)
+        task = asyncio.create_task(store.record_check(check, obs, lambda s: conclude(s, obs, POLICY, T0)))
+        for _ in range(kills):
+            await asyncio.to_thread(kill_the_waiting_check)
+        other.execute("SELECT pg_advisory_unlock(?)", (CHAIN_LOCK,))
+        outcome = (await asyncio.gather(task, return_exceptions=True))[0]
+        await store.close()
+        return outcome if isinstance(outcome, BaseException) else None
+
+    assert asyncio.run(attempt(1, "retried")) is None
+    failed = asyncio.run(attempt(2, "lost"))
+    assert isinstance(failed, StateError) and "lost the connection to PostgreSQL" in str(failed)
+    assert postgres_server_password() not in str(failed)
+    with BlockingStore(state) as store:
+        assert store.load_state("m").checks == 1
+        assert [row[0] for row in store.db.execute("SELECT id FROM checks").fetchall()] == ["retried"]
+        assert chain_of(store) == (2, None)
+    other.close()
+
+
+def postgres_server_password() -> str:
+    from postgres import PASSWORD
+
+    return PASSWORD
