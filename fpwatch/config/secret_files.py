@@ -1,4 +1,5 @@
-"""Reading a secret from a file (`api_key_file`, `url_file`, `audit_key_file`) without trusting the file.
+"""Reading a secret from a file (`api_key_file`, `url_file`, `audit_key_file`,
+`state_password_file`) without trusting the file.
 
 A secret file is a small regular file (systemd's `LoadCredential=` makes one). Anything else is refused
 before it can do harm: a FIFO would block the read forever (so `config check` hangs), `/dev/zero` or a
