@@ -113,22 +113,33 @@ class PostgresOutbox:
         async def anything_due(db: Db) -> bool:
             return await (await db.execute(f"SELECT 1 {_DUE} LIMIT 1", (notifier, iso(now)))).fetchone() is not None
 
+        def free(until: str | None, owner: str | None) -> bool:
+            return until is None or until < iso(now) or not owner_alive(owner)
+
         async def write(db: Db) -> OutboxMessage | None:
-            rows = await (
-                await db.execute(
-                    "SELECT id, notifier, title, body, notify_type, created, attempts, lease_until, lease_owner "
-                    f"{_DUE} ORDER BY id FOR UPDATE SKIP LOCKED",
-                    (notifier, iso(now)),
-                )
+            # The candidates unlocked, then each locked on its own: `FOR UPDATE` over them all would hold every due
+            # message of the notifier and leave a claimer beside this one nothing to take.
+            due = await (
+                await db.execute(f"SELECT id, lease_until, lease_owner {_DUE} ORDER BY id", (notifier, iso(now)))
             ).fetchall()
-            free = next((r for r in rows if r[7] is None or r[7] < iso(now) or not owner_alive(r[8])), None)
-            if free is None:
-                return None
-            await db.execute(
-                "UPDATE outbox SET lease_until = %s, lease_owner = %s WHERE id = %s",
-                (iso(now + lease), lease_owner(), free[0]),
-            )
-            return OutboxMessage(free[0], free[1], free[2], free[3], free[4], parse_iso(free[5]), free[6])
+            for message_id, until, owner in due:
+                if not free(until, owner):
+                    continue
+                row = await (
+                    await db.execute(
+                        "SELECT id, notifier, title, body, notify_type, created, attempts, lease_until, lease_owner "
+                        "FROM outbox WHERE id = %s AND status = 'pending' AND due <= %s FOR UPDATE SKIP LOCKED",
+                        (message_id, iso(now)),
+                    )
+                ).fetchone()
+                if row is None or not free(row[7], row[8]):  # another claimer has it, or just took it
+                    continue
+                await db.execute(
+                    "UPDATE outbox SET lease_until = %s, lease_owner = %s WHERE id = %s",
+                    (iso(now + lease), lease_owner(), message_id),
+                )
+                return OutboxMessage(row[0], row[1], row[2], row[3], row[4], parse_iso(row[5]), row[6])
+            return None
 
         # Most seconds nothing is due: look first (one statement), and open a transaction only to claim.
         return await self._write(write) if await self._run(anything_due, transaction=False) else None
