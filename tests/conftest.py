@@ -471,6 +471,15 @@ class Backend:
         self.server.createdb(database)
         return PostgresState(self.server.url(database, password=False), Secret(PASSWORD))
 
+    def lock_out(self, db: Any) -> None:
+        """From the test's own connection `db`, hold what a write needs, as another process in the middle of a long
+        transaction would (SQLite: the write lock; PostgreSQL: the tables a check and a pruning write)."""
+        if self.server is None:
+            db.execute("BEGIN EXCLUSIVE")
+        else:
+            db.execute("BEGIN")
+            db.execute("LOCK TABLE observations, model_state IN ACCESS EXCLUSIVE MODE")
+
     def migrations(self) -> list[str]:
         if self.server is None:
             from fpwatch.store.sqlite_migrations import MIGRATIONS

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import BlockingStore, Cli, HttpSink
+from conftest import Backend, BlockingStore, Cli, HttpSink, raw_connection
 from test_store import T0, observation, record
 
 from fpwatch.config.model import Secret
@@ -321,10 +321,11 @@ def test_a_forged_observation_with_a_recomputed_hash_fails_in_keyed_mode(cli: Cl
     assert wrong.code == 1 and "is not the one the chain of" in wrong.stderr
 
 
-def test_a_chain_switched_from_plain_to_keyed_verifies_as_such(tmp_path: Path) -> None:
+def test_a_chain_switched_from_plain_to_keyed_verifies_as_such(backend: Backend) -> None:
     """A plain chain given a key turns keyed from its next row: the rows before stay plain and verify so, the
-    rows after are HMACs; a keyed chain with its keyed rows and its mode record removed is refused with the key."""
-    path = tmp_path / "s.db"
+    rows after are HMACs; a keyed chain with its keyed rows and its mode record removed is refused with the key.
+    (On both backends.)"""
+    path = backend.state()
     with BlockingStore(path) as store:
         record(store, 0, [observation(0), observation(1)])
         plain = store.chain_head()
@@ -346,7 +347,7 @@ def test_a_chain_switched_from_plain_to_keyed_verifies_as_such(tmp_path: Path) -
         pytest.raises(StateError, match="set \\[fpwatch\\] audit_key_file"),
     ):
         store.verify_audit()
-    db = sqlite3.connect(path, isolation_level=None)
+    db = raw_connection(path)
     for table in ("observations", "events", "acks"):
         db.execute(f"DELETE FROM {table} WHERE seq > ?", (plain.rows,))
     db.execute("DELETE FROM audit_mode")

@@ -254,21 +254,21 @@ def test_a_stored_events_details_are_shown_exactly_as_stored(backend: Backend) -
         assert event.event.details.flapping is False and event.event.details.downs_last_hour == 1
 
 
-def test_queued_writes_wait_for_a_lock_from_when_they_were_asked_not_one_after_another(tmp_path: Path) -> None:
+def test_queued_writes_wait_for_a_lock_from_when_they_were_asked_not_one_after_another(backend: Backend) -> None:
     """Three writes queued behind another process's lock each give up at the busy timeout from when they were
     asked for (about 1 s for all three), not 1 s, 2 s and 3 s; the store works again once the lock is gone."""
     import asyncio
     import time
 
-    from fpwatch.store import open_sqlite
+    from fpwatch.store import open_store
 
-    path = tmp_path / "s.db"
+    path = backend.state()
     BlockingStore(path).close()
-    locker = sqlite3.connect(path, isolation_level=None)
+    locker = raw_connection(path)
 
     async def scenario() -> tuple[list[BaseException | None], float, int]:
-        store = await open_sqlite(path, busy_timeout_ms=1000)
-        locker.execute("BEGIN EXCLUSIVE")
+        store = await open_store(path, busy_timeout_ms=1000)
+        backend.lock_out(locker)
         started = time.monotonic()
         outcomes = await asyncio.gather(*(store.prune_outputs(T0) for _ in range(3)), return_exceptions=True)
         elapsed = time.monotonic() - started
@@ -278,25 +278,26 @@ def test_queued_writes_wait_for_a_lock_from_when_they_were_asked_not_one_after_a
         return [o if isinstance(o, BaseException) else None for o in outcomes], elapsed, pruned
 
     errors, elapsed, pruned = asyncio.run(scenario())
-    assert all(isinstance(e, StateError) and "stayed locked" in str(e) for e in errors)
+    locker.close()
+    assert all(isinstance(e, StateError) and "stayed locked" in str(e) for e in errors), errors
     assert elapsed < 1.8 and pruned == 0
 
 
-def test_a_write_whose_caller_is_cancelled_still_completes(tmp_path: Path) -> None:
+def test_a_write_whose_caller_is_cancelled_still_completes(backend: Backend) -> None:
     """Asked for, a write runs to its end even if its caller is cancelled (a delivery already sent must be marked
     delivered): the event lands, and the store closes only after it."""
     import asyncio
 
-    from fpwatch.store import open_sqlite
+    from fpwatch.store import open_store
 
-    path = tmp_path / "s.db"
+    path = backend.state()
     BlockingStore(path).close()
-    locker = sqlite3.connect(path, isolation_level=None)
+    locker = raw_connection(path)
     obs = [observation(0)]
 
     async def scenario() -> None:
-        store = await open_sqlite(path)
-        locker.execute("BEGIN EXCLUSIVE")
+        store = await open_store(path)
+        backend.lock_out(locker)
         check = CheckRecord("c1", "m", T0, T0, 1, 0, None)
         task = asyncio.create_task(store.record_check(check, obs, lambda s: conclude(s, obs, POLICY, T0)))
         await asyncio.sleep(0.3)  # queued and waiting on the lock
@@ -306,6 +307,7 @@ def test_a_write_whose_caller_is_cancelled_still_completes(tmp_path: Path) -> No
         await store.close()
 
     asyncio.run(scenario())
+    locker.close()
     with BlockingStore(path) as store:
         assert store.load_state("m").checks == 1 and chain_of(store) == (1, None)
 
@@ -417,3 +419,61 @@ def postgres_server_password() -> str:
     from postgres import PASSWORD
 
     return PASSWORD
+
+
+def test_openers_of_a_new_state_at_once_do_not_race_its_migrations(backend: Backend) -> None:
+    """Six processes' worth of openers (threads, each with its own loop and connections) on an empty state at the
+    same moment: every one opens, and each migration runs and is recorded once."""
+    import asyncio
+    import threading
+
+    from fpwatch.store import open_store
+
+    state = backend.state()
+    start = threading.Barrier(6)
+    failures: list[BaseException] = []
+
+    async def open_once() -> None:
+        await (await open_store(state)).close()
+
+    def opener() -> None:
+        start.wait()
+        try:
+            asyncio.run(open_once())
+        except BaseException as exc:  # collected: a thread's exception would not fail the test
+            failures.append(exc)
+
+    threads = [threading.Thread(target=opener) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert failures == []
+    db = raw_connection(state)
+    recorded = db.execute("SELECT name FROM migrations ORDER BY name").fetchall()
+    db.close()
+    assert [row[0] for row in recorded] == backend.migrations()
+
+
+def test_a_read_only_open_writes_nothing_and_finds_no_state_in_an_empty_one(backend: Backend) -> None:
+    """A read-only store refuses writes (StateError, nothing changed); with no state yet, the reading commands'
+    open says there is none (None) and a read-only open is an error, and neither creates anything."""
+    import asyncio
+
+    from fpwatch.store import open_existing
+
+    empty = backend.state()
+    assert asyncio.run(open_existing(empty)) is None
+    with pytest.raises(StateError):
+        BlockingStore(empty, readonly=True)
+    assert asyncio.run(open_existing(empty)) is None  # still nothing there
+    state = backend.state()
+    with BlockingStore(state) as store:
+        record(store, 0, [observation(0)])
+    with BlockingStore(state, readonly=True) as store:
+        with pytest.raises(StateError):
+            store.prune_outputs(T0 + timedelta(days=1))
+        with pytest.raises(StateError):
+            record(store, 1, [observation(1)])
+        assert store.load_state("m").checks == 1 and chain_of(store) == (1, None)
+        assert store.observation_rows()[0]["output"] == "391"
