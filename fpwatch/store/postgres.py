@@ -37,6 +37,7 @@ from fpwatch.detect.state import ModelState, acknowledged
 from fpwatch.errors import StateError
 from fpwatch.logs import get_logger
 from fpwatch.store import chain, codec, postgres_audit
+from fpwatch.store.drift_rows import RowCache
 from fpwatch.store.postgres_audit import Appender, Db
 from fpwatch.store.postgres_migrations import MIGRATIONS
 from fpwatch.store.postgres_outbox import PostgresOutbox
@@ -132,6 +133,7 @@ class PostgresStore(PostgresOutbox):
             name="fpwatch-state",
         )
         self._writes: set[asyncio.Future[Any]] = set()
+        self._rows = RowCache()  # parsed drift check rows (the conclude thread and the loop share it)
 
     def __str__(self) -> str:
         return self.state.url
@@ -375,12 +377,17 @@ class PostgresStore(PostgresOutbox):
     async def load_state(self, model: str) -> ModelState:
         return await self._run(self._load_state, model)
 
-    @staticmethod
-    async def _load_state(db: Db, model: str) -> ModelState:
+    async def _load_state(self, db: Db, model: str) -> ModelState:
         row = await (await db.execute(_STATE_SELECT, (model,))).fetchone()
         signals = await (await db.execute(f"{_SIGNAL_SELECT} WHERE model = %s", (model,))).fetchall()
-        bodies = await (await db.execute("SELECT seq, body FROM drift_checks WHERE model = %s", (model,))).fetchall()
-        checks = {seq: codec.drift_row(seq, body) for seq, body in bodies}
+        # The drift rows are written once and never changed: only those this process has not parsed yet are read.
+        sizes = "SELECT seq, length(body) FROM drift_checks WHERE model = %s"
+        stored: dict[int, int] = dict(await (await db.execute(sizes, (model,))).fetchall())
+        bodies: dict[int, str] = {}
+        if missing := self._rows.missing(model, stored):
+            sql = "SELECT seq, body FROM drift_checks WHERE model = %s AND seq = ANY(%s)"
+            bodies = dict(await (await db.execute(sql, (model, missing))).fetchall())
+        checks = self._rows.merge(model, stored, bodies)
         return codec.state_from(row, model, ((r[0], codec.signal_from(r[1:])) for r in signals), checks)
 
     @staticmethod

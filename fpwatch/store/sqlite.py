@@ -31,10 +31,10 @@ from fpwatch.detect.state import ModelState, acknowledged
 from fpwatch.errors import StateError
 from fpwatch.logs import get_logger
 from fpwatch.store import chain, codec, sqlite_audit
+from fpwatch.store.drift_rows import RowCache
 from fpwatch.store.leases import lease_owner, owner_alive
 from fpwatch.store.protocol import CheckRecord, Conclude, OutboxMessage, Route, StoredEvent
 from fpwatch.store.sqlite_migrations import MIGRATIONS
-from fpwatch.store.sqlite_rows import RowCache
 from fpwatch.store.worker import Worker
 
 BUSY_TIMEOUT_MS = 30_000

@@ -1,4 +1,5 @@
-"""The SQLite store's drift check rows, kept parsed between loads. A row is written once and never changed (a
+"""A store's drift check rows, kept parsed between loads (SQLite's `load`; PostgreSQL's store asks `missing` and
+`merge` itself). A row is written once and never changed (a
 changed one gets a new seq), so a load parses only the rows another write added; a row is recognised by its seq
 and its stored length (a seq reused with another body is read again)."""
 
@@ -6,6 +7,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from collections.abc import Mapping
 
 from fpwatch.detect.drift import CheckTally
 from fpwatch.store import codec
@@ -24,19 +26,30 @@ class RowCache:
     def load(self, db: sqlite3.Connection, model: str) -> dict[int, CheckTally]:
         """The model's rows, parsing only those not kept yet."""
         stored = dict(db.execute("SELECT seq, length(body) FROM drift_checks WHERE model = ?", (model,)).fetchall())
-        with self._lock:
-            known = self._rows.pop(model, {})
-            self._rows[model] = known  # most recently used last
-            while len(self._rows) > self.models:
-                self._rows.pop(next(iter(self._rows)))
-            missing = [seq for seq, size in stored.items() if known.get(seq, (None,))[0] != size]
+        missing = self.missing(model, stored)
         fresh = {}
         for first in range(0, len(missing), 500):
             chunk = missing[first : first + 500]
             sql = f"SELECT seq, body FROM drift_checks WHERE model = ? AND seq IN ({','.join('?' * len(chunk))})"
             for seq, body in db.execute(sql, (model, *chunk)):
-                fresh[seq] = (len(body), codec.drift_row(seq, body))
+                fresh[seq] = body
+        return self.merge(model, stored, fresh)
+
+    def missing(self, model: str, stored: Mapping[int, int]) -> list[int]:
+        """Of the model's rows as stored ({seq: length of its body}), the seqs to read: those not kept, or kept with
+        another length. (Any backend: it reads `stored` and the bodies of these, then calls `merge`.)"""
         with self._lock:
+            known = self._rows.pop(model, {})
+            self._rows[model] = known  # most recently used last
+            while len(self._rows) > self.models:
+                self._rows.pop(next(iter(self._rows)))
+            return [seq for seq, size in stored.items() if known.get(seq, (None,))[0] != size]
+
+    def merge(self, model: str, stored: Mapping[int, int], bodies: Mapping[int, str]) -> dict[int, CheckTally]:
+        """The model's rows: those kept, and these `bodies` (the missing ones, read) parsed and kept."""
+        fresh = {seq: (len(body), codec.drift_row(seq, body)) for seq, body in bodies.items()}
+        with self._lock:
+            known = self._rows.setdefault(model, {})
             known.update(fresh)
             for gone in set(known) - set(stored):
                 del known[gone]
