@@ -26,7 +26,6 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 import psycopg
-from psycopg import errors as pg_errors
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from fpwatch.clock import iso, utcnow
@@ -39,6 +38,7 @@ from fpwatch.logs import get_logger
 from fpwatch.store import chain, codec, postgres_audit
 from fpwatch.store.drift_rows import RowCache
 from fpwatch.store.postgres_audit import Appender, Db
+from fpwatch.store.postgres_errors import Failures, lost
 from fpwatch.store.postgres_migrations import MIGRATIONS
 from fpwatch.store.postgres_outbox import PostgresOutbox
 from fpwatch.store.protocol import CheckRecord, Conclude, Route, StoredEvent
@@ -65,7 +65,6 @@ def _upsert(table: str, columns: Sequence[str], key: Sequence[str]) -> str:
 
 _STATE_UPSERT = _upsert("model_state", codec.STATE_COLUMNS, ("model",))
 _SIGNAL_UPSERT = _upsert("signals", codec.SIGNAL_COLUMNS, ("model", "kind", "value"))
-_LOST = ("08", "57P01", "57P02", "57P03")  # SQLSTATEs of a connection gone (or a server shutting down)
 
 
 async def open_postgres(
@@ -122,6 +121,7 @@ class PostgresStore(PostgresOutbox):
         }
         if self._password is not None:
             self._kwargs["password"] = self._password
+        self._say = Failures(state, self._password, lock_timeout_ms)
         self._pool: AsyncConnectionPool[psycopg.AsyncConnection[tuple[Any, ...]]] = AsyncConnectionPool(
             state.url,
             kwargs=self._kwargs,
@@ -146,7 +146,7 @@ class PostgresStore(PostgresOutbox):
         try:
             first = await psycopg.AsyncConnection.connect(self.state.url, **self._kwargs)
         except psycopg.Error as exc:
-            raise self._unreachable(exc) from None
+            raise self._say.unreachable(exc) from None
         try:
             async with first:
                 if self.readonly:
@@ -155,7 +155,7 @@ class PostgresStore(PostgresOutbox):
                 else:
                     await self._migrate(first)
         except psycopg.Error as exc:
-            raise self._error(exc) from None
+            raise self._say.error(exc) from None
         await self._pool.open(wait=False)
         return True
 
@@ -165,72 +165,21 @@ class PostgresStore(PostgresOutbox):
             await asyncio.wait(set(self._writes), timeout=CLOSE_GRACE)
         await self._pool.close()
 
-    def _scrub(self, text: str) -> str:
-        """The server's words, one line, without the password (libpq never puts it there; this makes sure)."""
-        line = " ".join(part.strip() for part in text.splitlines() if part.strip())
-        line = line.replace("FATAL:  ", "").replace("connection failed: ", "")
-        return line.replace(self._password, "********") if self._password else line
-
-    def _unreachable(self, exc: Exception) -> StateError:
-        reason = self._scrub(str(exc))
-        where = self.state.address
-        lowered = reason.lower()
-        if "password authentication failed" in lowered:
-            return StateError(
-                f"PostgreSQL at {where} refused the password ({reason}): set [fpwatch] state_password_file (or "
-                "PGPASSFILE) to the right one"
-            )
-        if "no password supplied" in lowered:
-            return StateError(
-                f"PostgreSQL at {where} asks for a password: set [fpwatch] state_password_file, or put it in "
-                "~/.pgpass (or the file PGPASSFILE names)"
-            )
-        if "does not exist" in lowered and "database" in lowered:
-            return StateError(
-                f"PostgreSQL at {where}: {reason}; create it (`createdb`) or point [fpwatch] state at another"
-            )
-        return StateError(
-            f"cannot reach PostgreSQL at {where} ({reason}): check [fpwatch] state and that the server is running"
-        )
-
-    def _error(self, exc: psycopg.Error) -> StateError:
-        if isinstance(exc, pg_errors.LockNotAvailable):
-            return StateError(
-                f"the state database {self.state.url} stayed locked by another process for "
-                f"{self.lock_timeout_ms / 1000:g}s; is another fpwatch stuck?"
-            )
-        if isinstance(exc, pg_errors.UndefinedTable | pg_errors.UndefinedColumn):
-            return StateError(
-                f"{self.state.url} is not a usable fpwatch database ({self._scrub(str(exc))}); point [fpwatch] state "
-                "at another database"
-            )
-        if _lost(exc):
-            return StateError(
-                f"lost the connection to PostgreSQL at {self.state.address} ({self._scrub(str(exc))}): check that the "
-                "server is running; nothing of this write was kept"
-            )
-        return StateError(f"state database {self.state.url}: {self._scrub(str(exc))}")
-
     @asynccontextmanager
     async def _connection(self) -> AsyncIterator[Db]:
+        """A connection of the pool (checked first); none in time is said as the server's reason."""
         try:
-            connection = self._pool.connection()
-            db = await connection.__aenter__()
-        except PoolTimeout:
+            async with self._pool.connection() as db:
+                yield db
+        except PoolTimeout:  # only ever raised while waiting for the connection
             raise await self._diagnose() from None
-        try:
-            yield db
-        except BaseException as exc:
-            await connection.__aexit__(type(exc), exc, exc.__traceback__)
-            raise
-        await connection.__aexit__(None, None, None)
 
     async def _diagnose(self) -> StateError:
         """The pool found no connection in time: a direct attempt says why (out of reach, or the pool was busy)."""
         try:
             probe = await psycopg.AsyncConnection.connect(self.state.url, **{**self._kwargs, "connect_timeout": 3})
         except psycopg.Error as exc:
-            return self._unreachable(exc)
+            return self._say.unreachable(exc)
         await probe.close()
         return StateError(
             f"no free connection to PostgreSQL at {self.state.address} within {self.connect_timeout:g}s; is the "
@@ -248,10 +197,10 @@ class PostgresStore(PostgresOutbox):
                     async with db.transaction():
                         return await fn(db, *args)
             except psycopg.Error as exc:
-                if attempt == 2 or not _lost(exc):
-                    raise self._error(exc) from None
+                if attempt == 2 or not lost(exc):
+                    raise self._say.error(exc) from None
                 get_logger("fpwatch.store").warning(
-                    "lost the connection to PostgreSQL; retrying on a fresh one", reason=self._scrub(str(exc))
+                    "lost the connection to PostgreSQL; retrying on a fresh one", reason=self._say.scrub(str(exc))
                 )
         raise AssertionError("unreachable")
 
@@ -503,7 +452,7 @@ class PostgresStore(PostgresOutbox):
                 async for item in rows(db, since):
                     yield item
         except psycopg.Error as exc:
-            raise self._error(exc) from None
+            raise self._say.error(exc) from None
 
     async def chain_head(self) -> chain.ChainHead:
         return await self._run(postgres_audit.head)
@@ -523,9 +472,9 @@ class PostgresStore(PostgresOutbox):
                             raise StateError(problem)
                         return chain.verify(postgres_audit.links(db), mode, self._key, head)
             except psycopg.OperationalError as exc:
-                raise (self._error(exc) if exc.sqlstate else self._unreachable(exc)) from None
+                raise (self._say.error(exc) if exc.sqlstate else self._say.unreachable(exc)) from None
             except psycopg.Error as exc:
-                raise self._error(exc) from None
+                raise self._say.error(exc) from None
 
         return await asyncio.to_thread(walk)
 
@@ -535,13 +484,6 @@ class PostgresStore(PostgresOutbox):
             return (await db.execute(sql, (iso(before),))).rowcount
 
         return await self._write(write)
-
-
-def _lost(exc: psycopg.Error) -> bool:
-    """Did the connection go away (rather than the statement fail)? Retrying such a transaction is safe."""
-    if isinstance(exc, pg_errors.LockNotAvailable | pg_errors.QueryCanceled):
-        return False
-    return isinstance(exc, psycopg.OperationalError) and (exc.sqlstate is None or exc.sqlstate.startswith(_LOST))
 
 
 def _finished(pending: set[asyncio.Future[Any]]) -> Callable[[asyncio.Future[Any]], None]:
