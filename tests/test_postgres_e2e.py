@@ -148,3 +148,20 @@ def _ride_out_a_restart(daemon: DaemonProcess, database: str, postgres_server: A
         cwd=daemon.tmp_path, env=daemon.env, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert verified.returncode == 0, verified.stderr
+
+
+def test_libpqs_own_passfile_keeps_the_password_out_of_the_config(
+    cli: Cli, sim: Simulator, database: str, postgres_server: Any
+) -> None:
+    """No password in the config at all: libpq finds it in the file PGPASSFILE names (mode 0600, as it insists)."""
+    cli.write()
+    use_postgres(cli.config, database, password=None)
+    passfile = cli.tmp_path / "pgpass"
+    passfile.write_text(f"127.0.0.1:{postgres_server.port}:*:fpwatch:{PASSWORD}\n")
+    passfile.chmod(0o600)
+    cli.env = {**cli.env, "PGPASSFILE": str(passfile)}
+    sim.update_model("gpt-4o", {"fingerprints": {FP_A: 1}})
+    result = cli("check", "--json")
+    assert result.code == 0, result.stderr
+    assert cli("status", "--json").json()["models"][0]["checks"] == 1
+    assert PASSWORD not in cli.config.read_text() and PASSWORD not in result.stdout + result.stderr
