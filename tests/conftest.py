@@ -92,6 +92,7 @@ class Cli:
         self.sim = sim
         self.config = tmp_path / "fpwatch.toml"
         self.env = fpwatch_env(SIM_KEY=API_KEY)
+        self.state: Path | PostgresState = tmp_path / "state.db"  # what `write` points the config at
 
     def write(
         self,
@@ -107,7 +108,7 @@ class Cli:
         self.config.write_text(
             f"""
 [fpwatch]
-state = "state.db"
+{self.state_lines()}
 log_format = "json"
 
 [defaults]
@@ -138,6 +139,13 @@ top_logprobs = 3
         )
         return self.config
 
+    def state_lines(self) -> str:
+        if not isinstance(self.state, PostgresState):
+            return f'state = "{self.state.name}"'
+        assert self.state.password is not None
+        (self.tmp_path / "pg.pw").write_text(self.state.password.reveal() + "\n")
+        return f'state = "{self.state.url}"\nstate_password_file = "pg.pw"'
+
     def __call__(self, *args: str, timeout: float = 60) -> Result:
         proc = subprocess.run(
             [sys.executable, "-m", "fpwatch", "--config", str(self.config), *args],
@@ -153,6 +161,13 @@ top_logprobs = 3
 @pytest.fixture
 def cli(tmp_path: Path, sim: Simulator) -> Cli:
     return Cli(tmp_path, sim)
+
+
+@pytest.fixture
+def backend_cli(cli: Cli, backend: Backend) -> Cli:
+    """The CLI on a state of each backend (`cli.state`)."""
+    cli.state = backend.state()
+    return cli
 
 
 # --- the daemon -------------------------------------------------------------------------------------------

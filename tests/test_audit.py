@@ -80,9 +80,9 @@ def recompute(records: list[dict[str, Any]], key: bytes | None = None) -> int:
 # --- helpers
 
 
-def state_db(cli: Cli) -> sqlite3.Connection:
-    """The tamperer's own connection to the state file."""
-    return sqlite3.connect(cli.tmp_path / "state.db", isolation_level=None)
+def state_db(cli: Cli) -> Any:
+    """The tamperer's own connection to the state (SQLite's `?` placeholders on either backend)."""
+    return raw_connection(cli.state)
 
 
 def published(cli: Cli) -> dict[str, Any]:
@@ -207,9 +207,10 @@ def test_a_published_head_is_found_and_the_rows_after_it_counted(cli: Cli, sim: 
 # --- events and acks are in the chain
 
 
-def test_an_edited_or_smuggled_event_breaks_the_chain(cli: Cli, sim: Simulator) -> None:
+def test_an_edited_or_smuggled_event_breaks_the_chain(backend_cli: Cli, sim: Simulator) -> None:
     """Editing an event's summary or details, or inserting an event by hand, fails `export --verify` at that
-    event; putting the original back makes the chain whole again."""
+    event; putting the original back makes the chain whole again. (On both backends.)"""
+    cli = backend_cli
     cli.write()
     two_checks(cli, sim)
     db = state_db(cli)
@@ -228,8 +229,8 @@ def test_an_edited_or_smuggled_event_breaks_the_chain(cli: Cli, sim: Simulator) 
     db.execute("UPDATE events SET details = ? WHERE id = ?", (details, event_id))
     assert cli("export", "--verify").code == 0
     db.execute(
-        "INSERT INTO events (time, model, type, severity, summary, details) VALUES "
-        "('2026-01-01T00:00:00Z', 'sim/gpt-4o', 'model.recovered', 'info', 'sim/gpt-4o: recovered', '{}')"
+        "INSERT INTO events (id, time, model, type, severity, summary, details) VALUES (100, "
+        "'2026-01-01T00:00:00Z', 'sim/gpt-4o', 'model.recovered', 'info', 'sim/gpt-4o: recovered', '{}')"
     )
     smuggled = db.execute("SELECT MAX(id) FROM events").fetchone()[0]
     db.close()
@@ -239,9 +240,11 @@ def test_an_edited_or_smuggled_event_breaks_the_chain(cli: Cli, sim: Simulator) 
     )
 
 
-def test_an_edited_or_removed_acknowledgement_breaks_the_chain(cli: Cli, sim: Simulator) -> None:
+def test_an_edited_or_removed_acknowledgement_breaks_the_chain(backend_cli: Cli, sim: Simulator) -> None:
     """An ack is a link of its own: editing its comment (in the acks table, or the copy on the event that
-    `events` shows) or erasing it from the event fails `export --verify`; the export recomputes by the contract."""
+    `events` shows) or erasing it from the event fails `export --verify`; the export recomputes by the contract.
+    (On both backends.)"""
+    cli = backend_cli
     cli.write()
     two_checks(cli, sim)
     (changed,) = cli("events", "--severity", "warning", "--json").json()
@@ -278,9 +281,11 @@ def test_an_edited_or_removed_acknowledgement_breaks_the_chain(cli: Cli, sim: Si
 # --- keyed mode
 
 
-def test_a_forged_observation_with_a_recomputed_hash_fails_in_keyed_mode(cli: Cli, sim: Simulator) -> None:
+def test_a_forged_observation_with_a_recomputed_hash_fails_in_keyed_mode(backend_cli: Cli, sim: Simulator) -> None:
     """With `audit_key_file`, every row is an HMAC: an observation appended with a correctly recomputed plain
-    hash fails `export --verify`; without the key fpwatch neither verifies nor writes the chain, and says why."""
+    hash fails `export --verify`; without the key fpwatch neither verifies nor writes the chain, and says why.
+    (On both backends.)"""
+    cli = backend_cli
     cli.write()
     use_key(cli)
     two_checks(cli, sim)
@@ -311,7 +316,7 @@ def test_a_forged_observation_with_a_recomputed_hash_fails_in_keyed_mode(cli: Cl
     use_key(cli, None)
     unkeyed = cli("export", "--verify")
     assert unkeyed.code == 1 and unkeyed.stderr.strip() == (
-        f"Error: the audit chain of {cli.tmp_path / 'state.db'} is keyed (an HMAC from row 1 on): "
+        f"Error: the audit chain of {cli.state} is keyed (an HMAC from row 1 on): "
         "set [fpwatch] audit_key_file to its key"
     )
     refused = cli("check")
