@@ -4,9 +4,21 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 API_KEY = "sk-fpwatch-bench-3f2e1d0c9b8a7"
+
+
+@dataclass(frozen=True)
+class Provider:
+    """One provider of a benchmark config: a `type` pointed at the simulator (`path` after its address)."""
+
+    type: str
+    path: str = "/v1"  # the simulator routes every wire format by path: anthropic and gemini have no /v1 here
+    extra: tuple[str, ...] = ()  # the type's own keys, as TOML lines
+    max_concurrency: int | None = None  # None: write_config's `concurrency`
 
 
 def write_config(
@@ -18,8 +30,10 @@ def write_config(
     concurrency: int,
     settings: list[str],
     defaults: list[str],
+    providers: Sequence[Provider] = (Provider("openai-compatible"),),
 ) -> Path:
-    """`models` models of one simulated provider, each with one canary of `samples` one-token requests."""
+    """`models` models of the simulated providers (spread over them in turn), each with one canary of `samples`
+    one-token requests. `base_url` is the simulator's OpenAI-compatible one, ending in /v1."""
     width = max(3, len(str(models - 1)))
     lines = ["[fpwatch]", 'state = "state.db"', 'log_format = "json"', *settings, ""]
     # These benchmarks measure scheduling, requests and recording; border-input discovery (2,000 requests once
@@ -27,16 +41,21 @@ def write_config(
     lines += ["[discovery]", "budget = 0", ""]
     if defaults:
         lines += ["[defaults]", *defaults, ""]
-    lines += [
-        "[providers.sim]",
-        'type = "openai-compatible"',
-        f'base_url = "{base_url}"',
-        'api_key = "${SIM_KEY}"',
-        f"max_concurrency = {concurrency}",
-        "",
-    ]
+    root = base_url.removesuffix("/v1")
+    names = ["sim"] if len(providers) == 1 else [f"sim-{p.type}" for p in providers]
+    for name, provider in zip(names, providers, strict=True):
+        lines += [
+            f"[providers.{name}]",
+            f'type = "{provider.type}"',
+            f'base_url = "{root}{provider.path}"',
+            'api_key = "${SIM_KEY}"',
+            *provider.extra,
+            f"max_concurrency = {provider.max_concurrency or concurrency}",
+            "",
+        ]
     for i in range(models):
-        lines += ["[[models]]", 'provider = "sim"', f'model = "m{i:0{width}d}"', 'canaries = ["one"]', ""]
+        provider = names[i % len(names)]
+        lines += ["[[models]]", f'provider = "{provider}"', f'model = "m{i:0{width}d}"', 'canaries = ["one"]', ""]
     lines += ["[canaries.one]", 'prompt = "x"', "max_tokens = 1", f"samples = {samples}", "logprobs = false", ""]
     config = folder / "fpwatch.toml"
     config.write_text("\n".join(lines))

@@ -9,6 +9,7 @@ state and the events, and queueing the alerts happen in one transaction (store.r
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -211,13 +212,16 @@ def _log(result: CheckResult) -> None:
         level = "warning" if stored.event.severity != "info" else "info"
         getattr(log, level)(stored.event.summary, event_type=stored.event.type, event_id=stored.id)
     quiet = result.status == verdict.OK and not result.events  # 1,000 models a minute: only news at info
-    (log.debug if quiet else log.info)(
-        "check finished",
-        state=result.state_label(),
-        status=result.status_name,
-        requests=len(result.observations),
-        seconds=round((result.finished - result.started).total_seconds(), 3),
-    )
+    finished_at = logging.DEBUG if quiet else logging.INFO
+    if log.isEnabledFor(finished_at):  # the state label is work: none for a line the level drops (`check` logs errors)
+        log.log(
+            finished_at,
+            "check finished",
+            state=result.state_label(),
+            status=result.status_name,
+            requests=len(result.observations),
+            seconds=round((result.finished - result.started).total_seconds(), 3),
+        )
 
 
 def _check_error(model: ModelConfig, observations: Sequence[Observation]) -> str | None:

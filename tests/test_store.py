@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -9,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -477,3 +479,157 @@ def test_a_read_only_open_writes_nothing_and_finds_no_state_in_an_empty_one(back
             record(store, 1, [observation(1)])
         assert store.load_state("m").checks == 1 and chain_of(store) == (1, None)
         assert store.observation_rows()[0]["output"] == "391"
+
+
+def test_checks_that_finish_while_the_writer_is_busy_are_recorded_in_one_transaction(tmp_path: Path) -> None:
+    """Checks queued behind another write go in one transaction (a group commit): while its last check is
+    recorded, another connection sees none of them; then all of them, each with its own state, the chain whole."""
+    import asyncio
+    import threading
+
+    from fpwatch.detect.state import ModelState
+    from fpwatch.store import open_sqlite
+
+    path = tmp_path / "s.db"
+    release = threading.Event()
+    seen: list[int] = []
+
+    def blocking(state: ModelState) -> ModelState:  # on the writer thread: what is asked for meanwhile queues
+        release.wait(30)
+        return state
+
+    def peeking(i: int, obs: list[Observation]) -> Any:
+        def apply(state: ModelState) -> Any:
+            if i == 2:  # inside the batch, after the first two checks: does anyone else see them yet?
+                with contextlib.closing(sqlite3.connect(path)) as other:
+                    seen.append(other.execute("SELECT COUNT(*) FROM checks").fetchone()[0])
+            return conclude(state, obs, POLICY, T0)
+
+        return apply
+
+    async def scenario() -> None:
+        store = await open_sqlite(path)
+        blocker = asyncio.create_task(store.update_state("other", blocking))
+        records = []
+        for i in range(3):
+            obs = [replace(observation(i), model=f"m{i}")]
+            check = CheckRecord(f"c{i}", f"m{i}", T0, T0, 1, 0, None)
+            records.append(asyncio.create_task(store.record_check(check, obs, peeking(i, obs))))
+        await asyncio.sleep(0)  # every check has asked for its write
+        release.set()
+        await blocker
+        await asyncio.gather(*records)
+        await store.close()
+
+    asyncio.run(scenario())
+    assert seen == [0]
+    with BlockingStore(path) as store:
+        assert [row[0] for row in store.db.execute("SELECT id FROM checks ORDER BY id")] == ["c0", "c1", "c2"]
+        assert [store.load_state(f"m{i}").checks for i in range(3)] == [1, 1, 1]
+        assert chain_of(store) == (3, None)
+
+
+def test_a_check_that_fails_to_record_leaves_the_others_of_its_batch_standing(tmp_path: Path) -> None:
+    """One check of a batch whose conclude raises gets the error and is rolled back alone (its savepoint): the
+    others are recorded, and the chain runs on from the last link that was kept, without a gap."""
+    import asyncio
+
+    from fpwatch.detect.state import ModelState
+    from fpwatch.store import open_sqlite
+
+    path = tmp_path / "s.db"
+
+    def failing(state: ModelState) -> Any:
+        raise RuntimeError("conclude failed")
+
+    async def scenario() -> list[Any]:
+        store = await open_sqlite(path)
+        calls = []
+        for i in range(3):
+            obs = [observation(i)]
+            check = CheckRecord(f"c{i}", "m", T0, T0, 1, 0, None)
+            apply = failing if i == 1 else (lambda s, obs=obs, i=i: conclude(s, obs, POLICY, T0 + timedelta(minutes=i)))
+            calls.append(store.record_check(check, obs, apply))
+        outcomes = await asyncio.gather(*calls, return_exceptions=True)
+        await store.close()
+        return outcomes
+
+    first, failed, third = asyncio.run(scenario())
+    assert isinstance(failed, RuntimeError)
+    assert not isinstance(first, BaseException) and not isinstance(third, BaseException)
+    with BlockingStore(path) as store:
+        assert [row[0] for row in store.db.execute("SELECT id FROM checks ORDER BY id")] == ["c0", "c2"]
+        assert store.load_state("m").checks == 2
+        assert chain_of(store) == (2, None)
+
+
+KILLED = textwrap.dedent(
+    """
+    import asyncio
+    import os
+    import signal
+    import sys
+    from datetime import UTC, datetime, timedelta
+    from fpwatch.detect.conclude import conclude
+    from fpwatch.detect.observation import Observation
+    from fpwatch.detect.state import Policy
+    from fpwatch.store import CheckRecord, open_store
+
+    async def main(path):
+        policy = Policy(timedelta(hours=24), 3, 3)
+        now = datetime.now(UTC)
+        obs = [Observation(now, "m", "c", k, 1, ok=True, system_fingerprint="fp_a", output="x") for k in range(2)]
+
+        def record(name, apply=lambda s: conclude(s, obs, policy, now)):
+            return store.record_check(CheckRecord(name, "m", now, now, 2, 0, None), obs, apply)
+
+        def dying(state):  # the process is killed in the middle of the batch's transaction
+            os.kill(os.getpid(), signal.SIGKILL)
+
+        store = await open_store(path)
+        await record("finished")  # its caller heard back: it is committed
+        print("finished", flush=True)
+        await asyncio.gather(record("a"), record("b"), record("c", dying))
+
+    asyncio.run(main(sys.argv[1]))
+    """
+)
+
+
+def test_a_process_killed_while_recording_a_batch_leaves_none_of_it_and_keeps_what_finished(tmp_path: Path) -> None:
+    """SIGKILL while a batch of checks is being written: the check recorded before is all there, the batch's
+    checks (two of them written, not committed) are not, nor any of their observations; the chain holds."""
+    path = tmp_path / "s.db"
+    BlockingStore(path).close()
+    proc = subprocess.run([sys.executable, "-c", KILLED, str(path)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -9, proc.stderr
+    assert proc.stdout.split() == ["finished"]
+    with BlockingStore(path) as store:
+        assert [row[0] for row in store.db.execute("SELECT id FROM checks")] == ["finished"]
+        assert store.db.execute("SELECT COUNT(*) FROM observations").fetchone()[0] == 2
+        assert store.load_state("m").checks == 1
+        assert chain_of(store) == (2, None)
+
+
+def test_a_check_asked_for_as_the_store_closes_is_recorded_before_it_closes(tmp_path: Path) -> None:
+    """A check asked for in the same turn of the event loop as close() is written first, on the store's own
+    connection: it is there afterwards, and the closed store leaves no write-ahead log behind."""
+    import asyncio
+
+    from fpwatch.store import open_sqlite
+
+    path = tmp_path / "s.db"
+    obs = [observation(0)]
+
+    async def scenario() -> None:
+        store = await open_sqlite(path)
+        check = CheckRecord("c1", "m", T0, T0, 1, 0, None)
+        task = asyncio.create_task(store.record_check(check, obs, lambda s: conclude(s, obs, POLICY, T0)))
+        await asyncio.sleep(0)  # the check has asked for its write
+        await store.close()
+        await task
+
+    asyncio.run(scenario())
+    assert not path.with_name("s.db-wal").exists()
+    with BlockingStore(path) as store:
+        assert store.load_state("m").checks == 1 and chain_of(store) == (1, None)

@@ -160,8 +160,17 @@ class InternalError(FpwatchError):
         self.exit_code = exit_code
 
 
+# Optional packages that structlog and httpcore import at once whenever they are installed: rich (tracebacks and
+# reprs of locals), colorama and better_exceptions (console colours and tracebacks), trio (httpcore's other event
+# loop). fpwatch renders plain tracebacks without locals, in plain text, on asyncio, so it uses none of them,
+# and where they are installed (rich comes with import-linter) they cost every command about 100 ms of start-up.
+_UNUSED_EXTRAS = ("rich", "colorama", "better_exceptions", "trio")
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point: run the CLI, turning anticipated failures into one line and an exit code."""
+    for name in _UNUSED_EXTRAS:
+        sys.modules.setdefault(name, None)  # type: ignore[arg-type]  # None: `import name` fails as if not installed
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import sys
 from typing import Any
@@ -42,6 +43,9 @@ def check(ctx: click.Context, models: tuple[str, ...], as_json: bool, dry_run: b
         config = obj.config()
         selected = select_models(config, models)
         setup_logging(config, obj)
+        # The modules and the config live until exit: the collector need not walk them again (a full collection
+        # at the start of a pass of 200 models took 30-50 ms).
+        gc.freeze()
         progress = _Progress(len(selected))
         results, delivery = run_async(
             run_pass(config, selected, dry_run=dry_run, notify=not no_notify, on_done=progress)

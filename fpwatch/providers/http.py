@@ -104,6 +104,12 @@ def _tls_context() -> ssl.SSLContext:
     return httpx.create_ssl_context()
 
 
+@functools.lru_cache(maxsize=1024)
+def _url(text: str) -> httpx.URL:
+    """An endpoint parsed once (a provider's differ at most by model): parsing was half of building a request."""
+    return httpx.URL(text)
+
+
 def new_client(max_connections: int, verify: ssl.SSLContext | bool = True) -> httpx.AsyncClient:
     """A client for one provider. Limits go on the transport: with transport= the client ignores them."""
     transport = httpx.AsyncHTTPTransport(
@@ -217,7 +223,7 @@ async def _send_once(
     try:
         async with asyncio.timeout(remaining + 0.5):
             request = client.build_request(
-                "POST", url, json=payload, headers=dict(headers), params=params, timeout=per_op
+                "POST", _url(url), json=payload, headers=dict(headers), params=params, timeout=per_op
             )
             response = await client.send(request, stream=True)
             try:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from fpwatch.detect.drift import CheckTally
 from fpwatch.store import codec
@@ -54,3 +54,9 @@ class RowCache:
             for gone in set(known) - set(stored):
                 del known[gone]
             return {seq: known[seq][1] for seq in stored if seq in known}
+
+    def forget(self, models: Iterable[str]) -> None:
+        """Drop what is kept of these models: a write transaction that read rows it then failed to commit."""
+        with self._lock:
+            for model in models:
+                self._rows.pop(model, None)

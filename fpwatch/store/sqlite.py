@@ -1,8 +1,9 @@
 """The SQLite `Store` (DESIGN section 9): the default state, one file, shared by the daemon and `fpwatch check`.
 
 WAL mode with a busy timeout. A check's read-modify-write (load the model's state, conclude, append the
-observations, save the state and the events, queue the alerts) is one `BEGIN IMMEDIATE` transaction: two
-processes checking the same model serialise instead of double-counting.
+observations, save the state and the events, queue the alerts) happens inside one `BEGIN IMMEDIATE`
+transaction: two processes checking the same model serialise instead of double-counting. Checks that finish
+while the writer is busy share that transaction (a group commit, `record_check`), each in a savepoint of its own.
 
 The event loop never waits on the file: every statement runs on one of two worker threads, each with
 its own connection, and is awaited. Writes go to the writer; reads to the reader, so that a write
@@ -30,19 +31,18 @@ from fpwatch.detect.signals import Signal
 from fpwatch.detect.state import ModelState, acknowledged
 from fpwatch.errors import StateError
 from fpwatch.logs import get_logger
-from fpwatch.store import chain, codec, sqlite_audit
+from fpwatch.store import chain, codec, sqlite_audit, sqlite_checks
 from fpwatch.store.drift_rows import RowCache
 from fpwatch.store.leases import lease_owner, owner_alive
 from fpwatch.store.protocol import CheckRecord, Conclude, OutboxMessage, Route, StoredEvent
+from fpwatch.store.sqlite_checks import SIGNAL_SELECT, Finished, Recorded
 from fpwatch.store.sqlite_migrations import MIGRATIONS
-from fpwatch.store.worker import Worker
+from fpwatch.store.worker import Batched, Worker
 
 BUSY_TIMEOUT_MS = 30_000
 CLOSE_GRACE = 3.0  # seconds queued writes still get once the store closes (the daemon's stop budget is 30 s)
 ROWS_PER_BATCH = 500
 T = TypeVar("T")
-_STATE_SELECT = f"SELECT {', '.join(codec.STATE_COLUMNS)} FROM model_state WHERE model = ?"
-_SIGNAL_SELECT = "SELECT kind, value, first_seen, last_seen, count, misses, retired_at, since FROM signals"
 _EVENT_SELECT = f"SELECT {', '.join(codec.EVENT_COLUMNS)} FROM events"
 
 
@@ -93,6 +93,8 @@ class SqliteStore:
         # A read-only store has one connection; otherwise reads never queue behind a write waiting on a lock.
         self._reader = self._writer if readonly else Worker(self._connect, "fpwatch-db-reader")
         self._rows = RowCache()  # parsed drift check rows, shared by both threads
+        self._loads = Batched(self._reader, self._load_states)
+        self._checks = Batched(self._writer, self._record_batch)
 
     # -- connections (on a worker thread)
 
@@ -159,16 +161,16 @@ class SqliteStore:
         from when it was asked for (writes queue behind each other: the wait is not per statement), and less
         once the store is closing; asked for, it runs even if its caller is cancelled meanwhile."""
         deadline = time.monotonic() + self.busy_timeout_ms / 1000
+        return await self._writer.run(self._transacted, deadline, fn, *args, finish=True)
 
-        def transacted(db: sqlite3.Connection, *inner: Any) -> T:
-            left = min(deadline, self._closing_by) - time.monotonic()
-            if left <= 0:
-                raise self._locked(None)
-            db.execute(f"PRAGMA busy_timeout = {max(1, int(left * 1000))}")
-            with self._transaction(db):
-                return fn(db, *inner)
-
-        return await self._writer.run(transacted, *args, finish=True)
+    def _transacted(self, db: sqlite3.Connection, deadline: float, fn: Callable[..., T], *args: Any) -> T:
+        """fn(db, *args) in one transaction, waiting for another process's lock until `deadline` at most."""
+        left = min(deadline, self._closing_by) - time.monotonic()
+        if left <= 0:
+            raise self._locked(None)
+        db.execute(f"PRAGMA busy_timeout = {max(1, int(left * 1000))}")
+        with self._transaction(db):
+            return fn(db, *args)
 
     async def close(self) -> None:
         """Finish what was asked for (writes still queued get at most CLOSE_GRACE more), then close."""
@@ -221,43 +223,25 @@ class SqliteStore:
         observations: Sequence[Observation],
         conclude: Conclude,
         route: Route | None = None,
-    ) -> tuple[ModelState, list[StoredEvent]]:
-        return await self._write(self._record_check, check, observations, conclude, route)
+    ) -> Recorded:
+        """Queued for the writer, which records every check queued by the time it starts in one transaction (a
+        group commit): a pass's answers arrive together, and a batch costs one trip to the writer thread, one
+        reading of the chain's head and one commit instead of one per check. Each check is a savepoint of its
+        own, so one that fails (its conclude raises) is rolled back alone and the others commit; a caller hears
+        its outcome only after the commit, so a process killed meanwhile leaves none of them, never part of one.
+        The batch waits for another process's lock until the busy timeout of the longest-waiting check in it."""
+        deadline = time.monotonic() + self.busy_timeout_ms / 1000
+        return await self._checks.run(Finished(check, observations, conclude, route, deadline))
 
-    def _record_check(
-        self,
-        db: sqlite3.Connection,
-        check: CheckRecord,
-        observations: Sequence[Observation],
-        conclude: Conclude,
-        route: Route | None,
-    ) -> tuple[ModelState, list[StoredEvent]]:
-        state = self._load_state(db, check.model)
-        new_state, events = conclude(state)
-        chained = self._appender(db)
-        chained.observations(check.id, observations)
-        db.execute(
-            "INSERT INTO checks VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                check.id,
-                check.model,
-                iso(check.started),
-                iso(check.finished),
-                int(check.failures < check.requests),
-                check.requests,
-                check.failures,
-                check.error,
-            ),
-        )
-        self._save_state(db, new_state)
-        stored = [chained.event(event, check.id) for event in events]
-        for event in stored:
-            for notifier in route(new_state, event) if route is not None else ():
-                db.execute(
-                    "INSERT OR IGNORE INTO alerts (event_id, notifier, created) VALUES (?, ?, ?)",
-                    (event.id, notifier, iso(check.finished)),
-                )
-        return new_state, stored
+    def _record_batch(self, db: sqlite3.Connection, batch: list[Finished]) -> list[Recorded | Exception]:
+        def record(db: sqlite3.Connection) -> list[Recorded | Exception]:
+            return sqlite_checks.record(db, self._appender(db), self._rows, batch, self._guard)
+
+        try:
+            return self._transacted(db, min(item.deadline for item in batch), record)
+        except BaseException:
+            self._rows.forget(item.check.model for item in batch)  # it may hold rows that were never committed
+            raise
 
     def _appender(self, db: sqlite3.Connection) -> sqlite_audit.Appender:
         """Links appended in this write transaction: the chain takes this store's key first (or refuses it)."""
@@ -275,29 +259,23 @@ class SqliteStore:
             )
 
     async def load_state(self, model: str) -> ModelState:
-        return await self._read(self._load_state, model)
+        """Loads asked for while the reader is busy (a pass starting every check at once) go in one batch."""
+        return await self._loads.run(model)
 
-    def _load_state(self, db: sqlite3.Connection, model: str) -> ModelState:
-        row = db.execute(_STATE_SELECT, (model,)).fetchone()
-        signals = db.execute(f"{_SIGNAL_SELECT} WHERE model = ?", (model,)).fetchall()
-        checks = self._rows.load(db, model)
-        return codec.state_from(row, model, ((r[0], codec.signal_from(r[1:])) for r in signals), checks)
-
-    def _save_state(self, db: sqlite3.Connection, state: ModelState) -> None:
-        marks = ",".join("?" * len(codec.STATE_COLUMNS))
-        db.execute(
-            f"INSERT OR REPLACE INTO model_state ({', '.join(codec.STATE_COLUMNS)}) VALUES ({marks})",
-            codec.state_row(state),
-        )
-        db.executemany("INSERT OR REPLACE INTO signals VALUES (?,?,?,?,?,?,?,?,?)", codec.signal_rows(state))
-        new, gone = codec.drift_rows(state)
-        db.executemany("INSERT OR REPLACE INTO drift_checks VALUES (?, ?, ?)", [(state.model, s, b) for s, b in new])
-        db.executemany("DELETE FROM drift_checks WHERE model = ? AND seq = ?", [(state.model, s) for s in gone])
+    def _load_states(self, db: sqlite3.Connection, models: list[str]) -> list[ModelState | Exception]:
+        outcomes: list[ModelState | Exception] = []
+        for model in models:
+            try:
+                with self._guard():
+                    outcomes.append(sqlite_checks.load_state(db, self._rows, model))
+            except Exception as exc:  # this model's alone: the others load
+                outcomes.append(exc)
+        return outcomes
 
     async def update_state(self, model: str, change: Callable[[ModelState], ModelState]) -> ModelState:
         def write(db: sqlite3.Connection) -> ModelState:
-            state = change(self._load_state(db, model))
-            self._save_state(db, state)
+            state = change(sqlite_checks.load_state(db, self._rows, model))
+            sqlite_checks.save_state(db, state)
             return state
 
         return await self._write(write)
@@ -305,7 +283,7 @@ class SqliteStore:
     async def signal_history(self, model: str, kind: str) -> list[Signal]:
         def read(db: sqlite3.Connection) -> list[Signal]:
             rows = db.execute(
-                f"{_SIGNAL_SELECT} WHERE model = ? AND kind = ? ORDER BY first_seen, value", (model, kind)
+                f"{SIGNAL_SELECT} WHERE model = ? AND kind = ? ORDER BY first_seen, value", (model, kind)
             ).fetchall()
             return [codec.signal_from(r[1:]) for r in rows]
 
@@ -362,10 +340,10 @@ class SqliteStore:
             if row is not None:
                 self._appender(db).ack(event_id, iso(now), comment)
                 event = codec.event_from(row).event
-                state = self._load_state(db, event.model)
+                state = sqlite_checks.load_state(db, self._rows, event.model)
                 signed = acknowledged(state, event)
                 if signed is not state:
-                    self._save_state(db, signed)
+                    sqlite_checks.save_state(db, signed)
 
         await self._write(write)
         return await self.event(event_id)

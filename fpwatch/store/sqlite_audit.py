@@ -93,6 +93,14 @@ class Appender:
         self.key = key
         self.seq, self.prev = last(db)
 
+    def position(self) -> tuple[int, str]:
+        """Where the chain stands: (seq, hash) of the newest link appended."""
+        return self.seq, self.prev
+
+    def rewind(self, position: tuple[int, str]) -> None:
+        """Back to an earlier `position`, once the links appended since are rolled back (a savepoint's)."""
+        self.seq, self.prev = position
+
     def link(self, kind: str, fields: dict[str, Any]) -> tuple[int, str, str]:
         """(seq, prev_hash, hash) of the next link."""
         self.seq += 1
