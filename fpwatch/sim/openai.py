@@ -173,16 +173,19 @@ def _wrong_type(param: str, expected: str, value: object) -> _Rejected:
 
 
 def _optional_int(body: JsonDict, param: str, low: int, high: int | None = None) -> int | None:
+    """The integer `param` of the body, or None; out of range: OpenAI's 400 in its words (both APIs use them)."""
     value = body.get(param)
     if value is None:
         return None
     if not isinstance(value, int) or isinstance(value, bool):
         raise _wrong_type(param, "an integer", value)
     if value < low:
-        message = f"Invalid '{param}': integer below minimum value. Expected a value >= {low}, got {value}."
+        message = f"Invalid '{param}': integer below minimum value. Expected a value >= {low}, but got {value} instead."
         raise _invalid(message, param, "integer_below_min_value")
     if high is not None and value > high:
-        message = f"Invalid '{param}': integer above maximum value. Expected a value <= {high}, got {value}."
+        message = (
+            f"Invalid '{param}': integer above maximum value. Expected a value <= {high}, but got {value} instead."
+        )
         raise _invalid(message, param, "integer_above_max_value")
     return value
 

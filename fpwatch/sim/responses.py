@@ -31,7 +31,7 @@ from __future__ import annotations
 import json
 import time
 
-from fpwatch.sim.openai import _auth_error, _openai_error, _wrong_type
+from fpwatch.sim.openai import _auth_error, _openai_error, _optional_int, _wrong_type
 from fpwatch.sim.openai import _fault_reply as _chat_fault_reply
 from fpwatch.sim.scenario import JsonDict, _describe, _is_number
 from fpwatch.sim.wire import _ChatRequest, _hex_id, _Rejected, _Reply, _Route
@@ -137,23 +137,6 @@ def _turns(body: JsonDict) -> list[tuple[str, str]]:
     return turns
 
 
-def _int_in(body: JsonDict, param: str, low: int, high: int | None = None) -> int | None:
-    value = body.get(param)
-    if value is None:
-        return None
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise _wrong_type(param, "an integer", value)
-    if value < low:
-        message = f"Invalid '{param}': integer below minimum value. Expected a value >= {low}, but got {value} instead."
-        raise _invalid(message, param, "integer_below_min_value")
-    if high is not None and value > high:
-        message = (
-            f"Invalid '{param}': integer above maximum value. Expected a value <= {high}, but got {value} instead."
-        )
-        raise _invalid(message, param, "integer_above_max_value")
-    return value
-
-
 def _number_in(body: JsonDict, param: str, high: float) -> None:
     value = body.get(param)
     if value is not None and not (_is_number(value) and 0 <= value <= high):
@@ -186,8 +169,8 @@ def _parse(body: object, route: _Route) -> _ChatRequest:
         raise _wrong_type("model", "a string", model)
     if body.get("stream") is True or body.get("background") is True:  # a finished JSON answer would mislead
         raise _invalid("The fpwatch simulator supports neither stream nor background.", "stream", "unsupported_value")
-    limit = _int_in(body, "max_output_tokens", MIN_OUTPUT_TOKENS)
-    top_logprobs = _int_in(body, "top_logprobs", 0, _MAX_TOP_LOGPROBS)
+    limit = _optional_int(body, "max_output_tokens", MIN_OUTPUT_TOKENS)
+    top_logprobs = _optional_int(body, "top_logprobs", 0, _MAX_TOP_LOGPROBS)
     _number_in(body, "temperature", 2)
     _number_in(body, "top_p", 1)
     tier = body.get("service_tier")
