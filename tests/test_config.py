@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -283,3 +285,20 @@ def test_a_state_password_given_twice_or_for_a_file_is_refused(tmp_path: Path) -
     assert any("fpwatch.state_password_file" in p and "only once" in p for p in twice)
     sqlite = problems(tmp_path, f'[fpwatch]\nstate = "s.db"\nstate_password_file = "pg.pw"\n{MINIMAL}')
     assert any("fpwatch.state_password_file" in p and "SQLite" in p for p in sqlite)
+
+
+def test_a_state_url_whose_password_would_show_or_mislead_is_refused_or_masked(tmp_path: Path) -> None:
+    """A password with an unencoded / (it ends the host part), a password given twice in the URL: a problem that
+    says what to do and repeats neither; an sslpassword in the query is masked wherever the URL is shown."""
+    broken = problems(tmp_path, f'[fpwatch]\nstate = "postgresql://bob:12/34pass@db/fp"\n{MINIMAL}')
+    assert any("percent-encode it" in p for p in broken) and not any("34pass" in p for p in broken)
+    twice = problems(tmp_path, f'[fpwatch]\nstate = "postgresql://bob:pw11@db/fp?password=pw22"\n{MINIMAL}')
+    assert any("password twice" in p for p in twice) and not any("pw11" in p or "pw22" in p for p in twice)
+    text = f'[fpwatch]\nstate = "postgresql://bob@db/fp?sslpassword=key-phrase-9&sslmode=require"\n{MINIMAL}'
+    path = write(tmp_path, text)
+    assert "key-phrase-9" in load_config(path, TYPES, env={}).secrets
+    shown = subprocess.run(
+        [sys.executable, "-m", "fpwatch", "--config", str(path), "config", "show"], capture_output=True, text=True
+    )
+    assert shown.returncode == 0 and "sslmode=require" in shown.stdout
+    assert "key-phrase-9" not in shown.stdout + shown.stderr

@@ -133,7 +133,13 @@ def test_an_incomplete_answer_a_refusal_and_reasoning_only() -> None:
     refusal = [{"type": "message", "content": [{"type": "refusal", "refusal": "I can't help with that."}]}]
     assert parse_response(body_exchange(response(output=refusal))).output == "I can't help with that."
     thinking = parse_response(body_exchange(response(output=[{"type": "reasoning", "summary": []}])))
-    assert (thinking.output, thinking.first_token) == ("", None)
+    assert (thinking.output, thinking.first_token) == ("", None)  # completed: the model chose to say nothing
+    spent = response(status="incomplete", incomplete_details={"reason": "max_output_tokens"}, output=[])
+    with pytest.raises(ProbeError) as caught:
+        parse_response(body_exchange(spent))
+    assert caught.value.kind == "bad_request" and caught.value.permanent
+    assert "ended without an answer after 9 reasoning tokens (status incomplete, length)" in str(caught.value)
+    assert "raise the canary's max_tokens" in str(caught.value)
 
 
 @pytest.mark.parametrize(

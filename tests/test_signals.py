@@ -253,6 +253,19 @@ def test_new_fingerprints_during_learning_are_baseline_and_after_are_changes() -
     ]
 
 
+def test_a_first_fingerprint_after_learning_is_first_seen_not_a_change() -> None:
+    """A model whose answers carried no fingerprint (or an fpwatch upgraded to read a derived one, as Anthropic's
+    service tier now is) gets its first one after learning: there is nothing it changed from. The next one is a
+    change."""
+    run = Run()
+    for _ in range(6):
+        run.check([obs(None)])
+    run.check([obs("service_tier=standard"), obs("service_tier=standard")])
+    run.check([obs("service_tier=priority")])
+    fp = [(i, t) for i, t, _ in run.events if t.startswith("fingerprint.")]
+    assert fp == [(6, "fingerprint.first_seen"), (7, "fingerprint.changed")]
+
+
 def test_learning_period_as_a_duration() -> None:
     """learning_period = "1h": the baseline is everything in the model's first hour."""
     policy = Policy(timedelta(hours=24), timedelta(hours=1), 3)

@@ -218,6 +218,13 @@ class Reader(CanaryReader):
         """A postgresql:// URL: its password (in the URL, or `state_password_file`) taken out and kept as a secret,
         so that the URL itself can be printed."""
         parts = urlsplit(url)
+        if "@" not in parts.netloc and "@" in parts.path + parts.query + parts.fragment:
+            # e.g. postgresql://bob:12/34@db/fp: a password with / ? or # in it ends the host part early
+            self.problem(
+                "fpwatch.state",
+                "the URL's password holds a character that ends the host part (/ ? # @): percent-encode it "
+                "(/ as %2F) or put it in state_password_file",
+            )
         try:
             parts.port  # noqa: B018 (raises for a port that is not a number)
         except ValueError:
@@ -225,8 +232,13 @@ class Reader(CanaryReader):
         password = unquote(parts.password) if parts.password is not None else None
         query = parse_qsl(parts.query, keep_blank_values=True)
         if any(key == "password" for key, _ in query):
+            if password is not None:
+                self.problem("fpwatch.state", "the URL has a password twice (before the host and ?password=)")
             password = next(value for key, value in query if key == "password")
             query = [(key, value) for key, value in query if key != "password"]
+        for key, value in query:
+            if "password" in key and value:  # sslpassword (the client key's passphrase): masked wherever shown
+                self.remember_secret(value)
         user, host = parts.username, parts.netloc.rpartition("@")[2]
         netloc = f"{user}@{host}" if user is not None else host
         bare = urlunsplit(parts._replace(netloc=netloc, query=urlencode(query)))

@@ -88,12 +88,15 @@ def update_signals(
     total = sum(seen.values())
     before = [s.value for s in current.valid()]
     signals = dict(current.signals)
+    nothing_before = not signals
     news: list[tuple[str, str]] = []  # (event type, value)
     for value, count in sorted(seen.items()):
         old = signals.get(value)
         if old is None:
             signals[value] = Signal(value, now, now, count, since=current.samples)
-            news.append((first_seen_type if baseline else changed_type, value))
+            # No earlier value (a model whose answers never carried this signal, or one whose fpwatch only now reads
+            # it, as an upgrade to a derived fingerprint does): there is nothing it changed from.
+            news.append((first_seen_type if baseline or nothing_before else changed_type, value))
         else:
             if not old.valid:
                 news.append((reverted_type, value))

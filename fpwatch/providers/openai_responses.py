@@ -116,6 +116,18 @@ def parse_response(exchange: Exchange) -> Parsed:
             permanent=True,
         )
     text, first = _answer(body["output"])
+    if not text and status in ("incomplete", "cancelled"):
+        spent = ""
+        details = body["usage"].get("output_tokens_details") if isinstance(body.get("usage"), dict) else None
+        if isinstance(details, dict) and _int(details.get("reasoning_tokens")):
+            spent = f" after {details['reasoning_tokens']} reasoning tokens"
+        raise ProbeError(
+            "bad_request",
+            f"the response ended without an answer{spent} (status {status}, {_finish_reason(body)})",
+            "a reasoning model's reasoning counts against max_tokens: raise the canary's max_tokens, or set "
+            'params = { reasoning = { effort = "minimal" } } on the model where it takes that',
+            permanent=True,
+        )
     fingerprint, state = echoed_settings(body)
     usage: dict[str, Any] = body["usage"] if isinstance(body.get("usage"), dict) else {}
     details = usage.get("output_tokens_details")

@@ -187,17 +187,21 @@ class PostgresStore(PostgresOutbox):
         )
 
     async def _run(self, fn: Callable[..., Awaitable[T]], *args: Any, transaction: bool = True) -> T:
-        """fn(connection, *args), in one transaction; a connection lost on the way is retried once on a fresh
-        one (the lost transaction was rolled back whole)."""
+        """fn(connection, *args), in one transaction; a connection lost while the body ran is retried once on a fresh
+        one (the server rolled that transaction back whole). One lost while committing is not: the server may have
+        committed what the client never heard of, and a second run would write it twice."""
         for attempt in (1, 2):
+            committing = False
             try:
                 async with self._connection() as db:
                     if not transaction:
                         return await fn(db, *args)
                     async with db.transaction():
-                        return await fn(db, *args)
+                        result = await fn(db, *args)
+                        committing = True  # the COMMIT is sent as the block ends
+                    return result
             except psycopg.Error as exc:
-                if attempt == 2 or not lost(exc):
+                if attempt == 2 or committing or not lost(exc):
                     raise self._say.error(exc) from None
                 get_logger("fpwatch.store").warning(
                     "lost the connection to PostgreSQL; retrying on a fresh one", reason=self._say.scrub(str(exc))

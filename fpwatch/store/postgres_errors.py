@@ -12,9 +12,11 @@ _LOST = ("08", "57P01", "57P02", "57P03")  # SQLSTATEs of a connection gone (or 
 
 
 def lost(exc: psycopg.Error) -> bool:
-    """Did the connection go away (rather than the statement fail)? Retrying such a transaction is safe: it was
-    rolled back whole."""
+    """Did the connection go away (rather than the statement fail)? Retrying such a transaction is safe if it went
+    away before the COMMIT was sent (the caller knows): the server rolled it back whole."""
     if isinstance(exc, pg_errors.LockNotAvailable | pg_errors.QueryCanceled):
+        return False
+    if type(exc).__module__.startswith("psycopg_pool"):  # PoolClosed, PoolTimeout: the pool's state, not the server's
         return False
     return isinstance(exc, psycopg.OperationalError) and (exc.sqlstate is None or exc.sqlstate.startswith(_LOST))
 
