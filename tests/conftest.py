@@ -47,6 +47,42 @@ def fpwatch_env(**extra: str) -> dict[str, str]:
     return env
 
 
+# The head of a one-provider config for end-to-end `check` runs of one provider type (tests/test_anthropic.py,
+# tests/test_responses.py): one check learns, no discovery spends requests; the provider table and model follow.
+ONE_PROVIDER_HEAD = """
+[fpwatch]
+state = "state.db"
+log_format = "json"
+
+[defaults]
+grace_period = "1h"
+timeout = "10s"
+learning_period = 1
+
+[discovery]
+budget = 0
+"""
+
+
+def run_in(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """`python -m fpwatch --config tmp_path/fpwatch.toml ARGS` in tmp_path, with fpwatch_env(**env)."""
+    return subprocess.run(
+        [sys.executable, "-m", "fpwatch", "--config", str(tmp_path / "fpwatch.toml"), *args],
+        capture_output=True,
+        text=True,
+        env=fpwatch_env(**env),
+        cwd=tmp_path,
+        timeout=120,
+    )
+
+
+def only_model(result: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    """The one model of a `check --json` run's output."""
+    assert result.stdout, result.stderr
+    (model,) = json.loads(result.stdout)["models"]
+    return dict(model)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -9,7 +9,6 @@ import json
 import os
 import sqlite3
 import subprocess
-import sys
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any
 import anthropic
 import httpx
 import pytest
-from conftest import fpwatch_env
+from conftest import ONE_PROVIDER_HEAD, only_model, run_in
 
 from fpwatch.config import Canary, Message, ModelConfig, ProviderConfig, Secret, load_config
 from fpwatch.errors import ConfigError, ProbeError
@@ -459,19 +458,8 @@ def test_faults_and_echoes_in_anthropics_shapes(sim: Simulator) -> None:
 
 def write_config(tmp_path: Path, sim: Simulator, *, provider: str = "", models: str = "") -> None:
     (tmp_path / "fpwatch.toml").write_text(
-        f"""
-[fpwatch]
-state = "state.db"
-log_format = "json"
-
-[defaults]
-grace_period = "1h"
-timeout = "10s"
-learning_period = 1
-
-[discovery]
-budget = 0
-
+        ONE_PROVIDER_HEAD
+        + f"""
 [providers.claude]
 type = "anthropic"
 base_url = "{sim.url}"
@@ -487,20 +475,10 @@ model = "claude-sonnet-4-5"
 
 
 def run(tmp_path: Path, *args: str, key: str = KEY) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "fpwatch", "--config", str(tmp_path / "fpwatch.toml"), *args],
-        capture_output=True,
-        text=True,
-        env=fpwatch_env(ANTHROPIC_API_KEY=key),
-        cwd=tmp_path,
-        timeout=120,
-    )
+    return run_in(tmp_path, *args, ANTHROPIC_API_KEY=key)
 
 
-def summary(result: subprocess.CompletedProcess[str]) -> dict[str, Any]:
-    assert result.stdout, result.stderr
-    (model,) = json.loads(result.stdout)["models"]
-    return dict(model)
+summary = only_model
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import sqlite3
 import subprocess
-import sys
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from conftest import fpwatch_env
+from conftest import ONE_PROVIDER_HEAD, only_model, run_in
 
 from fpwatch.config import Canary, Message, ModelConfig, ProviderConfig, Secret
 from fpwatch.errors import ProbeError
@@ -322,19 +321,8 @@ def test_faults_and_echoes_in_the_responses_shapes(sim: Simulator) -> None:
 
 def write_config(tmp_path: Path, sim: Simulator, *, models: str = "") -> None:
     (tmp_path / "fpwatch.toml").write_text(
-        f"""
-[fpwatch]
-state = "state.db"
-log_format = "json"
-
-[defaults]
-grace_period = "1h"
-timeout = "10s"
-learning_period = 1
-
-[discovery]
-budget = 0
-
+        ONE_PROVIDER_HEAD
+        + f"""
 [providers.responses]
 type = "openai-responses"
 base_url = "{sim.url}/v1"
@@ -349,20 +337,10 @@ model = "gpt-5.5"
 
 
 def run(tmp_path: Path, *args: str, key: str = KEY) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "fpwatch", "--config", str(tmp_path / "fpwatch.toml"), *args],
-        capture_output=True,
-        text=True,
-        env=fpwatch_env(OPENAI_API_KEY=key),
-        cwd=tmp_path,
-        timeout=120,
-    )
+    return run_in(tmp_path, *args, OPENAI_API_KEY=key)
 
 
-def summary(result: subprocess.CompletedProcess[str]) -> dict[str, Any]:
-    assert result.stdout, result.stderr
-    (model,) = json.loads(result.stdout)["models"]
-    return dict(model)
+summary = only_model
 
 
 @pytest.fixture
