@@ -107,6 +107,12 @@ def test_a_server_out_of_reach_or_a_wrong_password_is_one_line_without_the_passw
     for result in (cli("check"), cli("events"), cli("config", "show")):
         assert PASSWORD[:-1] not in result.stdout + result.stderr
     assert "********" in cli("config", "show").stdout
+    cli.config.write_text(base)
+    use_postgres(cli.config, postgres_server.url(password=False) + "?connect_timout=3")  # a misspelt option
+    typo = cli("check")
+    assert typo.code == 3 and typo.stderr.count("\n") == 1, typo.stderr
+    assert typo.stderr.startswith("Error: invalid [fpwatch] state URL postgresql://fpwatch@127.0.0.1:")
+    assert '"connect_timout"' in typo.stderr and "fix the URL's options" in typo.stderr
 
 
 def test_the_daemon_says_the_database_is_unreachable_and_recovers_from_a_restart(

@@ -145,6 +145,10 @@ class PostgresStore(PostgresOutbox):
         as such), migrate or check the schema on that connection, then open the pool. False: no state (readonly)."""
         try:
             first = await psycopg.AsyncConnection.connect(self.state.url, **self._kwargs)
+        except psycopg.ProgrammingError as exc:  # libpq refused the URL itself (an unknown option, a bad value)
+            raise StateError(
+                f"invalid [fpwatch] state URL {self.state.url}: {self._say.scrub(str(exc))}; fix the URL's options"
+            ) from None
         except psycopg.Error as exc:
             raise self._say.unreachable(exc) from None
         try:
