@@ -41,7 +41,7 @@ def status(ctx: click.Context, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(report, indent=2))
     else:
-        click.echo(status_table(report["models"], report["notifiers"], report["audit"]))
+        click.echo(status_table(report["models"], report["notifiers"], report["audit"], report["instances"]))
 
 
 @cli.command()

@@ -10,7 +10,7 @@ from fpwatch.clock import iso, iso_or_none
 from fpwatch.config import Config, ModelConfig
 from fpwatch.detect import drift, verdict
 from fpwatch.detect.state import ModelState
-from fpwatch.store import ChainHead, Store
+from fpwatch.store import ChainHead, Shared, Store
 
 
 def drift_summary(model: ModelConfig, state: ModelState) -> dict[str, Any]:
@@ -101,13 +101,20 @@ def check_summary(result: CheckResult) -> dict[str, Any]:
 
 async def status_report(config: Config, store: Store | None, now: datetime) -> dict[str, Any]:
     """`status --json` (and /api/v1/status): every configured model and notifier, and the audit chain's head
-    (`head`, `rows`, `mode`, `keyed_from`: published here so it can be checked later with `export --verify --head`)."""
+    (`head`, `rows`, `mode`, `keyed_from`: published here so it can be checked later with `export --verify --head`);
+    on a state daemons share, which daemon took each model's latest scheduled check and the daemons registered."""
     models = [
         model_summary(m, await store.load_state(m.name) if store else ModelState(m.name), now) for m in config.models
     ]
     notifiers = [await store.notifier_status(n.name) for n in config.notifiers] if store else []
     head = await store.chain_head() if store else ChainHead(None, 0)
-    return {"models": models, "notifiers": notifiers, "audit": head.to_json()}
+    shared = store if isinstance(store, Shared) else None  # several daemons on one database: who checked what
+    claims = await shared.claims() if shared else {}
+    for summary in models:
+        claim = claims.get(summary["name"])
+        summary["checked_by"] = claim.owner if claim else None
+    instances = [i.to_json() for i in await shared.instances()] if shared else []
+    return {"models": models, "notifiers": notifiers, "audit": head.to_json(), "instances": instances}
 
 
 async def history_report(model: ModelConfig, store: Store | None) -> dict[str, Any]:

@@ -80,9 +80,11 @@ def status_table(
     summaries: Sequence[Mapping[str, Any]],
     notifiers: Sequence[Mapping[str, Any]],
     audit: Mapping[str, Any] | None = None,
+    instances: Sequence[Mapping[str, Any]] = (),
 ) -> str:
-    """`fpwatch status`: one row per model, notes on adapted canaries and open drifts, the notifiers, then the
-    audit chain's head."""
+    """`fpwatch status`: one row per model, notes on adapted canaries and open drifts, the notifiers, the daemons
+    sharing the state (with who checked each model last), then the audit chain's head."""
+    shared = any(s.get("checked_by") for s in summaries) or bool(instances)
     rows = []
     for s in summaries:
         fps = ", ".join(
@@ -101,6 +103,7 @@ def status_table(
                 s["behaviour_fingerprint"] or "-",
                 _noise(s["drift"]["noise"]),
                 human(parse_iso_or_none(s["last_check"])),
+                *([s.get("checked_by") or "-"] if shared else []),
                 shorten(s["last_error"], 50) if s["consecutive_failures"] else "-",
             ]
         )
@@ -112,6 +115,7 @@ def status_table(
         "BEHAVIOUR",
         "NOISE (ANSWERS / LOGPROBS)",
         "LAST CHECK",
+        *(["CHECKED BY"] if shared else []),
     ]
     out = table_lines([*headers, "LAST ERROR"], rows)
     notes = [
@@ -140,6 +144,19 @@ def status_table(
             for n in notifiers
         ]
         out += ["", *table_lines(["NOTIFIER", "WAITING", "EXPIRED", "LAST DELIVERED", "LAST ERROR"], notifier_rows)]
+    if instances:
+        instance_rows = [
+            [
+                i["name"],
+                i["version"],
+                human(parse_iso_or_none(i["started"])),
+                human(parse_iso_or_none(i["seen"])),
+                str(i["models"]),
+                "alive" if i["alive"] else "gone",
+            ]
+            for i in instances
+        ]
+        out += ["", *table_lines(["DAEMON", "VERSION", "STARTED", "LAST SEEN", "MODELS", "STATE"], instance_rows)]
     if audit is not None:
         out += ["", ChainHead(audit["head"], audit["rows"], audit["mode"], audit["keyed_from"]).line()]
     return lines(out)

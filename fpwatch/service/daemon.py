@@ -14,8 +14,8 @@ research/library-practice.md sections 1 and 5:
 
 The store is awaited (its work runs on its own threads), so a database locked by another process
 delays recording, never signals, `/healthz` or the other models' probes. One daemon per SQLite state
-(service/instance.py); a failed write is a health reason from the first failure, and a database deleted
-or replaced under the daemon stops it (exit 1) rather than let it write into a lost file.
+(service/instance.py), several on a PostgreSQL one (service/sharing.py); a failed write is a health reason
+from the first failure; a SQLite file deleted or replaced under the daemon stops it (exit 1).
 
 The daemon reads the time from its `clock`, so tests control it. It records and decides on
 `SteadyTime`, which does not jump with the wall clock: a clock set back or forward is logged and
@@ -64,8 +64,9 @@ from fpwatch.service import health, systemd
 from fpwatch.service.instance import FileIdentity, InstanceLock
 from fpwatch.service.metrics import Metrics
 from fpwatch.service.schedule import JOB_PREFIX, schedule_key, trigger
+from fpwatch.service.sharing import Sharing
 from fpwatch.service.timekeeping import ClockFollower
-from fpwatch.store import Store, open_store
+from fpwatch.store import Shared, Store, open_store
 from fpwatch.store.chain import ChainHead
 
 DISCOVERIES = 2  # border-input discoveries running at once (each holds its provider's concurrency for a while)
@@ -114,6 +115,7 @@ class Daemon:
         self._state_problems: dict[str, str] = {}  # "write" / "lost" -> the health reason
         self._state_file: FileIdentity | None = None
         self._lock: InstanceLock | None = None
+        self.sharing: Sharing | None = None  # a state shared with other daemons (PostgreSQL)
         steady = self.clock.now
         self._clock_follower = (
             ClockFollower(self.scheduler, steady, self.metrics) if isinstance(steady, SteadyTime) else None
@@ -137,8 +139,7 @@ class Daemon:
         if isinstance(state, Path):  # one lock whatever path leads to the file
             self._lock = InstanceLock(state.resolve())
             self._lock.acquire(self.clock.now())
-        # A PostgreSQL state takes no instance lock: the database serialises its writers (model and chain locks).
-        # Several daemons sharing one database is a later part of issue 13; until then, run one.
+        # A PostgreSQL state takes no instance lock: daemons share it, each model's check taken by one (sharing.py).
         server = None
         try:
             server = self._start_endpoint()
@@ -156,8 +157,10 @@ class Daemon:
         self.scheduler.start()
         self.metrics.reload_ok.set(1)
         self.metrics.reload_time.set(time.time())
-        watchdog = asyncio.create_task(self._watchdog())
-        delivery = asyncio.create_task(self._deliver_forever())
+        background = [asyncio.create_task(self._watchdog()), asyncio.create_task(self._deliver_forever())]
+        if self.sharing is not None:  # its heartbeat, which says whether the database is there
+            beats = self.sharing.forever(lambda: len(self.config.models), self._state_problems, self.clock.now)
+            background.append(asyncio.create_task(beats))
         log.info("daemon started", models=len(self.config.models), state=str(self.config.settings.state))
         if self.head is not None:
             log.info(self.head.line(), **self.head.to_json())
@@ -173,17 +176,19 @@ class Daemon:
                     self.reload_requested.clear()
                     await self.reload()
         finally:
-            await self._shutdown(watchdog, delivery, server)
+            await self._shutdown(background, server)
         return self.exit_code
 
     async def open(self) -> None:
         """The state database, the providers' clients, the notifier: what checks need."""
         state = self.config.settings.state
         self.store: Store = await open_store(state, audit_key=self.config.settings.audit_key)
-        # The file watch is SQLite's: a database server has no file at a path that could be deleted or replaced.
-        self._state_file = FileIdentity.of(state) if isinstance(state, Path) else None
+        self._state_file = FileIdentity.of(state) if isinstance(state, Path) else None  # a server has no file to watch
         self.head = await self.store.chain_head()
         self.states = {m.name: await self.store.load_state(m.name) for m in self.config.models}
+        if isinstance(self.store, Shared):
+            self.sharing = Sharing(self.store, self.started)
+            await self.sharing.beat(len(self.config.models))
         self.providers = Providers(self.config.settings.max_concurrency)
         self.notifier = Notifier(self.config, self.store, on_failure=self._delivery_failed, clock=self.clock.now)
         self.ctx = CheckContext(
@@ -195,6 +200,9 @@ class Daemon:
         )
 
     async def close(self) -> None:
+        if self.sharing is not None:
+            with contextlib.suppress(FpwatchError):  # else the others see its heartbeat stop
+                await self.sharing.leave()
         await self.providers.aclose()
         await self.store.close()
         if self._lock is not None:
@@ -213,7 +221,7 @@ class Daemon:
     def _delivery_failed(self, notifier: str) -> None:
         self.metrics.notifications_failed.labels(notifier).inc()
 
-    async def _shutdown(self, watchdog: asyncio.Task[None], delivery: asyncio.Task[None], server: Any) -> None:
+    async def _shutdown(self, background: list[asyncio.Task[None]], server: Any) -> None:
         systemd.notify("STOPPING=1", "STATUS=draining in-flight checks")
         log.info("stopping", in_flight=len(self.in_flight))
         self.scheduler.pause()
@@ -229,7 +237,7 @@ class Daemon:
         await asyncio.gather(*self.discovering.values(), return_exceptions=True)
         self.scheduler.shutdown(wait=False)
         await asyncio.sleep(0)  # let the deferred shutdown run
-        for task in (watchdog, delivery):
+        for task in background:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
@@ -331,6 +339,8 @@ class Daemon:
     async def _check_job(self, name: str) -> None:
         model = self.config.model(name)
         if model is None:
+            return
+        if self.sharing is not None and not await self.sharing.take(model, self.clock.wall(), self.states):
             return
         task = asyncio.current_task()
         assert task is not None

@@ -9,7 +9,7 @@ from typing import Any
 from fpwatch.config.model import PostgresState, Secret, State
 from fpwatch.errors import StateError
 from fpwatch.store.chain import Audit, ChainHead
-from fpwatch.store.protocol import CheckRecord, Conclude, OutboxMessage, Route, Store, StoredEvent
+from fpwatch.store.protocol import CheckRecord, Conclude, OutboxMessage, Route, Shared, Store, StoredEvent
 from fpwatch.store.sqlite import BUSY_TIMEOUT_MS, SqliteStore, open_sqlite
 
 
@@ -59,6 +59,7 @@ __all__ = [
     "Conclude",
     "OutboxMessage",
     "Route",
+    "Shared",
     "SqliteStore",
     "Store",
     "StoredEvent",

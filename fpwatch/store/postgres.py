@@ -9,8 +9,8 @@ gets from its one write lock, PostgreSQL gets from transaction-level advisory lo
 - every append to the audit chain holds the chain's lock (postgres_audit.CHAIN_LOCK) from reading its end to the
   commit, so positions never race across processes or hosts; a model's lock is always taken before the chain's;
 - migrations run under a lock of their own, so openers of a new database do not race.
-The outbox is claimed with `FOR UPDATE SKIP LOCKED`; leases name their owner (host:pid), and an owner on another
-host is assumed alive until its lease runs out.
+The outbox is claimed with `FOR UPDATE SKIP LOCKED`; leases name their owner (host:pid), a daemon's lease is free
+once its heartbeat stops (postgres_instances.py), anyone else's when it runs out.
 
 A connection lost in the middle (a server restart) rolls its transaction back whole: the transaction is retried
 once on a fresh connection, else the caller gets a StateError. Errors are one line, say what to do, and never hold
@@ -39,6 +39,7 @@ from fpwatch.store import chain, codec, postgres_audit
 from fpwatch.store.drift_rows import RowCache
 from fpwatch.store.postgres_audit import Appender, Db
 from fpwatch.store.postgres_errors import Failures, lost
+from fpwatch.store.postgres_instances import PostgresInstances
 from fpwatch.store.postgres_migrations import MIGRATIONS
 from fpwatch.store.postgres_outbox import PostgresOutbox
 from fpwatch.store.protocol import CheckRecord, Conclude, Route, StoredEvent
@@ -91,9 +92,9 @@ async def open_postgres(
     return store
 
 
-class PostgresStore(PostgresOutbox):
+class PostgresStore(PostgresOutbox, PostgresInstances):
     """fpwatch's state in a PostgreSQL database. Methods speak the domain's words; callers never see SQL. (The
-    outbox's methods are in postgres_outbox.py.)"""
+    outbox's methods are in postgres_outbox.py, those of the daemons sharing it in postgres_instances.py.)"""
 
     def __init__(
         self,

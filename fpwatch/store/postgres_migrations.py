@@ -4,7 +4,7 @@ Its own list, not SQLite's: it starts from the schema SQLite reached in seven st
 observations, events and acks, with `seq` on every row). The opener runs them in one transaction under a
 transaction-level advisory lock, so two fpwatch processes opening a new database at once do not race; one with a
 migration this fpwatch does not know is refused (a newer fpwatch wrote it). Later parts add their tables (the
-instances sharing the database, the leases on due checks) as migrations of their own.
+instances sharing the database, the claims on due checks: 002) as migrations of their own.
 
 Types, and why:
 - times are text in fpwatch's one ISO form ("2026-11-22T20:42:48.092829Z"), as in SQLite: the chain covers the
@@ -194,7 +194,35 @@ async def _m001_initial(db: AsyncConnection[tuple[object, ...]]) -> None:
         await db.execute(statement)
 
 
+_INSTANCES = _sql(
+    """
+    CREATE TABLE instances (
+        name TEXT PRIMARY KEY,
+        version TEXT NOT NULL,
+        started TEXT NOT NULL,
+        heartbeat TIMESTAMPTZ NOT NULL,
+        models BIGINT NOT NULL
+    );
+
+    CREATE TABLE check_claims (
+        model TEXT PRIMARY KEY,
+        slot DOUBLE PRECISION NOT NULL,
+        owner TEXT NOT NULL,
+        claimed TIMESTAMPTZ NOT NULL
+    )
+    """
+)
+# Not in the chain, and on the server's clock (timestamptz): the daemons sharing the database agree on it whatever
+# their own clocks say (postgres_instances.py).
+
+
+async def _m002_instances(db: AsyncConnection[tuple[object, ...]]) -> None:
+    for statement in _INSTANCES:
+        await db.execute(statement)
+
+
 Step = Callable[[AsyncConnection[tuple[object, ...]]], Awaitable[None]]
 MIGRATIONS: list[tuple[str, Step]] = [
     ("001_initial", _m001_initial),
+    ("002_instances", _m002_instances),
 ]

@@ -13,10 +13,19 @@ from typing import Any, TypeVar
 from fpwatch.clock import iso, parse_iso
 from fpwatch.store.leases import lease_owner, owner_alive
 from fpwatch.store.postgres_audit import Db
+from fpwatch.store.postgres_instances import ALIVE
 from fpwatch.store.protocol import OutboxMessage
 
 T = TypeVar("T")
 _DUE = "FROM outbox WHERE notifier = %s AND status = 'pending' AND due <= %s"
+
+
+async def _daemon_alive(db: Db, owner: str | None) -> bool | None:
+    """Is the owner a daemon sharing the state, and alive? None when it is not a daemon (postgres_instances.py)."""
+    if owner is None:
+        return None
+    row = await (await db.execute(f"SELECT {ALIVE} FROM instances WHERE name = %s", (owner,))).fetchone()
+    return bool(row[0]) if row is not None else None
 
 
 async def _insert_message(db: Db, notifier: str, title: str, body: str, notify_type: str, now: datetime) -> int:
@@ -108,13 +117,18 @@ class PostgresOutbox:
 
     async def claim_next_message(self, notifier: str, now: datetime, lease: timedelta) -> OutboxMessage | None:
         """The oldest due message no live process holds. Rows another claimer has locked are skipped, not waited
-        for; a lease whose owner (on this host) has died is taken over at once, one on another host when it ends."""
+        for. Whether a lease's owner lives: a daemon sharing the state is alive while its heartbeat is (on any host,
+        postgres_instances.py); any other process (a `check`, `notify test`) on this host while its pid runs, on
+        another host until its lease ends."""
 
         async def anything_due(db: Db) -> bool:
             return await (await db.execute(f"SELECT 1 {_DUE} LIMIT 1", (notifier, iso(now)))).fetchone() is not None
 
-        def free(until: str | None, owner: str | None) -> bool:
-            return until is None or until < iso(now) or not owner_alive(owner)
+        async def free(db: Db, until: str | None, owner: str | None) -> bool:
+            if until is None or until < iso(now):
+                return True
+            daemon = await _daemon_alive(db, owner)
+            return not daemon if daemon is not None else not owner_alive(owner)
 
         async def write(db: Db) -> OutboxMessage | None:
             # The candidates unlocked, then each locked on its own: `FOR UPDATE` over them all would hold every due
@@ -123,7 +137,7 @@ class PostgresOutbox:
                 await db.execute(f"SELECT id, lease_until, lease_owner {_DUE} ORDER BY id", (notifier, iso(now)))
             ).fetchall()
             for message_id, until, owner in due:
-                if not free(until, owner):
+                if not await free(db, until, owner):
                     continue
                 row = await (
                     await db.execute(
@@ -132,8 +146,8 @@ class PostgresOutbox:
                         (message_id, iso(now)),
                     )
                 ).fetchone()
-                if row is None or not free(row[7], row[8]):  # another claimer has it, or just took it
-                    continue
+                if row is None or not await free(db, row[7], row[8]):
+                    continue  # another claimer has it, or just took it
                 await db.execute(
                     "UPDATE outbox SET lease_until = %s, lease_owner = %s WHERE id = %s",
                     (iso(now + lease), lease_owner(), message_id),

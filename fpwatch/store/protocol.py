@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from fpwatch.clock import iso
 from fpwatch.detect.events import Event
@@ -199,3 +199,63 @@ class Store(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Instance:
+    """A daemon sharing the state (a PostgreSQL one): its name is its lease owner's (host:pid)."""
+
+    name: str
+    version: str
+    started: datetime
+    seen: datetime  # its last heartbeat, on the database server's clock
+    models: int
+    alive: bool  # heartbeat within the shared store's instance TTL
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "version": self.version,
+            "started": iso(self.started),
+            "seen": iso(self.seen),
+            "models": self.models,
+            "alive": self.alive,
+        }
+
+
+@dataclass(frozen=True)
+class Claim:
+    """Who took a model's latest scheduled check, and when (the database server's clock)."""
+
+    owner: str
+    at: datetime
+
+
+@runtime_checkable
+class Shared(Store, Protocol):
+    """A state several daemons may share (PostgreSQL): who is alive, and which one checks a model when it is due.
+
+    A SQLite state is not shared (its instance lock refuses a second daemon) and does not implement this."""
+
+    async def heartbeat(self, name: str, version: str, started: datetime, models: int) -> None:
+        """Register this daemon, or say it is still alive (the database server's clock)."""
+        ...
+
+    async def leave(self, name: str) -> None:
+        """This daemon stops: it is no longer listed as live, and its leases are free at once."""
+        ...
+
+    async def claim_check(self, model: str, owner: str, anchor: float, period: float) -> bool:
+        """Take the check of `model` for its schedule slot now: True for exactly one caller per slot. With a `period`
+        (seconds), the slots are `anchor + k * period` (seconds since the epoch) and the one now is found on the
+        database server's clock, so the hosts' clocks need not agree; with `period` 0 the slot is `anchor` itself (a
+        cron time). A slot earlier than one already taken is never given."""
+        ...
+
+    async def instances(self) -> list[Instance]:
+        """The daemons registered on this state, alive or lately gone, newest first."""
+        ...
+
+    async def claims(self) -> dict[str, Claim]:
+        """Model -> who took its latest scheduled check."""
+        ...
