@@ -19,7 +19,8 @@ import pytest
 from conftest import Backend, DaemonProcess, HttpSink, RawPostgres, wait_for
 from postgres import PASSWORD
 
-from fpwatch.config.model import PostgresState
+from fpwatch.config.model import ModelConfig, PostgresState, ProviderConfig
+from fpwatch.service.sharing import anchor, slot
 from fpwatch.sim import Simulator
 from fpwatch.store import open_store
 from fpwatch.store.leases import lease_owner
@@ -33,6 +34,23 @@ def shared(postgres_server: Any, tmp_path: Path) -> PostgresState:
     state = Backend("postgresql", tmp_path, postgres_server).state()
     assert isinstance(state, PostgresState)
     return state
+
+
+def test_the_slots_are_the_same_on_every_host() -> None:
+    """An interval model's grid starts at an offset drawn from its name (the same on every host, spread over the
+    interval across models); a cron model's slot is the cron time its run is for, even when the run is late or
+    jittered, and on the cron's own time zone."""
+    provider = ProviderConfig("sim", "openai-compatible", "http://127.0.0.1:1/v1")
+    every = [ModelConfig(f"m{i}", provider, "x", (), interval=timedelta(minutes=1)) for i in range(200)]
+    offsets = [anchor(m) for m in every]
+    assert offsets == [anchor(m) for m in every] and all(0 <= o < 60 for o in offsets)
+    assert min(offsets) < 10 and max(offsets) > 50  # spread, not bunched
+    assert slot(every[0], datetime.now(UTC)) == (offsets[0], 60.0)
+
+    cron = ModelConfig("c", provider, "x", (), interval=None, cron="*/5 9-17 * * mon-fri", timezone="Europe/Berlin")
+    tuesday = datetime(2026, 12, 1, 9, 7, 30, tzinfo=UTC)  # 10:07:30 in Berlin: the 10:05 run, 2.5 min late
+    assert slot(cron, tuesday) == (datetime(2026, 12, 1, 9, 5, tzinfo=UTC).timestamp(), 0.0)
+    assert slot(cron, tuesday.replace(minute=5, second=0)) == (tuesday.replace(minute=5, second=0).timestamp(), 0.0)
 
 
 def test_each_slot_is_taken_by_exactly_one_claimer(shared: PostgresState) -> None:

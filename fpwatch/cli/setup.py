@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from fpwatch.cli.app import cli, obj_of, run_async
-from fpwatch.errors import ConfigError, FpwatchError
+from fpwatch.errors import FpwatchError
 
 
 @cli.group("config")
@@ -25,12 +25,9 @@ def config_check(ctx: click.Context) -> None:
     Example:
       fpwatch --config /etc/fpwatch/fpwatch.toml config check
     """
-    from fpwatch.config import validate_notifier_urls
+    from fpwatch.config import require_notifier_urls
 
-    config = obj_of(ctx).config()
-    problems = validate_notifier_urls(config)
-    if problems:
-        raise ConfigError(problems, str(config.path))
+    config = require_notifier_urls(obj_of(ctx).config())
     click.echo(
         f"config OK: {config.path} — {len(config.providers)} provider(s), {len(config.models)} model(s), "
         f"{len(config.notifiers)} notifier(s); state in {config.settings.state}"

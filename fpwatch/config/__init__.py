@@ -17,7 +17,13 @@ from fpwatch.config.model import (
     Settings,
 )
 from fpwatch.config.reader import find_config_path, load_config, parse_config
-from fpwatch.config.show import display_url, effective_config, mask_url, validate_notifier_urls
+from fpwatch.config.show import (
+    display_url,
+    effective_config,
+    mask_url,
+    require_notifier_urls,
+    validate_notifier_urls,
+)
 
 __all__ = [
     "BUILTIN_SET",
@@ -39,5 +45,6 @@ __all__ = [
     "load_config",
     "mask_url",
     "parse_config",
+    "require_notifier_urls",
     "validate_notifier_urls",
 ]

@@ -11,7 +11,7 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from fpwatch.config.model import Canary, Config, PostgresState, Secret
 from fpwatch.durations import format_duration
-from fpwatch.errors import ConfigProblem
+from fpwatch.errors import ConfigError, ConfigProblem
 from fpwatch.redact import SECRET_NAME
 
 REDACTED = "********"
@@ -148,6 +148,14 @@ def effective_config(config: Config) -> dict[str, Any]:
 def validate_notifier_urls(config: Config) -> list[ConfigProblem]:
     """Ask apprise whether it understands each notifier URL (slower: loads apprise's plugins)."""
     return check_notifier_urls((f"notify[{i}].url", n.url.reveal()) for i, n in enumerate(config.notifiers))
+
+
+def require_notifier_urls(config: Config) -> Config:
+    """The config, when apprise understands every notifier URL; else a ConfigError naming each one it does not."""
+    problems = validate_notifier_urls(config)
+    if problems:
+        raise ConfigError(problems, str(config.path))
+    return config
 
 
 def check_notifier_urls(urls: Iterable[tuple[str, str]]) -> list[ConfigProblem]:

@@ -49,7 +49,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from fpwatch.check import CheckContext, CheckResult, policy_for, run_check
 from fpwatch.clock import Clock, SteadyTime, steady_clock
-from fpwatch.config import Config, ModelConfig, load_config, mask_url, validate_notifier_urls
+from fpwatch.config import Config, ModelConfig, load_config, require_notifier_urls
 from fpwatch.detect.state import ModelState
 from fpwatch.detect.verdict import state_label
 from fpwatch.discovery import run_discovery
@@ -57,10 +57,10 @@ from fpwatch.errors import ConfigError, FpwatchError, StateError
 from fpwatch.logs import get_logger
 from fpwatch.notify import Notifier, routes
 from fpwatch.providers import TYPES, Providers
-from fpwatch.providers.http import new_client
 from fpwatch.redact import Redactor
 from fpwatch.report.summary import model_summary
 from fpwatch.service import health, systemd
+from fpwatch.service.deadman import ping
 from fpwatch.service.instance import FileIdentity, InstanceLock
 from fpwatch.service.metrics import Metrics
 from fpwatch.service.schedule import JOB_PREFIX, schedule_key, trigger
@@ -258,10 +258,7 @@ class Daemon:
         """Re-read the config; apply it if valid, else keep running the old one and say why."""
         systemd.notify("RELOADING=1", f"MONOTONIC_USEC={systemd.monotonic_usec()}")
         try:
-            config = load_config(self.config_path, TYPES)
-            problems = validate_notifier_urls(config)
-            if problems:
-                raise ConfigError(problems, str(self.config_path))
+            config = require_notifier_urls(load_config(self.config_path, TYPES))
         except ConfigError as exc:
             for problem in exc.problems:
                 log.error("config reload rejected", problem=str(problem), path=str(self.config_path))
@@ -309,7 +306,7 @@ class Daemon:
             key = schedule_key(model)
             existing = self.scheduler.get_job(job_id) if not first else None
             if existing is None:
-                start = wall + timedelta(seconds=random.uniform(0, self._spread(model)))
+                start = self._first_run(model, wall)
                 self.scheduler.add_job(
                     self._check_job, trigger(model, start), id=job_id, args=[model.name], next_run_time=start
                 )
@@ -318,11 +315,16 @@ class Daemon:
                     self.states.setdefault(model.name, await self.store.load_state(model.name))
                     log.info("model added", model=model.name)
             elif self._schedule_keys.get(model.name) != key:
-                start = wall + timedelta(seconds=random.uniform(0, self._spread(model)))
+                start = self._first_run(model, wall)
                 self.scheduler.reschedule_job(job_id, trigger=trigger(model, start))
                 self._scheduled_since[model.name] = now
                 log.info("schedule changed", model=model.name, interval=str(model.interval), cron=model.cron)
             self._schedule_keys[model.name] = key
+
+    def _first_run(self, model: ModelConfig, wall: datetime) -> datetime:
+        """A random phase within the model's spread; on a shared state, clear of the edges of the model's slots."""
+        start = wall + timedelta(seconds=random.uniform(0, self._spread(model)))
+        return self.sharing.clear_of_edges(model, start) if self.sharing is not None else start
 
     def _spread(self, model: ModelConfig) -> float:
         """Seconds over which a model's first check, and so its phase, is drawn: its jitter, within bounds.
@@ -450,18 +452,10 @@ class Daemon:
             systemd.notify(f"STATUS={self.status_line()}")
 
     async def _heartbeat(self) -> None:
-        url = self.config.settings.heartbeat_url
-        now = self.clock.monotonic()
-        if url is None or now - self._last_heartbeat < HEARTBEAT_EVERY or self.health():
-            return
-        self._last_heartbeat = now
-        try:
-            async with new_client(1) as client:
-                response = await client.get(url.reveal(), timeout=10)
-            if response.status_code >= 400:
-                log.warning("heartbeat ping refused", status=response.status_code, url=mask_url(url.reveal()))
-        except Exception as exc:  # a dead-man's switch that fails must not stop monitoring
-            log.warning("heartbeat ping failed", error=type(exc).__name__, url=mask_url(url.reveal()))
+        url, now = self.config.settings.heartbeat_url, self.clock.monotonic()
+        if url is not None and now - self._last_heartbeat >= HEARTBEAT_EVERY and not self.health():
+            self._last_heartbeat = now
+            await ping(url)
 
     def _on_submitted(self, event: JobSubmissionEvent) -> None:
         now = self.clock.wall()  # APScheduler's run times are wall-clock
@@ -580,10 +574,7 @@ def run_daemon(config_path: Path, *, debug: bool = False) -> int:
         signal.signal(sig, _remember)
     from fpwatch.logs import configure_logging
 
-    config = load_config(config_path, TYPES)
-    problems = validate_notifier_urls(config)
-    if problems:
-        raise ConfigError(problems, str(config_path))
+    config = require_notifier_urls(load_config(config_path, TYPES))
     redact = Redactor(config.secrets)
     configure_logging(
         "debug" if debug else config.settings.log_level,

@@ -56,6 +56,23 @@ def slot(model: ModelConfig, wall: datetime) -> tuple[float, float]:
     return when.astimezone(UTC).timestamp(), 0.0
 
 
+def clear_of_edges(model: ModelConfig, start: datetime) -> datetime:
+    """`start`, or a little later, so that an interval model's runs fall at least an eighth of the interval inside
+    its slots: a run a few milliseconds either side of a slot's edge would sometimes find its slot already taken by
+    its own previous run, and skip. (Within one eighth of the interval, the hosts' and the server's clocks may
+    disagree, and runs be late, without a run changing slot.)"""
+    if model.interval is None:
+        return start  # cron runs fire at their cron times (plus jitter): inside their slots already
+    period = model.interval.total_seconds()
+    margin = period / 8
+    offset = (start.timestamp() - anchor(model)) % period
+    if offset < margin:
+        return start + timedelta(seconds=margin - offset)
+    if offset > period - margin:
+        return start + timedelta(seconds=period - offset + margin)
+    return start
+
+
 @dataclass
 class Sharing:
     """This daemon among the others on a shared state."""
@@ -66,6 +83,8 @@ class Sharing:
 
     def __post_init__(self) -> None:
         self.name = self.name or lease_owner()  # what its outbox leases say: one name for both
+
+    clear_of_edges = staticmethod(clear_of_edges)
 
     async def beat(self, models: int) -> None:
         await self.store.heartbeat(self.name, __version__, self.started, models)
