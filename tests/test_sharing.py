@@ -20,7 +20,7 @@ from conftest import Backend, DaemonProcess, HttpSink, RawPostgres, wait_for
 from postgres import PASSWORD
 
 from fpwatch.config.model import ModelConfig, PostgresState, ProviderConfig
-from fpwatch.service.sharing import anchor, slot
+from fpwatch.service.sharing import anchor, clear_of_edges, slot
 from fpwatch.sim import Simulator
 from fpwatch.store import open_store
 from fpwatch.store.leases import lease_owner
@@ -46,6 +46,13 @@ def test_the_slots_are_the_same_on_every_host() -> None:
     assert offsets == [anchor(m) for m in every] and all(0 <= o < 60 for o in offsets)
     assert min(offsets) < 10 and max(offsets) > 50  # spread, not bunched
     assert slot(every[0], datetime.now(UTC)) == (offsets[0], 60.0)
+    start = datetime(2026, 12, 1, tzinfo=UTC)
+    for model in every:  # a daemon's phase for the model: never within 7.5 s of the edge of its slots
+        for second in range(0, 60, 3):
+            phase = start + timedelta(seconds=second)
+            moved = clear_of_edges(model, phase)
+            assert timedelta(0) <= moved - phase <= timedelta(seconds=15)
+            assert 7.5 - 1e-6 <= (moved.timestamp() - anchor(model)) % 60 <= 52.5 + 1e-6
 
     cron = ModelConfig("c", provider, "x", (), interval=None, cron="*/5 9-17 * * mon-fri", timezone="Europe/Berlin")
     tuesday = datetime(2026, 12, 1, 9, 7, 30, tzinfo=UTC)  # 10:07:30 in Berlin: the 10:05 run, 2.5 min late
