@@ -277,6 +277,26 @@ def test_a_postgresql_state_is_a_url_with_its_password_kept_apart(tmp_path: Path
     assert not (tmp_path / "postgresql:").exists()
 
 
+def test_a_state_url_names_its_servers_as_libpq_reads_them(tmp_path: Path) -> None:
+    """Several hosts, a socket directory (in the host part or ?host=), IPv6, libpq's defaults: the address an error
+    names is the one libpq tried; a port that is not a number is a problem, a list of ports is not."""
+    from fpwatch.config.model import PostgresState
+
+    def address(url: str) -> str:
+        config = load_config(write(tmp_path, f'[fpwatch]\nstate = "{url}"\n{MINIMAL}'), TYPES, env={})
+        assert isinstance(config.settings.state, PostgresState)
+        return config.settings.state.address
+
+    assert address("postgresql://fp@h1:5432,h2:5433/fp") == "h1:5432, h2:5433"
+    assert address("postgresql://fp@h1,h2/fp?port=6432") == "h1:6432, h2:6432"
+    assert address("postgresql://fp@%2Fvar%2Frun%2Fpostgresql/fp") == "/var/run/postgresql/.s.PGSQL.5432"
+    assert address("postgresql:///fp?host=/run/pg&port=5433") == "/run/pg/.s.PGSQL.5433"
+    assert address("postgresql://fp@[::1]:5433/fp") == "[::1]:5433"
+    assert address("postgresql:///fp") == "the default socket (port 5432)"
+    bad = problems(tmp_path, f'[fpwatch]\nstate = "postgresql://fp@h1:5432,h2:54x3/fp"\n{MINIMAL}')
+    assert any('the port of h2 ("54x3") is not a port number' in p for p in bad)
+
+
 def test_a_state_password_given_twice_or_for_a_file_is_refused(tmp_path: Path) -> None:
     """state_password_file beside a password in the URL, or beside a SQLite path, is a mistake to point out."""
     (tmp_path / "pg.pw").write_text("file-secret-2\n")

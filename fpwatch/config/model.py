@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
 Logprobs = Literal["auto"] | bool
 LogFormat = Literal["auto", "json", "console"]
@@ -106,6 +106,29 @@ class ProviderType:
     unsupported: frozenset[str] = frozenset()
 
 
+def server_addresses(url: str) -> list[tuple[str, str | None]]:
+    """(host, port) for each server a libpq URL names, as libpq reads it: `h1:5432,h2:5433` names two, `?host=` and
+    `?port=` win over the URL's host part, a host starting with "/" (percent-encoded in the host part, %2F) is a socket
+    directory, and "" is libpq's default socket. Ports are as written (the config reader checks them)."""
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query, keep_blank_values=True))
+    hostpart = parts.netloc.rpartition("@")[2]
+    pairs: list[tuple[str, str | None]] = []
+    for item in hostpart.split(","):
+        if item.startswith("["):  # [::1]:5433
+            host, _, rest = item[1:].partition("]")
+            pairs.append((host, rest[1:] or None))
+        else:
+            host, _, port = item.partition(":")
+            pairs.append((unquote(host), port or None))
+    if "host" in query:
+        pairs = [(host, None) for host in query["host"].split(",")]
+    if query.get("port"):
+        ports = query["port"].split(",")
+        pairs = [(host, ports[min(i, len(ports) - 1)]) for i, (host, _) in enumerate(pairs)]
+    return pairs
+
+
 @dataclass(frozen=True)
 class PostgresState:
     """`[fpwatch] state = "postgresql://..."`: the state in a PostgreSQL database. `url` never holds the password
@@ -118,14 +141,17 @@ class PostgresState:
 
     @property
     def address(self) -> str:
-        """host:port, as errors name the server (libpq's defaults when the URL leaves them out)."""
-        parts = urlsplit(self.url)
-        host = parts.hostname or "localhost"
-        try:
-            port = parts.port or 5432
-        except ValueError:  # the config reader refuses it; this must not fail on the way
-            port = 5432
-        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        """The server(s), as errors name them: host:port each (libpq's default port where the URL leaves it out), a
+        socket's file for a socket directory, several comma-separated for a multi-host URL."""
+        shown = []
+        for host, port in server_addresses(self.url):
+            if host.startswith("/"):
+                shown.append(f"{host.rstrip('/')}/.s.PGSQL.{port or 5432}")
+            elif not host:
+                shown.append(f"the default socket (port {port or 5432})")
+            else:
+                shown.append(f"[{host}]:{port or 5432}" if ":" in host else f"{host}:{port or 5432}")
+        return ", ".join(shown)
 
     def shown(self) -> str:
         """The URL for `config show`: a password fpwatch was given appears as ********."""

@@ -39,6 +39,7 @@ from fpwatch.config.model import (
     Settings,
     State,
     default,
+    server_addresses,
 )
 from fpwatch.config.show import check_notifier_urls
 from fpwatch.detect.events import EVENTS, SEVERITIES
@@ -225,10 +226,9 @@ class Reader(CanaryReader):
                 "the URL's password holds a character that ends the host part (/ ? # @): percent-encode it "
                 "(/ as %2F) or put it in state_password_file",
             )
-        try:
-            parts.port  # noqa: B018 (raises for a port that is not a number)
-        except ValueError:
-            self.problem("fpwatch.state", f'"{parts.scheme}://{parts.hostname}:..." has a port that is not a number')
+        for host, port in server_addresses(url):  # one server, or several (h1:5432,h2:5433), as libpq reads them
+            if port is not None and not (port.isdigit() and 0 < int(port) < 65536):
+                self.problem("fpwatch.state", f'the port of {host or "the server"} ("{port}") is not a port number')
         password = unquote(parts.password) if parts.password is not None else None
         query = parse_qsl(parts.query, keep_blank_values=True)
         if any(key == "password" for key, _ in query):
