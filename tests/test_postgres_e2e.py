@@ -154,6 +154,23 @@ def _ride_out_a_restart(daemon: DaemonProcess, database: str, postgres_server: A
         cwd=daemon.tmp_path, env=daemon.env, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert verified.returncode == 0, verified.stderr
+    assert PASSWORD not in daemon.log.read_text()
+
+
+def test_a_multi_host_url_reaches_the_server_that_answers(cli: Cli, sim: Simulator, database: str) -> None:
+    """libpq's multi-host URL (a standby list): the first host is down, the second answers; errors name both."""
+    from conftest import free_port
+
+    cli.write()
+    base = cli.config.read_text()
+    dead = f"127.0.0.1:{free_port()}"
+    use_postgres(cli.config, database.replace("postgresql://fpwatch@", f"postgresql://fpwatch@{dead},", 1))
+    assert cli("check").code == 0
+    assert cli("export", "--verify").code == 0
+    cli.config.write_text(base)
+    use_postgres(cli.config, f"postgresql://fpwatch@{dead},127.0.0.1:{free_port()}/fpwatch")
+    down = cli("check")
+    assert down.code == 3 and f"cannot reach PostgreSQL at {dead}, 127.0.0.1:" in down.stderr, down.stderr
 
 
 def test_libpqs_own_passfile_keeps_the_password_out_of_the_config(
