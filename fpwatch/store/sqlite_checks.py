@@ -72,6 +72,8 @@ def record(
             with guard():
                 outcomes.append(_record_one(db, chained, rows, item))
         except Exception as exc:  # this check's alone: the others commit
+            if not db.in_transaction:
+                raise  # SQLite rolled the whole transaction back (a full disk, an I/O error): the batch's, in its words
             db.execute("ROLLBACK TO one_check")
             chained.rewind(link)
             outcomes.append(exc)
