@@ -180,6 +180,14 @@ def test_errors_are_openais_and_a_failed_response_says_why() -> None:
     assert "The model crashed. (server_error, HTTP 200 with status failed)" in str(caught.value)
     with pytest.raises(ProbeError, match="remove background"):
         parse_response(body_exchange(response(status="queued", output=[])))
+    timed_out = response(status="failed", output=[], error={"code": "vector_store_timeout", "message": "Timed out."})
+    with pytest.raises(ProbeError) as caught:
+        parse_response(body_exchange(timed_out))
+    assert caught.value.kind == "server_error" and not caught.value.permanent  # passing: tried again next check
+    tokens = {"error": {"message": "Unsupported parameter: 'max_tokens'.", "type": "invalid_request_error"}}
+    with pytest.raises(ProbeError) as caught:
+        parse_response(body_exchange(tokens, 400))
+    assert "params = { max_output_tokens = N }" in str(caught.value)  # the Responses API's name, not Chat's
 
 
 def model_config(**params: Any) -> ModelConfig:
@@ -211,6 +219,8 @@ def test_the_request_is_the_responses_api() -> None:
     assert TYPES["openai-responses"].unsupported == frozenset({"seed"})
     tuned = adapter.build_request(model_config(reasoning={"effort": "low"}, max_output_tokens=64), canary)
     assert tuned.payload["reasoning"] == {"effort": "low"} and tuned.payload["max_output_tokens"] == 64
+    included = adapter.build_request(model_config(include=["reasoning.encrypted_content"]), canary)
+    assert included.payload["include"] == ["reasoning.encrypted_content", "message.output_text.logprobs"]
 
 
 # --------------------------------------------------------------------------- the simulator, through the SDK

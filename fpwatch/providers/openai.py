@@ -335,8 +335,9 @@ def _error_fields(body: Any) -> _Error:
     )
 
 
-def error_from(exchange: Exchange, body: Any) -> ProbeError:
-    """A ProbeError carrying the provider's own message and the hint that fixes it."""
+def error_from(exchange: Exchange, body: Any, token_field: str = "max_completion_tokens") -> ProbeError:
+    """A ProbeError carrying the provider's own message and the hint that fixes it (`token_field`: what the API
+    calls the output-token limit, which a refused `max_tokens` is told to use)."""
     status = exchange.status
     fields = _error_fields(body)
     said = fields.message or "no error message"
@@ -374,12 +375,12 @@ def error_from(exchange: Exchange, body: Any) -> ProbeError:
         hint = "the provider failed; fpwatch retried within the timeout and will try next check"
         return err("server_error", hint, permanent=False)
     if status in (400, 422) or status == 200:
-        hint, setting = _bad_request_hint(fields, words)
+        hint, setting = _bad_request_hint(fields, words, token_field)
         return err("bad_request", hint, permanent=True, canary_setting=setting)
     return err("http_error", "", permanent=False)
 
 
-def _bad_request_hint(fields: _Error, words: str) -> tuple[str, str | None]:
+def _bad_request_hint(fields: _Error, words: str, token_field: str) -> tuple[str, str | None]:
     """The hint, and the canary setting it asks to change (None: the fix is elsewhere)."""
     param = (fields.param or "").lower()
     if "temperature" in param or "temperature" in words:
@@ -387,7 +388,7 @@ def _bad_request_hint(fields: _Error, words: str) -> tuple[str, str | None]:
     if "logprobs" in param or "logprobs" in words:
         return "this model rejects logprobs: set logprobs = false on the canary", "logprobs"
     if "max_tokens" in param or "max_tokens" in words:
-        return "this model wants max_completion_tokens: set params = { max_completion_tokens = N } on the model", None
+        return f"this model wants {token_field}: set params = {{ {token_field} = N }} on the model", None
     if "seed" in param or "seed" in words:
         return 'this model rejects seed: set seed = "none" on the canary', "seed"
     if "role" in param or "system" in words:

@@ -77,11 +77,15 @@ class ResponsesAdapter(OpenAIAdapter):
             payload["temperature"] = canary.temperature
         if "max_output_tokens" not in model.params:
             payload["max_output_tokens"] = max(MIN_OUTPUT_TOKENS, canary.max_tokens)
-        if self.asks_logprobs(canary):
+        logprobs = self.asks_logprobs(canary)
+        if logprobs:
             top = canary.top_logprobs
             payload["top_logprobs"] = self.top_logprobs if top is None else top
             payload["include"] = [LOGPROBS_INCLUDE]
         payload.update(model.params)  # e.g. reasoning = { effort = "low" }, service_tier = "flex"
+        given = model.params.get("include")  # e.g. ["reasoning.encrypted_content"]: the logprobs are still wanted
+        if logprobs and isinstance(given, list):
+            payload["include"] = [*given, *([] if LOGPROBS_INCLUDE in given else [LOGPROBS_INCLUDE])]
         url, params = self.url(model)
         return Request(url, self.headers(), payload, params)
 
@@ -97,7 +101,7 @@ def parse_response(exchange: Exchange) -> Parsed:
     refuse_redirect(exchange)
     body = _decode(exchange)
     if exchange.status >= 400 or (isinstance(body, dict) and "error" in body and "output" not in body):
-        raise error_from(exchange, body)  # OpenAI's envelope, or a proxy's error with HTTP 200
+        raise error_from(exchange, body, "max_output_tokens")  # OpenAI's envelope, or a proxy's error with HTTP 200
     if not isinstance(body, dict):
         raise ProbeError("malformed", f"unexpected response: a JSON {type(body).__name__}, not an object")
     status = body.get("status")
@@ -215,7 +219,7 @@ def _failed(body: Mapping[str, Any]) -> ProbeError:
     words = f"{said} ({code}, HTTP 200 with status failed)" if code else f"{said} (HTTP 200 with status failed)"
     if code == "rate_limit_exceeded":
         return ProbeError("rate_limited", words, "lower max_concurrency or raise the interval", status=200)
-    if code == "server_error" or code is None:
+    if code in ("server_error", "vector_store_timeout") or code is None:  # the provider's, passing: next check
         hint = "the provider failed; fpwatch will try again at the next check"
         return ProbeError("server_error", words, hint, status=200)
     return ProbeError("bad_request", words, "the request was refused; check the canary", permanent=True, status=200)
