@@ -333,7 +333,13 @@ class PostgresStore(PostgresOutbox, PostgresInstances):
         return await self._write(write)
 
     async def load_state(self, model: str) -> ModelState:
-        return await self._run(self._load_state, model)
+        async def read(db: Db) -> ModelState:
+            # One snapshot for the state, its signals and drift rows: a check committing between the reads would
+            # otherwise pair an old state with newer signals. (Inside record_check the model's lock does that.)
+            await db.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            return await self._load_state(db, model)
+
+        return await self._run(read)
 
     async def _load_state(self, db: Db, model: str) -> ModelState:
         row = await (await db.execute(_STATE_SELECT, (model,))).fetchone()
