@@ -534,9 +534,11 @@ def test_checks_that_finish_while_the_writer_is_busy_are_recorded_in_one_transac
         assert chain_of(store) == (3, None)
 
 
-def test_a_check_that_fails_to_record_leaves_the_others_of_its_batch_standing(tmp_path: Path) -> None:
-    """One check of a batch whose conclude raises gets the error and is rolled back alone (its savepoint): the
-    others are recorded, and the chain runs on from the last link that was kept, without a gap."""
+@pytest.mark.parametrize("where", ["conclude", "after its links"])
+def test_a_check_that_fails_to_record_leaves_the_others_of_its_batch_standing(tmp_path: Path, where: str) -> None:
+    """One check of a batch that fails (its conclude raises; or its row is refused after its observations were
+    linked into the chain: a check id used twice) gets the error and is rolled back alone (its savepoint): the
+    others are recorded, and the chain runs on from the last link that was kept, without a gap, and verifies."""
     import asyncio
 
     from fpwatch.detect.state import ModelState
@@ -552,20 +554,24 @@ def test_a_check_that_fails_to_record_leaves_the_others_of_its_batch_standing(tm
         calls = []
         for i in range(3):
             obs = [observation(i)]
-            check = CheckRecord(f"c{i}", "m", T0, T0, 1, 0, None)
-            apply = failing if i == 1 else (lambda s, obs=obs, i=i: conclude(s, obs, POLICY, T0 + timedelta(minutes=i)))
+            check = CheckRecord("c0" if i == 1 and where != "conclude" else f"c{i}", "m", T0, T0, 1, 0, None)
+            fails = i == 1 and where == "conclude"
+            apply = failing if fails else (lambda s, obs=obs, i=i: conclude(s, obs, POLICY, T0 + timedelta(minutes=i)))
             calls.append(store.record_check(check, obs, apply))
         outcomes = await asyncio.gather(*calls, return_exceptions=True)
         await store.close()
         return outcomes
 
     first, failed, third = asyncio.run(scenario())
-    assert isinstance(failed, RuntimeError)
+    assert isinstance(failed, RuntimeError if where == "conclude" else StateError), repr(failed)
     assert not isinstance(first, BaseException) and not isinstance(third, BaseException)
     with BlockingStore(path) as store:
         assert [row[0] for row in store.db.execute("SELECT id FROM checks ORDER BY id")] == ["c0", "c2"]
         assert store.load_state("m").checks == 2
         assert chain_of(store) == (2, None)
+        audit = store.verify_audit()
+        positions = "SELECT seq FROM observations UNION ALL SELECT seq FROM events ORDER BY seq"
+        assert audit.ok and [row[0] for row in store.db.execute(positions)] == list(range(1, audit.rows + 1))
 
 
 KILLED = textwrap.dedent(
