@@ -110,6 +110,7 @@ class Daemon:
         self.discovering: dict[str, asyncio.Task[None]] = {}  # model -> its border-input discovery, running
         self.discovery_slots = asyncio.Semaphore(DISCOVERIES)
         self._schedule_keys: dict[str, str] = {}
+        self._still_running: dict[str, float] = {}  # model -> when a skipped run was last said
         self._scheduled_since: dict[str, datetime] = {}  # when each model's current schedule began
         self.exit_code = 0
         self._state_problems: dict[str, str] = {}  # "write" / "lost" -> the health reason
@@ -214,6 +215,8 @@ class Daemon:
             try:
                 await self.notifier.deliver()
                 await self.providers.prune(keep=set(self.config.providers))
+            except StateError:
+                pass  # the database is out of reach: /healthz says so; the messages wait in the outbox
             except Exception:
                 log.exception("notification delivery failed unexpectedly; retrying")
             await asyncio.sleep(1.0)
@@ -469,8 +472,10 @@ class Daemon:
         model = event.job_id.removeprefix(JOB_PREFIX)
         if event.code == EVENT_JOB_MISSED:
             log.warning("check skipped: the scheduler was late beyond the misfire grace", model=model)
-        elif event.code == EVENT_JOB_MAX_INSTANCES:
-            log.warning("check skipped: the previous check of this model is still running", model=model)
+        elif event.code == EVENT_JOB_MAX_INSTANCES:  # said once a minute per model: a check stuck runs on and on
+            if self.clock.monotonic() - self._still_running.get(model, -60.0) >= 60:
+                self._still_running[model] = self.clock.monotonic()
+                log.warning("check skipped: the previous check of this model is still running", model=model)
         else:
             log.error("check job failed", model=model, error=repr(exception))
 

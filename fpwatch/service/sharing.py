@@ -83,6 +83,7 @@ class Sharing:
 
     def __post_init__(self) -> None:
         self.name = self.name or lease_owner()  # what its outbox leases say: one name for both
+        self.reachable = True  # the last heartbeat got through: while not, checks are not even tried
 
     clear_of_edges = staticmethod(clear_of_edges)
 
@@ -90,7 +91,11 @@ class Sharing:
         await self.store.heartbeat(self.name, __version__, self.started, models)
 
     async def take(self, model: ModelConfig, wall: datetime, states: dict[str, ModelState]) -> bool:
-        """Did this daemon get the model's check now? If another one did, `states` gets what that one wrote last."""
+        """Did this daemon get the model's check now? If another one did, `states` gets what that one wrote last.
+        While the heartbeat finds the database out of reach, no: the check could not be recorded, and waiting for a
+        connection would only pile the runs up behind each other."""
+        if not self.reachable:
+            return False
         try:
             if await self.store.claim_check(model.name, self.name, *slot(model, wall)):
                 return True
@@ -109,12 +114,14 @@ class Sharing:
             try:
                 await self.beat(models())
             except FpwatchError as exc:
+                self.reachable = False
                 if "database" not in problems:
                     problems["database"] = f"the state database is unreachable since {now():%H:%M:%S} UTC: {exc}"
                     log.error("the state database is unreachable; checks wait for it", error=str(exc))
             except Exception:
                 log.exception("instance heartbeat failed unexpectedly; retrying")
             else:
+                self.reachable = True
                 if problems.pop("database", None) is not None:
                     log.info("the state database is reachable again")
                 problems.pop("write", None)

@@ -20,6 +20,7 @@ the password (the URL fpwatch prints has none).
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -51,6 +52,9 @@ POOL_SIZE = 8
 MIGRATION_LOCK = postgres_audit.CHAIN_LOCK + 1
 MODEL_LOCKS = 0x66707701  # pg_advisory_xact_lock(int, int) class of the per-model locks: (MODEL_LOCKS, hashtext)
 T = TypeVar("T")
+# The pool's own reconnect attempts while the server is away are a warning each, several lines long: not news, since
+# the store's errors (and the daemon's /healthz) say once and in one line that the database is out of reach.
+logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
 _STATE_SELECT = f"SELECT {', '.join(codec.STATE_COLUMNS)} FROM model_state WHERE model = %s"
 _SIGNAL_SELECT = "SELECT kind, value, first_seen, last_seen, count, misses, retired_at, since FROM signals"
 _EVENT_SELECT = f"SELECT {', '.join(codec.EVENT_COLUMNS)} FROM events"
