@@ -16,7 +16,7 @@ from fpwatch.config.model import (
     Secret,
     Settings,
 )
-from fpwatch.config.reader import find_config_path, load_config, parse_config
+from fpwatch.config.reader import find_config_path, load_config, parse_config, parse_postgres_url
 from fpwatch.config.show import display_url, effective_config, mask_url, validate_notifier_urls
 
 __all__ = [
@@ -39,5 +39,6 @@ __all__ = [
     "load_config",
     "mask_url",
     "parse_config",
+    "parse_postgres_url",
     "validate_notifier_urls",
 ]
