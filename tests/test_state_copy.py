@@ -305,3 +305,38 @@ def test_every_table_of_the_sqlite_schema_is_copied(tmp_path: Path) -> None:
     with BlockingStore(tmp_path / "fresh.db") as store:
         tables = {row[0] for row in store.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert tables == {*TABLES, "migrations"}
+
+
+def test_a_copy_given_up_midway_is_rolled_back_whole(tmp_path: Path, database: PostgresState) -> None:
+    """Ctrl-C while observations stream (the copy's task cancelled): its transaction is rolled back, every table
+    of the database stays empty, and the next copy fills it."""
+    path = tmp_path / "state.db"
+    rows = 3 * BATCH_ROWS
+    with BlockingStore(path) as store:
+        for i in range(0, rows, 1000):
+            record(store, i, [observation(j) for j in range(i, i + 1000)])
+
+    async def give_up() -> None:
+        loop = asyncio.get_running_loop()
+        tasks: list[asyncio.Future[Any]] = []
+
+        async def interrupt() -> None:  # as Ctrl-C does: cancel the command's task, and let it react
+            tasks[0].cancel()
+            for _ in range(3):
+                await asyncio.sleep(0)
+
+        def progress(step: str, done: int, total: int) -> None:
+            if (step, done) == ("observations", BATCH_ROWS):
+                asyncio.run_coroutine_threadsafe(interrupt(), loop).result(timeout=10)
+
+        tasks.append(asyncio.ensure_future(copy_state(path, database, progress=progress)))
+        with pytest.raises(asyncio.CancelledError):
+            await tasks[0]
+
+    asyncio.run(give_up())
+    db = RawPostgres(database)
+    try:
+        assert [db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0] for table in TABLES] == [0] * len(TABLES)
+    finally:
+        db.close()
+    assert asyncio.run(copy_state(path, database)).rows["observations"] == rows

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -105,7 +106,15 @@ async def copy_state(
         migrated = await open_postgres(destination)  # its own schema; no key: the chain's rows come from the source
         assert migrated is not None
         await migrated.close()
-        await asyncio.to_thread(target.fill, snapshot, key, report)
+        filling = asyncio.ensure_future(asyncio.to_thread(target.fill, snapshot, key, report))
+        try:
+            await asyncio.shield(filling)
+        except asyncio.CancelledError:  # Ctrl-C: the thread rolls the copy back at its next batch, then it ends
+            target.stop.set()
+            await asyncio.wait({filling})
+            if not filling.cancelled():
+                filling.exception()
+            raise
     finally:
         await asyncio.to_thread(snapshot.close)
     report(CHECKING, 0, snapshot.head.rows)
@@ -210,6 +219,11 @@ class Target:
         }
         if password is not None:
             self.kwargs["password"] = password
+        self.stop = threading.Event()  # set: the copy is given up (rolled back) at its next batch
+
+    def _going_on(self) -> None:
+        if self.stop.is_set():
+            raise _Stopped
 
     def connect(self) -> SyncDb:
         try:
@@ -253,6 +267,7 @@ class Target:
                     self._copy_table(db, source, table, progress)
                 self._reset_sequences(db)
                 audit = self._walk(db, key, source.head.rows, progress)
+                self._going_on()
                 if not audit.ok or _head_of(audit, postgres_audit.sync_mode(db)) != source.head:
                     raise _Unfaithful(audit)
         except _Unfaithful as unfaithful:
@@ -277,6 +292,7 @@ class Target:
                     for row in batch:
                         out.write_row(row)
                     done += len(batch)
+                    self._going_on()
                     progress(table, done, total)
         except psycopg.Error as exc:
             raise StateError(
@@ -306,6 +322,7 @@ class Target:
         def counted() -> Iterator[chain.Link]:
             for walked, link in enumerate(postgres_audit.links(db), 1):
                 if walked % BATCH_ROWS == 0 or walked == total:
+                    self._going_on()
                     progress(VERIFYING, walked, total)
                 yield link
 
@@ -327,6 +344,10 @@ class Target:
             f"the copy in {self.state.url} does not verify{where} ({said}) although its source does; nothing was "
             "copied; please report this"
         )
+
+
+class _Stopped(Exception):
+    """Raised inside the copy's transaction to roll it back: the copy was given up (Ctrl-C)."""
 
 
 class _Unfaithful(Exception):
