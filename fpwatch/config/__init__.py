@@ -16,7 +16,7 @@ from fpwatch.config.model import (
     Secret,
     Settings,
 )
-from fpwatch.config.reader import find_config_path, load_config, parse_config
+from fpwatch.config.reader import find_config_path, load_config, parse_config, parse_postgres_url
 from fpwatch.config.show import (
     display_url,
     effective_config,
@@ -45,6 +45,7 @@ __all__ = [
     "load_config",
     "mask_url",
     "parse_config",
+    "parse_postgres_url",
     "require_notifier_urls",
     "validate_notifier_urls",
 ]

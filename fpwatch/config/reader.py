@@ -148,6 +148,27 @@ def parse_config(
     return config
 
 
+def parse_postgres_url(
+    text: str, *, password_file: str | None = None, env: Mapping[str, str] | None = None, base_dir: Path | None = None
+) -> tuple[PostgresState, frozenset[str]]:
+    """A postgresql:// URL given on the command line (`fpwatch state copy --to`), read exactly as `[fpwatch] state`
+    is: `${VAR}` substituted, the password (in the URL, or in `password_file`, read like `state_password_file`
+    relative to `base_dir`) taken out. Returns the state and the secrets met (to mask in whatever is printed);
+    raises ConfigError naming each problem as the config would ("fpwatch.state", "fpwatch.state_password_file")."""
+    reader = Reader({}, env=os.environ if env is None else env, base_dir=base_dir or Path.cwd())
+    tbl = {"state": text} if password_file is None else {"state": text, "state_password_file": password_file}
+    url = reader.string(tbl, "state", "fpwatch")
+    state = None
+    if url is not None and not url.lower().startswith(POSTGRES_SCHEMES):
+        reader.problem("fpwatch.state", f'"{url}" is not a postgresql:// URL (postgresql://user@host:5432/db)')
+    elif url is not None:
+        state = reader.postgres_state(url, tbl)
+    if reader.problems or state is None:
+        redact = Redactor(reader.secrets)
+        raise ConfigError([ConfigProblem(printable(p.location), printable(redact(p.message))) for p in reader.problems])
+    return state, frozenset(reader.secrets)
+
+
 class Reader(CanaryReader):
     """One pass over the TOML document, section by section; a mistake never stops the reading of the rest."""
 
