@@ -15,13 +15,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from apscheduler.triggers.cron import CronTrigger
-
 from fpwatch import __version__
 from fpwatch.config import ModelConfig
 from fpwatch.detect.state import ModelState
 from fpwatch.errors import FpwatchError
 from fpwatch.logs import get_logger
+from fpwatch.service.schedule import cron_trigger
 from fpwatch.store.leases import lease_owner
 from fpwatch.store.protocol import Shared
 
@@ -42,11 +41,7 @@ def slot(model: ModelConfig, wall: datetime) -> tuple[float, float]:
     """(anchor, period) for `Shared.claim_check`: an interval model's grid, or the cron time this run is for."""
     if model.interval is not None:
         return anchor(model), model.interval.total_seconds()
-    assert model.cron is not None
-    minute, hour, day, month, day_of_week = model.cron.split()
-    plain = CronTrigger(
-        minute=minute, hour=hour, day=day, month=month, day_of_week=day_of_week, timezone=model.timezone
-    )
+    plain = cron_trigger(model)  # without jitter: the cron times themselves
     latest = None
     fire = plain.get_next_fire_time(None, wall - CRON_LOOKBACK)
     while fire is not None and fire <= wall:
