@@ -302,7 +302,6 @@ class Daemon:
                 self._schedule_keys.pop(name, None)
                 self._scheduled_since.pop(name, None)
                 self.states.pop(name, None)
-                self.metrics.forget(name)
                 log.info("model removed", model=name)
         now, wall = self.clock.now(), self.clock.wall()  # APScheduler plans on the wall clock
         for job_id, model in wanted.items():
@@ -323,6 +322,7 @@ class Daemon:
                 self._scheduled_since[model.name] = now
                 log.info("schedule changed", model=model.name, interval=str(model.interval), cron=model.cron)
             self._schedule_keys[model.name] = key
+        self.metrics.know(self.config)  # every counter at 0 for what the config names; removed models forgotten
 
     def _spread(self, model: ModelConfig) -> float:
         """Seconds over which a model's first check, and so its phase, is drawn: its jitter, within bounds.
