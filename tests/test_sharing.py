@@ -215,6 +215,9 @@ def _share(members: list[Member], sim: Simulator, sink: HttpSink, server: Any) -
     assert {i["name"] for i in status["instances"] if i["alive"]} == {m.name for m in members}
     owners = {m["checked_by"] for m in status["models"]}
     assert owners <= {m.name for m in members} and len(owners) >= 2  # the models are split, not all on one
+    for member in members:  # each daemon's gauges show every model's state, whichever daemon checked it
+        gauges = member.metrics()
+        assert all(gauges.get(f"fpwatch_model_up{{model=sim/{m}}}") == 1 for m in MODELS), member.name
 
     # One daemon's worth of requests: every model once per interval (three daemons each checking would be 3x).
     sim.clear_requests()

@@ -1,4 +1,4 @@
-"""Commands that set fpwatch up: `config check`, `config show`, `notify test`."""
+"""Commands that set fpwatch up: `config check`, `config show`, `config rules`, `notify test`."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from fpwatch.errors import FpwatchError
 
 @cli.group("config")
 def config_group() -> None:
-    """Validate or show the config."""
+    """Validate or show the config; print the Prometheus alerting rules."""
 
 
 @config_group.command("check")
@@ -47,6 +47,20 @@ def config_show(ctx: click.Context, as_json: bool) -> None:
     config = obj_of(ctx).config()
     shown = Redactor(config.secrets).scrub(effective_config(config))
     click.echo(json.dumps(shown, indent=2) if as_json else tomli_w.dumps(_drop_none(shown)), nl=as_json)
+
+
+@config_group.command("rules")
+def config_rules() -> None:
+    """Print the recommended Prometheus alerting rules for the daemon's /metrics (needs no config).
+
+    \b
+    Example:
+      fpwatch config rules > /etc/prometheus/fpwatch-rules.yml
+      # then in prometheus.yml: rule_files: [/etc/prometheus/fpwatch-rules.yml]
+    """
+    from importlib.resources import files
+
+    click.echo((files("fpwatch.service") / "prometheus" / "fpwatch-rules.yml").read_text(), nl=False)
 
 
 def _drop_none(value: Any) -> Any:

@@ -302,7 +302,6 @@ class Daemon:
                 self._schedule_keys.pop(name, None)
                 self._scheduled_since.pop(name, None)
                 self.states.pop(name, None)
-                self.metrics.forget(name)
                 log.info("model removed", model=name)
         now, wall = self.clock.now(), self.clock.wall()  # APScheduler plans on the wall clock
         for job_id, model in wanted.items():
@@ -323,6 +322,7 @@ class Daemon:
                 self._scheduled_since[model.name] = now
                 log.info("schedule changed", model=model.name, interval=str(model.interval), cron=model.cron)
             self._schedule_keys[model.name] = key
+        self.metrics.know(self.config)  # every counter at 0 for what the config names; removed models forgotten
 
     def _first_run(self, model: ModelConfig, wall: datetime) -> datetime:
         """A random phase within the model's spread; on a shared state, clear of the edges of the model's slots."""
@@ -346,6 +346,8 @@ class Daemon:
         if model is None:
             return
         if self.sharing is not None and not await self.sharing.take(model, self.clock.wall(), self.states):
+            if name in self.states:  # another daemon checked it: the gauges show what it found
+                self.metrics.model_state(name, self.states[name])
             return
         task = asyncio.current_task()
         assert task is not None
