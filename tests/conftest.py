@@ -286,16 +286,19 @@ samples = 4
             self.proc.send_signal(signal.SIGTERM)
         return self.proc.wait(timeout=timeout)
 
-    def cli(self, *args: str) -> Any:
-        out = subprocess.run(
-            [sys.executable, "-m", "fpwatch", "--config", str(self.config), *args, "--json"],
+    def command(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """`fpwatch ARGS` on the daemon's config, in its folder, as another process."""
+        return subprocess.run(
+            [sys.executable, "-m", "fpwatch", "--config", str(self.config), *args],
             cwd=self.tmp_path,
             env=self.env,
             capture_output=True,
             text=True,
             timeout=60,
         )
-        return json.loads(out.stdout)
+
+    def cli(self, *args: str) -> Any:
+        return json.loads(self.command(*args, "--json").stdout)
 
     def events(self) -> list[tuple[str, str]]:
         return [(e["type"], e["details"].get("new") or e["details"].get("value") or "") for e in self.cli("events")]

@@ -5,8 +5,6 @@ restart of the server."""
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -149,10 +147,7 @@ def _ride_out_a_restart(daemon: DaemonProcess, database: str, postgres_server: A
     wait_for(daemon.healthy, 60, "/healthz to recover")
     wait_for(lambda: daemon.checks() > before + 1, 30, "checks recorded again")
     assert daemon.stop() == 0
-    verified = subprocess.run(
-        [sys.executable, "-m", "fpwatch", "--config", str(daemon.config), "export", "--verify"],
-        cwd=daemon.tmp_path, env=daemon.env, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+    verified = daemon.command("export", "--verify")
     assert verified.returncode == 0, verified.stderr
     assert PASSWORD not in daemon.log.read_text()
 

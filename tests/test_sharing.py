@@ -8,8 +8,6 @@ import asyncio
 import json
 import signal
 import socket
-import subprocess
-import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -268,8 +266,5 @@ def _share(members: list[Member], sim: Simulator, sink: HttpSink, server: Any) -
 
     wait_for(alone, 60, "the killed daemons listed as gone")
     assert third.stop() == 0
-    verified = subprocess.run(
-        [sys.executable, "-m", "fpwatch", "--config", str(third.config), "export", "--verify"],
-        cwd=third.tmp_path, env=third.env, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+    verified = third.command("export", "--verify")
     assert verified.returncode == 0, verified.stderr
