@@ -39,6 +39,7 @@ from fpwatch.store import chain, postgres_audit, sqlite_audit
 from fpwatch.store.postgres import CONNECT_TIMEOUT, LOCK_TIMEOUT_MS, open_postgres
 from fpwatch.store.postgres_audit import CHAIN_LOCK, SyncDb
 from fpwatch.store.postgres_errors import Failures
+from fpwatch.store.schema import require_known_migrations
 from fpwatch.store.sqlite_migrations import MIGRATIONS
 
 TABLES = (
@@ -175,13 +176,8 @@ class Snapshot:
 
     def _check_schema(self) -> None:
         done = {row[0] for row in self.db.execute("SELECT name FROM migrations")}
-        known = [name for name, _ in MIGRATIONS]
-        if done - set(known):
-            raise StateError(f"the state database {self.path} was written by a newer fpwatch; upgrade fpwatch")
-        if set(known) - done:
-            raise StateError(
-                f"the state database {self.path} needs an upgrade first; run `fpwatch check` on it once, then copy"
-            )
+        upgrade = "run `fpwatch check` on it once, then copy"
+        require_known_migrations(done, (name for name, _ in MIGRATIONS), str(self.path), upgrade)
         tables = "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
         extra = {row[0] for row in self.db.execute(tables)} - {*TABLES, "migrations"}
         if extra:

@@ -44,6 +44,7 @@ from fpwatch.store.postgres_instances import PostgresInstances
 from fpwatch.store.postgres_migrations import MIGRATIONS
 from fpwatch.store.postgres_outbox import PostgresOutbox
 from fpwatch.store.protocol import CheckRecord, Conclude, Route, StoredEvent
+from fpwatch.store.schema import UPGRADE, require_known_migrations
 
 LOCK_TIMEOUT_MS = 30_000  # a lock held by another process longer than this: a StateError (SQLite's busy timeout)
 CONNECT_TIMEOUT = 10.0  # seconds to reach the server (and to wait for a connection of the pool)
@@ -238,13 +239,7 @@ class PostgresStore(PostgresOutbox, PostgresInstances):
                 "without --dry-run"
             )
         done = {row[0] for row in await (await db.execute("SELECT name FROM migrations")).fetchall()}
-        known = [name for name, _ in MIGRATIONS]
-        if done - set(known):
-            raise StateError(f"the state database {self.state.url} was written by a newer fpwatch; upgrade fpwatch")
-        if set(known) - done:
-            raise StateError(
-                f"the state database {self.state.url} needs an upgrade; run `fpwatch check` once without --dry-run"
-            )
+        require_known_migrations(done, (name for name, _ in MIGRATIONS), self.state.url, UPGRADE)
         return True
 
     async def _migrate(self, db: Db) -> list[str]:

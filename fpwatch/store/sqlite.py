@@ -35,6 +35,7 @@ from fpwatch.store import chain, codec, sqlite_audit, sqlite_checks
 from fpwatch.store.drift_rows import RowCache
 from fpwatch.store.leases import lease_owner, owner_alive
 from fpwatch.store.protocol import CheckRecord, Conclude, OutboxMessage, Route, StoredEvent
+from fpwatch.store.schema import UPGRADE, require_known_migrations
 from fpwatch.store.sqlite_checks import SIGNAL_SELECT, Finished, Recorded
 from fpwatch.store.sqlite_migrations import MIGRATIONS
 from fpwatch.store.worker import Batched, Worker
@@ -107,15 +108,31 @@ class SqliteStore:
                 db = sqlite3.connect(self.path, isolation_level=None, timeout=self.busy_timeout_ms / 1000)
             db.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
             if not self.readonly:
-                db.execute("PRAGMA journal_mode = WAL")
+                self._switch_to_wal(db)
                 db.execute("PRAGMA synchronous = NORMAL")
         except sqlite3.OperationalError as exc:
-            raise StateError(
-                f"cannot open the state database {self.path}: {exc}; check [fpwatch] state and the folder's permissions"
-            ) from None
+            fix = (
+                f"another process held it for {self.busy_timeout_ms / 1000:g}s; is another fpwatch stuck?"
+                if "locked" in str(exc)
+                else "check [fpwatch] state and the folder's permissions"
+            )
+            raise StateError(f"cannot open the state database {self.path}: {exc}; {fix}") from None
         except sqlite3.DatabaseError as exc:
             raise _not_ours(self.path, exc) from None
         return db
+
+    def _switch_to_wal(self, db: sqlite3.Connection) -> None:
+        """WAL mode, waiting like any write: two processes opening a new file at once race for the switch, and SQLite
+        answers the loser "database is locked" at once, without its busy handler."""
+        deadline = time.monotonic() + self.busy_timeout_ms / 1000
+        while True:
+            try:
+                db.execute("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.01)
 
     @contextmanager
     def _guard(self) -> Iterator[None]:
@@ -185,13 +202,7 @@ class SqliteStore:
         """A read-only open cannot migrate: make sure the schema is the one this fpwatch knows."""
         with self._guard():
             done = {row[0] for row in db.execute("SELECT name FROM migrations")}
-        known = [name for name, _ in MIGRATIONS]
-        if done - set(known):
-            raise StateError(f"the state database {self.path} was written by a newer fpwatch; upgrade fpwatch")
-        if set(known) - done:
-            raise StateError(
-                f"the state database {self.path} needs an upgrade; run `fpwatch check` once without --dry-run"
-            )
+        require_known_migrations(done, (name for name, _ in MIGRATIONS), str(self.path), UPGRADE)
 
     async def migrate(self) -> list[str]:
         """Run the migrations this database has not seen yet; return their names."""
