@@ -64,7 +64,7 @@ from fpwatch.service.deadman import ping
 from fpwatch.service.instance import FileIdentity, InstanceLock
 from fpwatch.service.metrics import Metrics
 from fpwatch.service.schedule import JOB_PREFIX, schedule_key, trigger
-from fpwatch.service.sharing import Sharing
+from fpwatch.service.sharing import Sharing, clear_of_edges
 from fpwatch.service.timekeeping import ClockFollower
 from fpwatch.store import Shared, Store, open_store
 from fpwatch.store.chain import ChainHead
@@ -113,7 +113,7 @@ class Daemon:
         self._still_running: dict[str, float] = {}  # model -> when a skipped run was last said
         self._scheduled_since: dict[str, datetime] = {}  # when each model's current schedule began
         self.exit_code = 0
-        self._state_problems: dict[str, str] = {}  # "write" / "lost" -> the health reason
+        self._state_problems: dict[str, str] = {}  # "write" / "lost" / "database" -> the health reason
         self._state_file: FileIdentity | None = None
         self._lock: InstanceLock | None = None
         self.sharing: Sharing | None = None  # a state shared with other daemons (PostgreSQL)
@@ -327,7 +327,7 @@ class Daemon:
     def _first_run(self, model: ModelConfig, wall: datetime) -> datetime:
         """A random phase within the model's spread; on a shared state, clear of the edges of the model's slots."""
         start = wall + timedelta(seconds=random.uniform(0, self._spread(model)))
-        return self.sharing.clear_of_edges(model, start) if self.sharing is not None else start
+        return clear_of_edges(model, start) if self.sharing is not None else start
 
     def _spread(self, model: ModelConfig) -> float:
         """Seconds over which a model's first check, and so its phase, is drawn: its jitter, within bounds.

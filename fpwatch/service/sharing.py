@@ -80,8 +80,6 @@ class Sharing:
         self.name = self.name or lease_owner()  # what its outbox leases say: one name for both
         self.reachable = True  # the last heartbeat got through: while not, checks are not even tried
 
-    clear_of_edges = staticmethod(clear_of_edges)
-
     async def beat(self, models: int) -> None:
         await self.store.heartbeat(self.name, __version__, self.started, models)
 
