@@ -463,6 +463,38 @@ def test_a_check_whose_connection_drops_mid_transaction_is_retried_once_else_not
     other.close()
 
 
+def test_after_a_server_restart_the_next_checks_are_recorded_on_fresh_connections(
+    tmp_path: Path, postgres_server: Any
+) -> None:
+    """PostgreSQL: connections are not checked at every checkout, so a restart leaves the pool's idle ones dead; the
+    first check to meet one retries after the pool replaced them all (not on the next dead one), and every check after
+    the restart is recorded."""
+    import asyncio
+
+    from fpwatch.store import open_store
+
+    state = Backend("postgresql", tmp_path, postgres_server).state()
+    models = [f"m{i}" for i in range(8)]
+
+    def check(store: Any, model: str, i: int) -> Any:
+        obs = [replace(observation(i), model=model)]
+        record = CheckRecord(f"{model}-{i}", model, T0, T0, 1, 0, None)
+        return store.record_check(record, obs, lambda s: conclude(s, obs, POLICY, T0 + timedelta(minutes=i)))
+
+    async def scenario() -> None:
+        store = await open_store(state)
+        await asyncio.gather(*(check(store, m, 0) for m in models))  # the pool holds several connections now
+        await asyncio.to_thread(postgres_server.restart)
+        for model in models:
+            await check(store, model, 1)
+        await store.close()
+
+    asyncio.run(scenario())
+    with BlockingStore(state) as blocking:
+        assert [blocking.load_state(m).checks for m in models] == [2] * 8
+        assert chain_of(blocking) == (16, None)
+
+
 def postgres_server_password() -> str:
     from postgres import PASSWORD
 

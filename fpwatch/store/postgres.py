@@ -1,9 +1,10 @@
 """The PostgreSQL `Store` (DESIGN section 9): `[fpwatch] state = "postgresql://user@host:5432/db"`.
 
-psycopg 3, async, with a connection pool (`check_connection` on every checkout: the connections a server restart
-killed are replaced before they are used). Each method is one transaction on a connection of the pool. What SQLite
-gets from its one write lock, PostgreSQL gets from transaction-level advisory locks, which go with the transaction
-(a dropped connection releases them):
+psycopg 3, async, with a connection pool. A connection is not checked on every checkout (a trip to the server each
+time): the first statement on one a server restart killed fails as a lost connection, and then the pool checks all
+its idle ones, replacing the dead, before the transaction is retried (below). Each method is one transaction on a
+connection of the pool. What SQLite gets from its one write lock, PostgreSQL gets from transaction-level advisory
+locks, which go with the transaction (a dropped connection releases them):
 - a model's read-modify-write (load the state, conclude, save) holds that model's lock, so two processes checking
   the same model serialise instead of double-counting;
 - every append to the audit chain holds the chain's lock (postgres_audit.CHAIN_LOCK) from reading its end to the
@@ -139,7 +140,6 @@ class PostgresStore(PostgresOutbox):
             min_size=1,
             max_size=POOL_SIZE,
             open=False,
-            check=AsyncConnectionPool.check_connection,
             timeout=connect_timeout,
             name="fpwatch-state",
         )
@@ -234,6 +234,7 @@ class PostgresStore(PostgresOutbox):
                 get_logger("fpwatch.store").warning(
                     "lost the connection to PostgreSQL; retrying on a fresh one", reason=self._say.scrub(str(exc))
                 )
+                await self._pool.check()  # a restart killed the idle ones too: they are replaced, not handed out
         raise AssertionError("unreachable")
 
     async def _write(self, fn: Callable[..., Awaitable[T]], *args: Any, pipeline: bool = False) -> T:
