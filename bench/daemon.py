@@ -506,9 +506,14 @@ def bench(args: argparse.Namespace, spec: str) -> Figures:
     bad_checks = {status: n for status, n in end_scrape.checks.items() if status != "OK" and n > 0}
     if bad_checks:
         raise fail(f"checks ended with a status other than OK: {bad_checks}")
-    refused = Counter(r.get("status") for r in requests if r.get("status") != 200)
+    refused = [r for r in requests if r.get("status") != 200]
     if refused:
-        raise fail(f"the simulator answered requests with other statuses than 200: {dict(refused)}")
+        first = {k: refused[0].get(k) for k in ("method", "path", "model", "status", "fault", "body_keys")}
+        when = refused[0]["monotonic"] - end_scrape.sent
+        raise fail(
+            f"the simulator answered requests with other statuses than 200: "
+            f"{dict(Counter(r.get('status') for r in refused))}; the first {when:+.1f} s after the end: {first}"
+        )
     errors = [line for line in log_lines if line.get("level") in ("error", "critical", "exception", "raw")]
     if errors:
         raise fail(f"the daemon logged {len(errors)} errors (or non-JSON lines), first: {errors[0]}")
