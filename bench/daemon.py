@@ -348,7 +348,11 @@ class Daemon:
     def log_tail(self, lines: int = 40) -> str:
         if not self.log.exists():
             return "(no log)"
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:]) or "(empty log)"
+        tail = [
+            line[:300] + ("..." if len(line) > 300 else "")
+            for line in self.log.read_text(errors="replace").splitlines()
+        ]
+        return "\n".join(tail[-lines:]) or "(empty log)"
 
 
 def sample_until(deadline: float, daemon: Daemon, samples: list[ProcSample]) -> None:
