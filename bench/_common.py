@@ -31,11 +31,13 @@ def write_config(
     settings: list[str],
     defaults: list[str],
     providers: Sequence[Provider] = (Provider("openai-compatible"),),
+    state: str = "state.db",
 ) -> Path:
     """`models` models of the simulated providers (spread over them in turn), each with one canary of `samples`
-    one-token requests. `base_url` is the simulator's OpenAI-compatible one, ending in /v1."""
+    one-token requests. `base_url` is the simulator's OpenAI-compatible one, ending in /v1; `state` is `[fpwatch]
+    state` (a file next to the config, or a postgresql:// URL)."""
     width = max(3, len(str(models - 1)))
-    lines = ["[fpwatch]", 'state = "state.db"', 'log_format = "json"', *settings, ""]
+    lines = ["[fpwatch]", f'state = "{state}"', 'log_format = "json"', *settings, ""]
     # These benchmarks measure scheduling, requests and recording; border-input discovery (2,000 requests once
     # per model) is measured by bench/detection.py.
     lines += ["[discovery]", "budget = 0", ""]

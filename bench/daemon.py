@@ -6,6 +6,10 @@ about 3 minutes:
     python bench/daemon.py                          # 1,000 models every 1m, 200 ms latency, 3 minutes
     python bench/daemon.py --json                   # the same figures as one JSON object
     python bench/daemon.py --minutes 6 --warmup 120 --models 2000
+    python bench/daemon.py --state postgresql       # the same on a throwaway PostgreSQL server (tests/postgres.py)
+    python bench/daemon.py --both                   # SQLite, then PostgreSQL, and the figures side by side
+    python bench/daemon.py --state postgresql://user:pw@host/db   # that database, as it is
+    python bench/daemon.py --models 10000 --jitter 60s --concurrency 100 --aim-cpu 60 --aim-rss 300
 
 What it does: starts the simulator (`fpwatch.sim.Simulator`) in this process, every model answering
 after `--latency` seconds; writes a config in a temporary folder with `[defaults] interval = --interval`,
@@ -15,6 +19,17 @@ one-token requests, and `listen` on a free loopback port; then runs `python -m f
 a subprocess (log to `daemon.log` next to the config) for `--minutes` in all. The first `--warmup` seconds
 (default 75: the daemon's start-up, its first round of checks, spread over 10 s, and the first minute) are
 left out of the steady-state figures; the window is from the warm-up mark to the end.
+
+The state: `--state sqlite` (the default) is `state.db` next to the config. `--state postgresql` starts a
+throwaway PostgreSQL server with the tests' harness (tests/postgres.py: loopback, scram password auth, `fsync`
+and `synchronous_commit` off, so commits cost the server no disk sync; pg_stat_statements preloaded) and a fresh
+database for the run; `--state postgresql://...` uses that database as it is. `--state` may be given more than
+once, `--both` is `--state sqlite --state postgresql`: the runs go one after the other (never side by side on 2
+cores), each with its own simulator and daemon, and a table of the main figures side by side ends the output.
+The PostgreSQL server runs on the same machine and its CPU is not in the daemon's figures.
+
+One daemon (one instance) per run; `--instances N` is kept for several daemons sharing one PostgreSQL state,
+which needs multi-instance claiming: until then only 1 is accepted.
 
 How it measures, all from outside the daemon:
 
@@ -51,6 +66,11 @@ The figures (single run on a noisy 2-core machine: repeat it before trusting a d
   competes with the daemon for the same 2 cores.
 - whole run: the same figures from the daemon's start to the end (CPU from /proc covers start-up: imports,
   config, the state database, and the first burst of checks).
+- database, PostgreSQL only, per check in the window (bench/_postgres.py says how each is counted): transactions
+  (pg_stat_database xact_commit + xact_rollback), statements (pg_stat_statements calls, BEGIN and COMMIT included;
+  the busiest are listed) and round trips (the replies the daemon's connections read from the server, from `ss -ti`;
+  a pipelined batch of statements is one). Everything the daemon sent counts, its other work (the outbox, leases)
+  included. SQLite is a library inside the daemon: no round trips, shown as n/a.
 
 It fails (exit 1, with the daemon log's tail) if the daemon exits early, does not answer /healthz, a /metrics
 scrape fails, any check ends with a status other than OK, the simulator answers anything but 200, the
@@ -63,6 +83,7 @@ import argparse
 import json
 import math
 import os
+import re
 import resource
 import signal
 import subprocess
@@ -70,6 +91,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field
 from itertools import pairwise
 from pathlib import Path
@@ -77,17 +99,18 @@ from typing import Any
 
 import httpx
 from _common import API_KEY, child_env, free_port, write_config  # bench/ is on sys.path: the script's own folder
+from _postgres import DbFigures, Postgres, delta, open_state
 from prometheus_client.parser import text_string_to_metric_families
 
 from fpwatch.durations import parse_duration
 from fpwatch.sim import Simulator
 
-CONCURRENCY = 32
+CONCURRENCY = 32  # the provider's max_concurrency, unless --concurrency
 SAMPLE_EVERY = 5.0  # seconds between /proc samples
 STARTUP_TIMEOUT = 90.0  # seconds for /healthz to answer
 STOP_TIMEOUT = 40.0  # seconds from SIGTERM to exit
-AIM_CPU_SHARE = 10.0  # % of one core
-AIM_RSS_MB = 150.0
+AIM_CPU_SHARE = 10.0  # % of one core, unless --aim-cpu
+AIM_RSS_MB = 150.0  # unless --aim-rss
 AIM_LAG_P99 = 2.0  # seconds
 LAG = "fpwatch_schedule_lag_seconds"
 DURATION = "fpwatch_check_duration_seconds"
@@ -325,7 +348,11 @@ class Daemon:
     def log_tail(self, lines: int = 40) -> str:
         if not self.log.exists():
             return "(no log)"
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:]) or "(empty log)"
+        tail = [
+            line[:300] + ("..." if len(line) > 300 else "")
+            for line in self.log.read_text(errors="replace").splitlines()
+        ]
+        return "\n".join(tail[-lines:]) or "(empty log)"
 
 
 def sample_until(deadline: float, daemon: Daemon, samples: list[ProcSample]) -> None:
@@ -345,6 +372,7 @@ def sample_until(deadline: float, daemon: Daemon, samples: list[ProcSample]) -> 
 
 @dataclass
 class Figures:
+    state: str  # sqlite, postgresql (a throwaway server) or the URL given (without its password)
     models: int
     interval: str
     jitter: str
@@ -400,26 +428,44 @@ class Figures:
     cpu_met: bool
     rss_met: bool
     lag_met: bool
+    # the state database (PostgreSQL only; None for SQLite), per check in the window
+    db_transactions_per_check: float | None = None
+    db_statements_per_check: float | None = None
+    db_round_trips_per_check: float | None = None
+    db_connections: int | None = None  # the daemon's connections to the server at the end
+    db_connections_closed: int | None = None  # closed during the window: their round trips are not counted
+    db_busiest_statements: list[tuple[str, float]] = field(default_factory=list)  # (statement, calls per check)
 
 
 def rounded(value: float | None, digits: int = 4) -> float | None:
     return None if value is None else round(value, digits)
 
 
-def bench(args: argparse.Namespace) -> Figures:
+def shown(spec: str) -> str:
+    """A state as the figures name it: a URL without its password."""
+    return re.sub(r"//([^:/@]*):[^@/]*@", r"//\1:***@", spec)
+
+
+def bench(args: argparse.Namespace, spec: str) -> Figures:
     interval = parse_duration(args.interval).total_seconds()
     total = args.minutes * 60
     scenario: dict[str, Any] = {"models": {"*": {"latency": args.latency}}}
-    with Simulator(scenario, api_key=API_KEY, seed=1) as sim, tempfile.TemporaryDirectory() as tmp:
+    database: AbstractContextManager[Postgres | None] = nullcontext() if spec == "sqlite" else open_state(spec)
+    with (
+        database as pg,
+        Simulator(scenario, api_key=API_KEY, seed=1) as sim,
+        tempfile.TemporaryDirectory() as tmp,
+    ):
         port = free_port()
         config = write_config(
             Path(tmp),
             sim.base_url,
             models=args.models,
             samples=args.samples,
-            concurrency=CONCURRENCY,
+            concurrency=args.concurrency,
             settings=['log_level = "warning"', f'listen = "127.0.0.1:{port}"'],
             defaults=[f'interval = "{args.interval}"', f'jitter = "{args.jitter}"', 'timeout = "30s"'],
+            state=pg.url if pg is not None else "state.db",
         )
         daemon = Daemon(config, port)
         try:
@@ -431,6 +477,7 @@ def bench(args: argparse.Namespace) -> Figures:
 
             # The CPU window runs from just after the first scrape to just before the second: neither
             # scrape's cost is in it. The /proc reads around each scrape measure what a scrape costs.
+            db_warm = pg.sample(daemon.pid) if pg is not None else None
             warm_pre = read_proc(daemon.pid)
             warm_scrape = scrape(port)
             warm = read_proc(daemon.pid)
@@ -442,6 +489,7 @@ def bench(args: argparse.Namespace) -> Figures:
             samples.append(end)
             end_scrape = scrape(port)
             end_post = read_proc(daemon.pid)
+            db: DbFigures | None = delta(db_warm, pg.sample(daemon.pid)) if pg is not None and db_warm else None
             load = list(os.getloadavg())
 
             code, shutdown = daemon.stop(STOP_TIMEOUT)
@@ -462,9 +510,14 @@ def bench(args: argparse.Namespace) -> Figures:
     bad_checks = {status: n for status, n in end_scrape.checks.items() if status != "OK" and n > 0}
     if bad_checks:
         raise fail(f"checks ended with a status other than OK: {bad_checks}")
-    refused = Counter(r.get("status") for r in requests if r.get("status") != 200)
+    refused = [r for r in requests if r.get("status") != 200]
     if refused:
-        raise fail(f"the simulator answered requests with other statuses than 200: {dict(refused)}")
+        first = {k: refused[0].get(k) for k in ("method", "path", "model", "status", "fault", "body_keys")}
+        when = refused[0]["monotonic"] - end_scrape.sent
+        raise fail(
+            f"the simulator answered requests with other statuses than 200: "
+            f"{dict(Counter(r.get('status') for r in refused))}; the first {when:+.1f} s after the end: {first}"
+        )
     errors = [line for line in log_lines if line.get("level") in ("error", "critical", "exception", "raw")]
     if errors:
         raise fail(f"the daemon logged {len(errors)} errors (or non-JSON lines), first: {errors[0]}")
@@ -489,13 +542,18 @@ def bench(args: argparse.Namespace) -> Figures:
     p50, p99 = bucket_quantile(0.5, buckets), bucket_quantile(0.99, buckets)
     within = share_within(AIM_LAG_P99, buckets)
     cpu_share = 100 * window_cpu / window
+
+    def per_check(count: int | None) -> float | None:
+        return round(count / window_checks, 2) if count is not None and window_checks else None
+
     return Figures(
+        state=shown(spec),
         models=args.models,
         interval=args.interval,
         jitter=args.jitter,
         samples=args.samples,
         latency=args.latency,
-        concurrency=CONCURRENCY,
+        concurrency=args.concurrency,
         minutes=args.minutes,
         warmup=args.warmup,
         window_seconds=round(window, 3),
@@ -537,12 +595,18 @@ def bench(args: argparse.Namespace) -> Figures:
         lag_bucket_bounds=[le for le, _ in buckets if not math.isinf(le)],
         log_warnings=dict(warnings.most_common()),
         load_average=[round(x, 2) for x in load],
-        aim_cpu_share_percent=AIM_CPU_SHARE,
-        aim_peak_rss_mb=AIM_RSS_MB,
+        aim_cpu_share_percent=args.aim_cpu,
+        aim_peak_rss_mb=args.aim_rss,
         aim_lag_p99=AIM_LAG_P99,
-        cpu_met=cpu_share < AIM_CPU_SHARE,
-        rss_met=mb(end.hwm_kb) < AIM_RSS_MB,
+        cpu_met=cpu_share < args.aim_cpu,
+        rss_met=mb(end.hwm_kb) < args.aim_rss,
         lag_met=p99 is not None and p99 < AIM_LAG_P99,
+        db_transactions_per_check=per_check(db.transactions) if db else None,
+        db_statements_per_check=per_check(db.statements) if db else None,
+        db_round_trips_per_check=per_check(db.round_trips) if db else None,
+        db_connections=db.connections if db else None,
+        db_connections_closed=db.closed if db else None,
+        db_busiest_statements=[(q, per_check(n) or 0.0) for q, n in db.top] if db else [],
     )
 
 
@@ -560,6 +624,7 @@ def seconds(value: float | None) -> str:
 def print_table(f: Figures) -> None:
     bounds = " ".join(f"{b:g}" for b in f.lag_bucket_bounds)
     rows: list[tuple[str, str]] = [
+        ("state", f.state),
         (
             "setup",
             f"{f.models} models every {f.interval} (jitter {f.jitter}), {f.samples} request(s) per check, "
@@ -620,6 +685,7 @@ def print_table(f: Figures) -> None:
             f"{f.rss_at_warmup_mb:.1f} MB / {f.rss_at_end_mb:.1f} MB  "
             f"(max sampled in window {f.max_sampled_rss_in_window_mb:.1f} MB)",
         ),
+        *database_rows(f),
         ("-- whole run (from the daemon's start)", ""),
         ("wall / daemon CPU", f"{f.run_seconds:.1f} s / {f.run_cpu_seconds:.2f} s user+sys"),
         ("checks", f"{f.run_checks}  (simulator requests {f.run_sim_requests})"),
@@ -650,6 +716,57 @@ def print_table(f: Figures) -> None:
         print(f"{name:<{width}}  {value}".rstrip())
 
 
+def per_check(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
+
+
+def database_rows(f: Figures) -> list[tuple[str, str]]:
+    if f.state == "sqlite":
+        return [("-- state database", ""), ("round trips per check", "n/a (SQLite runs inside the daemon)")]
+    connections = "n/a" if f.db_connections is None else f"{f.db_connections}"
+    if f.db_connections_closed:
+        connections += f" ({f.db_connections_closed} closed in the window, their round trips not counted)"
+    rows = [
+        ("-- state database, per check", ""),
+        ("round trips", f"{per_check(f.db_round_trips_per_check)}  (replies the daemon read, `ss -ti`)"),
+        ("statements", f"{per_check(f.db_statements_per_check)}  (pg_stat_statements calls, BEGIN/COMMIT included)"),
+        ("transactions", f"{per_check(f.db_transactions_per_check)}  (pg_stat_database commits + rollbacks)"),
+        ("daemon's connections", connections),
+    ]
+    for query, calls in f.db_busiest_statements:
+        text = " ".join(query.split())
+        rows.append(("", f"{calls:6.2f}  {text[:90]}{'...' if len(text) > 90 else ''}"))
+    return rows
+
+
+def print_side_by_side(runs: list[Figures]) -> None:
+    """The main figures of runs on several states, one column each."""
+
+    def cell(value: float | None, unit: str = "", digits: int = 2) -> str:
+        return "n/a" if value is None else f"{value:.{digits}f}{unit}"
+
+    rows: list[tuple[str, list[str]]] = [
+        ("state", [f.state for f in runs]),
+        ("CPU share of one core", [cell(f.cpu_share_percent, " %") for f in runs]),
+        ("CPU time per check", [cell(f.cpu_per_check_ms, " ms") for f in runs]),
+        ("checks per second", [cell(f.window_checks / f.window_seconds, "", 1) for f in runs]),
+        ("checks in window", [f"{f.window_checks}" for f in runs]),
+        ("peak RSS", [cell(f.peak_rss_mb, " MB", 1) for f in runs]),
+        ("schedule lag p50", [cell(f.lag_p50, " s", 3) for f in runs]),
+        ("schedule lag p99", [cell(f.lag_p99, " s", 3) for f in runs]),
+        ("check duration mean", [cell(f.check_duration_mean, " s", 3) for f in runs]),
+        ("round trips per check", [cell(f.db_round_trips_per_check) for f in runs]),
+        ("statements per check", [cell(f.db_statements_per_check) for f in runs]),
+        ("transactions per check", [cell(f.db_transactions_per_check) for f in runs]),
+        ("busiest 5 s", [cell(f.busiest_5s_cpu_percent, " %", 1) for f in runs]),
+        ("load average 1/5/15", [" ".join(f"{x:.2f}" for x in f.load_average) for f in runs]),
+    ]
+    width = max(len(name) for name, _ in rows)
+    columns = [max(len(values[i]) for _, values in rows) for i in range(len(runs))]
+    for name, values in rows:
+        print(f"{name:<{width}}  " + "  ".join(f"{v:>{columns[i]}}" for i, v in enumerate(values)))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n", 1)[0])
     parser.add_argument("--models", type=int, default=1000, help="models in the config (default 1000)")
@@ -661,8 +778,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--warmup", type=float, default=75.0, help="seconds left out of the steady-state figures (default 75)"
     )
-    parser.add_argument("--json", action="store_true", help="print the figures as one JSON object")
+    parser.add_argument(
+        "--state",
+        action="append",
+        help="sqlite (default), postgresql (a throwaway server), or a postgresql:// URL; may be given more than once",
+    )
+    parser.add_argument("--both", action="store_true", help="the same as --state sqlite --state postgresql")
+    parser.add_argument(
+        "--concurrency", type=int, default=CONCURRENCY, help=f"the provider's max_concurrency (default {CONCURRENCY})"
+    )
+    parser.add_argument(
+        "--instances", type=int, default=1, help="daemons sharing the state (default 1; more need claiming)"
+    )
+    parser.add_argument("--aim-cpu", type=float, default=AIM_CPU_SHARE, help="CPU share aim, %% of one core")
+    parser.add_argument("--aim-rss", type=float, default=AIM_RSS_MB, help="peak RSS aim, MB")
+    parser.add_argument("--json", action="store_true", help="print the figures as one JSON object (a list: several)")
     args = parser.parse_args(argv)
+    states: list[str] = (["sqlite", "postgresql"] if args.both else []) + (args.state or [])
+    states = states or ["sqlite"]
+    for spec in states:
+        if spec not in ("sqlite", "postgresql") and not spec.startswith(("postgresql://", "postgres://")):
+            parser.error(f"--state {spec!r}: sqlite, postgresql, or a postgresql:// URL")
+    if args.instances != 1:
+        parser.error("--instances: one daemon per run until several instances can share a state (claiming)")
+    if args.concurrency < 1:
+        parser.error("--concurrency must be at least 1")
     for name in ("models", "samples"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be at least 1")
@@ -679,15 +819,22 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--minutes must leave at least {2 * SAMPLE_EVERY:g} s after the --warmup")
     if not Path("/proc/self/stat").exists():
         parser.error("this benchmark reads /proc: it runs on Linux only")
-    try:
-        figures = bench(args)
-    except BenchError as exc:
-        print(f"bench/daemon.py: FAILED: {exc}", file=sys.stderr)
-        return 1
+    runs: list[Figures] = []
+    for spec in states:
+        try:
+            runs.append(bench(args, spec))
+        except BenchError as exc:
+            print(f"bench/daemon.py: FAILED on {shown(spec)}: {exc}", file=sys.stderr)
+            return 1
+        if not args.json:
+            if len(runs) > 1:
+                print()
+            print_table(runs[-1])
     if args.json:
-        print(json.dumps(asdict(figures), indent=2))
-    else:
-        print_table(figures)
+        print(json.dumps(asdict(runs[0]) if len(runs) == 1 else [asdict(f) for f in runs], indent=2))
+    elif len(runs) > 1:
+        print("\n-- side by side")
+        print_side_by_side(runs)
     return 0
 
 

@@ -16,6 +16,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 PASSWORD = "pg-test-password-6b1f0e2d"  # only ever on loopback, in a throwaway cluster
@@ -34,7 +35,9 @@ def _free_port() -> int:
 
 
 class PostgresServer:
-    def __init__(self) -> None:
+    """`settings`: more lines for postgresql.conf (e.g. shared_preload_libraries)."""
+
+    def __init__(self, settings: Sequence[str] = ()) -> None:
         bin_dir = binaries()
         if bin_dir is None:
             raise RuntimeError("PostgreSQL is not installed: apt-get install postgresql (.ci/setup does)")
@@ -60,6 +63,7 @@ class PostgresServer:
             conf.write(
                 f"listen_addresses = '127.0.0.1'\nport = {self.port}\nunix_socket_directories = '{self.root}'\n"
                 "fsync = off\nsynchronous_commit = off\nfull_page_writes = off\nmax_connections = 200\n"
+                + "".join(f"{line}\n" for line in settings)
             )
         self.start()
         self.createdb("fpwatch")

@@ -344,6 +344,48 @@ def test_drift_rows_parsed_once_still_follow_what_another_process_wrote(backend:
         assert reader.load_state("m").drift.window[-1].tallies == {}
 
 
+def test_a_check_whose_conclude_fails_leaves_nothing_and_holds_no_lock(
+    backend: Backend, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A record_check whose conclude raises (after its transaction took the model's lock and read the state) gets
+    the error and writes nothing; the transaction is rolled back before its connection goes back to the pool (no
+    warning from the pool), so another process records the same model at once, and the chain runs on."""
+
+    def failing(state: Any) -> Any:
+        raise RuntimeError("conclude failed")
+
+    path = backend.state()
+    with BlockingStore(path) as store, BlockingStore(path, busy_timeout_ms=2000) as other:
+        record(store, 0, [observation(0)])
+        with pytest.raises(RuntimeError, match="conclude failed"):
+            store.record_check(CheckRecord("failed", "m", T0, T0, 1, 0, None), [observation(1)], failing)
+        record(other, 2, [observation(2)])
+        record(store, 3, [observation(3)])
+        recorded = [row[0] for row in store.db.execute("SELECT id FROM checks ORDER BY id")]
+        assert recorded == ["check0", "check2", "check3"]
+        assert store.load_state("m").checks == 3
+        assert chain_of(store) == (3, None)
+    assert not [r for r in caplog.records if r.name.startswith("psycopg") and r.levelno >= 30], caplog.records
+
+
+def test_drift_rows_kept_are_not_lost_when_the_cache_drops_the_model_during_a_load() -> None:
+    """A load reads which rows are kept, asks the database for the others, and merges: if other loads push the model
+    out of the cache meanwhile, the rows it had kept are still in the state it returns (and kept again)."""
+    from fpwatch.store import codec
+    from fpwatch.store.drift_rows import RowCache
+
+    body = '{"time":"2026-03-01T00:00:00Z","tallies":{}}'
+    cache = RowCache(models=2)
+    cache.merge("m", {1: len(body), 2: len(body)}, {1: body, 2: body}, {})
+    kept = cache.kept("m")
+    assert set(kept) == {1, 2}
+    for other in ("a", "b", "c"):  # the model leaves the cache while its load waits for the database
+        cache.merge(other, {}, {}, cache.kept(other))
+    rows = cache.merge("m", {1: len(body), 2: len(body), 3: len(body)}, {3: body}, kept)
+    assert sorted(rows) == [1, 2, 3] and rows[1] == codec.drift_row(1, body)
+    assert sorted(cache.kept("m")) == [1, 2, 3]
+
+
 def test_the_same_history_has_the_same_chain_and_export_on_both_backends(tmp_path: Path, postgres_server: Any) -> None:
     """The chain is a contract, not a backend's: the same checks, events, acks and pruning recorded into SQLite and
     into PostgreSQL give the same head, hash for hash, and exports equal row for row (ids, key order and all)."""
@@ -386,7 +428,7 @@ def test_a_check_whose_connection_drops_mid_transaction_is_retried_once_else_not
     other = raw_connection(state)  # another process, holding the chain's end
     obs = [observation(0), observation(1)]
 
-    killed: set[int] = set()
+    killed: set[int] = set()  # a backend told to end may still be listed, waiting, for a moment: not it again
 
     def kill_the_waiting_check() -> None:
         # A backend just terminated may still be listed as waiting for a moment: wait for the retry's own.
@@ -420,6 +462,38 @@ def test_a_check_whose_connection_drops_mid_transaction_is_retried_once_else_not
         assert [row[0] for row in store.db.execute("SELECT id FROM checks").fetchall()] == ["retried"]
         assert chain_of(store) == (2, None)
     other.close()
+
+
+def test_after_a_server_restart_the_next_checks_are_recorded_on_fresh_connections(
+    tmp_path: Path, postgres_server: Any
+) -> None:
+    """PostgreSQL: connections are not checked at every checkout, so a restart leaves the pool's idle ones dead; the
+    first check to meet one retries after the pool replaced them all (not on the next dead one), and every check after
+    the restart is recorded."""
+    import asyncio
+
+    from fpwatch.store import open_store
+
+    state = Backend("postgresql", tmp_path, postgres_server).state()
+    models = [f"m{i}" for i in range(8)]
+
+    def check(store: Any, model: str, i: int) -> Any:
+        obs = [replace(observation(i), model=model)]
+        record = CheckRecord(f"{model}-{i}", model, T0, T0, 1, 0, None)
+        return store.record_check(record, obs, lambda s: conclude(s, obs, POLICY, T0 + timedelta(minutes=i)))
+
+    async def scenario() -> None:
+        store = await open_store(state)
+        await asyncio.gather(*(check(store, m, 0) for m in models))  # the pool holds several connections now
+        await asyncio.to_thread(postgres_server.restart)
+        for model in models:
+            await check(store, model, 1)
+        await store.close()
+
+    asyncio.run(scenario())
+    with BlockingStore(state) as blocking:
+        assert [blocking.load_state(m).checks for m in models] == [2] * 8
+        assert chain_of(blocking) == (16, None)
 
 
 def postgres_server_password() -> str:

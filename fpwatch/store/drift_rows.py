@@ -1,4 +1,4 @@
-"""A store's drift check rows, kept parsed between loads (SQLite's `load`; PostgreSQL's store asks `missing` and
+"""A store's drift check rows, kept parsed between loads (SQLite's `load`; PostgreSQL's store asks `kept` and
 `merge` itself). A row is written once and never changed (a
 changed one gets a new seq), so a load parses only the rows another write added; a row is recognised by its seq
 and its stored length (a seq reused with another body is read again)."""
@@ -26,30 +26,41 @@ class RowCache:
     def load(self, db: sqlite3.Connection, model: str) -> dict[int, CheckTally]:
         """The model's rows, parsing only those not kept yet."""
         stored = dict(db.execute("SELECT seq, length(body) FROM drift_checks WHERE model = ?", (model,)).fetchall())
-        missing = self.missing(model, stored)
+        kept = self.kept(model)
+        missing = [seq for seq, size in stored.items() if kept.get(seq, (None,))[0] != size]
         fresh = {}
         for first in range(0, len(missing), 500):
             chunk = missing[first : first + 500]
             sql = f"SELECT seq, body FROM drift_checks WHERE model = ? AND seq IN ({','.join('?' * len(chunk))})"
             for seq, body in db.execute(sql, (model, *chunk)):
                 fresh[seq] = body
-        return self.merge(model, stored, fresh)
+        return self.merge(model, stored, fresh, kept)
 
-    def missing(self, model: str, stored: Mapping[int, int]) -> list[int]:
-        """Of the model's rows as stored ({seq: length of its body}), the seqs to read: those not kept, or kept with
-        another length. (Any backend: it reads `stored` and the bodies of these, then calls `merge`.)"""
+    def kept(self, model: str) -> dict[int, tuple[int, CheckTally]]:
+        """{seq: (length of its body, row)} of the model's rows kept now. A backend reads the stored rows' seqs and
+        lengths ({seq: length}) and the bodies of those not kept or kept with another length, then calls `merge`
+        with what this gave (another load may drop the model from the cache meanwhile)."""
         with self._lock:
             known = self._rows.pop(model, {})
             self._rows[model] = known  # most recently used last
             while len(self._rows) > self.models:
                 self._rows.pop(next(iter(self._rows)))
-            return [seq for seq, size in stored.items() if known.get(seq, (None,))[0] != size]
+            return dict(known)
 
-    def merge(self, model: str, stored: Mapping[int, int], bodies: Mapping[int, str]) -> dict[int, CheckTally]:
-        """The model's rows: those kept, and these `bodies` (the missing ones, read) parsed and kept."""
+    def merge(
+        self,
+        model: str,
+        stored: Mapping[int, int],
+        bodies: Mapping[int, str],
+        kept: Mapping[int, tuple[int, CheckTally]],
+    ) -> dict[int, CheckTally]:
+        """The model's rows: those `kept` (as `kept` gave them), and these `bodies` (the others, read) parsed; all
+        kept for the next load."""
         fresh = {seq: (len(body), codec.drift_row(seq, body)) for seq, body in bodies.items()}
         with self._lock:
             known = self._rows.setdefault(model, {})
+            for seq, row in kept.items():
+                known.setdefault(seq, row)
             known.update(fresh)
             for gone in set(known) - set(stored):
                 del known[gone]

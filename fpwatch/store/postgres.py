@@ -1,9 +1,10 @@
 """The PostgreSQL `Store` (DESIGN section 9): `[fpwatch] state = "postgresql://user@host:5432/db"`.
 
-psycopg 3, async, with a connection pool (`check_connection` on every checkout: the connections a server restart
-killed are replaced before they are used). Each method is one transaction on a connection of the pool. What SQLite
-gets from its one write lock, PostgreSQL gets from transaction-level advisory locks, which go with the transaction
-(a dropped connection releases them):
+psycopg 3, async, with a connection pool. A connection is not checked on every checkout (a trip to the server each
+time): the first statement on one a server restart killed fails as a lost connection, and then the pool checks all
+its idle ones, replacing the dead, before the transaction is retried (below). Each method is one transaction on a
+connection of the pool. What SQLite gets from its one write lock, PostgreSQL gets from transaction-level advisory
+locks, which go with the transaction (a dropped connection releases them):
 - a model's read-modify-write (load the state, conclude, save) holds that model's lock, so two processes checking
   the same model serialise instead of double-counting;
 - every append to the audit chain holds the chain's lock (postgres_audit.CHAIN_LOCK) from reading its end to the
@@ -11,6 +12,12 @@ gets from its one write lock, PostgreSQL gets from transaction-level advisory lo
 - migrations run under a lock of their own, so openers of a new database do not race.
 The outbox is claimed with `FOR UPDATE SKIP LOCKED`; leases name their owner (host:pid), a daemon's lease is free
 once its heartbeat stops (postgres_instances.py), anyone else's when it runs out.
+
+A check costs few round trips: its transaction runs in pipeline mode, where statements go out without waiting for
+the answers before them, and the client waits only where it needs an answer: for the model's state (behind the
+model's lock, the BEGIN sent with them), for the chain's end (behind the chain's lock), and at the COMMIT, sent with
+every write of the check. The server still runs them one by one, in order, so each lock is held before what it
+guards is read. The reads of a model's state, and of the chain's head, are one round trip each.
 
 A connection lost in the middle (a server restart) rolls its transaction back whole: the transaction is retried
 once on a fresh connection, else the caller gets a StateError. Errors are one line, say what to do, and never hold
@@ -59,6 +66,11 @@ logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
 _STATE_SELECT = f"SELECT {', '.join(codec.STATE_COLUMNS)} FROM model_state WHERE model = %s"
 _SIGNAL_SELECT = "SELECT kind, value, first_seen, last_seen, count, misses, retired_at, since FROM signals"
 _EVENT_SELECT = f"SELECT {', '.join(codec.EVENT_COLUMNS)} FROM events"
+# A model's drift rows: each one's seq and length, and its body unless this process keeps it parsed (arrays of the
+# seqs and lengths kept): one statement, whatever another process wrote since.
+_DRIFT_SELECT = """SELECT d.seq, length(d.body), CASE WHEN k.size = length(d.body) THEN NULL ELSE d.body END
+FROM drift_checks d LEFT JOIN unnest(%s::bigint[], %s::bigint[]) AS k (seq, size) ON k.seq = d.seq
+WHERE d.model = %s"""
 
 
 def _upsert(table: str, columns: Sequence[str], key: Sequence[str]) -> str:
@@ -134,7 +146,6 @@ class PostgresStore(PostgresOutbox, PostgresInstances):
             min_size=1,
             max_size=POOL_SIZE,
             open=False,
-            check=AsyncConnectionPool.check_connection,
             timeout=connect_timeout,
             name="fpwatch-state",
         )
@@ -196,19 +207,32 @@ class PostgresStore(PostgresOutbox, PostgresInstances):
             "server overloaded?"
         )
 
-    async def _run(self, fn: Callable[..., Awaitable[T]], *args: Any, transaction: bool = True) -> T:
+    async def _run(
+        self, fn: Callable[..., Awaitable[T]], *args: Any, transaction: bool = True, pipeline: bool = False
+    ) -> T:
         """fn(connection, *args), in one transaction; a connection lost while the body ran is retried once on a fresh
         one (the server rolled that transaction back whole). One lost while committing is not: the server may have
-        committed what the client never heard of, and a second run would write it twice."""
+        committed what the client never heard of, and a second run would write it twice. `pipeline`: the whole
+        transaction is one pipeline, so the body's statements are sent without waiting for their answers (the body
+        reads an answer only where it needs one), the BEGIN goes with its first statements and the COMMIT with its
+        last writes. (psycopg's transaction() in a pipeline would sync on entering and leaving: two more trips.)"""
         for attempt in (1, 2):
             committing = False
             try:
                 async with self._connection() as db:
                     if not transaction:
                         return await fn(db, *args)
-                    async with db.transaction():
+                    if not pipeline:
+                        async with db.transaction():
+                            result = await fn(db, *args)
+                            committing = True  # the COMMIT is sent as the block ends
+                        return result
+                    # Should the body fail, the pool's connection block rolls the transaction back.
+                    async with db.pipeline():  # its end waits for every answer, the COMMIT's too
+                        await db.execute("BEGIN")
                         result = await fn(db, *args)
-                        committing = True  # the COMMIT is sent as the block ends
+                        committing = True
+                        await db.execute("COMMIT")
                     return result
             except psycopg.Error as exc:
                 if attempt == 2 or committing or not lost(exc):
@@ -216,12 +240,13 @@ class PostgresStore(PostgresOutbox, PostgresInstances):
                 get_logger("fpwatch.store").warning(
                     "lost the connection to PostgreSQL; retrying on a fresh one", reason=self._say.scrub(str(exc))
                 )
+                await self._pool.check()  # a restart killed the idle ones too: they are replaced, not handed out
         raise AssertionError("unreachable")
 
-    async def _write(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+    async def _write(self, fn: Callable[..., Awaitable[T]], *args: Any, pipeline: bool = False) -> T:
         """A write, asked for, runs to its end even if its caller is cancelled meanwhile (a delivery already sent
         must be marked delivered); close() waits for it."""
-        task = asyncio.ensure_future(self._run(fn, *args))
+        task = asyncio.ensure_future(self._run(fn, *args, pipeline=pipeline))
         self._writes.add(task)
         task.add_done_callback(_finished(self._writes))
         return await asyncio.shield(task)
@@ -272,15 +297,14 @@ class PostgresStore(PostgresOutbox, PostgresInstances):
     async def _take_key(self, db: Db) -> None:
         switched = await postgres_audit.take_key(db, self._key, self.state.url, utcnow())
         if switched is not None:
-            get_logger("fpwatch.store").warning(
-                f"the audit chain of {self.state.url} becomes keyed from row {switched} on; if it was keyed before, "
-                "its plain part was rewritten"
-            )
+            _said_switched(self.state.url, switched)
 
     async def _appender(self, db: Db) -> Appender:
         """Links appended in this transaction: the chain takes this store's key first (or refuses it)."""
-        await self._take_key(db)
-        return await Appender.start(db, self._key)
+        chained = await Appender.start(db, self._key, self.state.url, utcnow())
+        if chained.switched is not None:
+            _said_switched(self.state.url, chained.switched)
+        return chained
 
     # -- checks and model state
 
@@ -296,8 +320,8 @@ class PostgresStore(PostgresOutbox, PostgresInstances):
         route: Route | None = None,
     ) -> tuple[ModelState, list[StoredEvent]]:
         async def write(db: Db) -> tuple[ModelState, list[StoredEvent]]:
-            await self._lock_model(db, check.model)
-            state = await self._load_state(db, check.model)
+            await self._lock_model(db, check.model)  # sent with the reads after it, which the server runs after it
+            state = await (await self._ask_state(db, check.model))()  # the first wait: BEGIN, lock, reads
             new_state, events = await asyncio.to_thread(conclude, state)  # the drift tests may take a second
             chained = await self._appender(db)
             await chained.observations(check.id, observations)
@@ -329,29 +353,43 @@ class PostgresStore(PostgresOutbox, PostgresInstances):
                     )
             return new_state, stored
 
-        return await self._write(write)
+        return await self._write(write, pipeline=True)
 
     async def load_state(self, model: str) -> ModelState:
         async def read(db: Db) -> ModelState:
-            # One snapshot for the state, its signals and drift rows: a check committing between the reads would
-            # otherwise pair an old state with newer signals. (Inside record_check the model's lock does that.)
-            await db.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-            return await self._load_state(db, model)
+            # One snapshot for the state, its signals and drift rows (a check committing between the reads would
+            # otherwise pair an old state with newer signals), and still one round trip: the BEGIN, the reads and the
+            # COMMIT go in one pipeline, whose end brings every answer. (Inside record_check the model's lock does it.)
+            async with db.pipeline():
+                await db.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                answer = await self._ask_state(db, model)
+                await db.execute("COMMIT")
+            return await answer()
 
-        return await self._run(read)
+        return await self._run(read, transaction=False)
 
     async def _load_state(self, db: Db, model: str) -> ModelState:
-        row = await (await db.execute(_STATE_SELECT, (model,))).fetchone()
-        signals = await (await db.execute(f"{_SIGNAL_SELECT} WHERE model = %s", (model,))).fetchall()
-        # The drift rows are written once and never changed: only those this process has not parsed yet are read.
-        sizes = "SELECT seq, length(body) FROM drift_checks WHERE model = %s"
-        stored: dict[int, int] = dict(await (await db.execute(sizes, (model,))).fetchall())
-        bodies: dict[int, str] = {}
-        if missing := self._rows.missing(model, stored):
-            sql = "SELECT seq, body FROM drift_checks WHERE model = %s AND seq = ANY(%s)"
-            bodies = dict(await (await db.execute(sql, (model, missing))).fetchall())
-        checks = self._rows.merge(model, stored, bodies)
-        return codec.state_from(row, model, ((r[0], codec.signal_from(r[1:])) for r in signals), checks)
+        return await (await self._ask_state(db, model))()
+
+    async def _ask_state(self, db: Db, model: str) -> Callable[[], Awaitable[ModelState]]:
+        """Send the reads of a model's state; awaiting what this returns reads their answers (in a pipeline, the first
+        read waits for all of them: one round trip)."""
+        states = await db.execute(_STATE_SELECT, (model,))
+        signal_rows = await db.execute(f"{_SIGNAL_SELECT} WHERE model = %s", (model,))
+        # The drift rows are written once and never changed: only the bodies this process has not parsed are read.
+        kept = self._rows.kept(model)
+        drift = await db.execute(_DRIFT_SELECT, (list(kept), [size for size, _ in kept.values()], model))
+
+        async def answer() -> ModelState:
+            row = await states.fetchone()
+            signals = await signal_rows.fetchall()
+            rows = await drift.fetchall()
+            stored: dict[int, int] = {seq: size for seq, size, _ in rows}
+            bodies: dict[int, str] = {seq: body for seq, _, body in rows if body is not None}
+            checks = self._rows.merge(model, stored, bodies, kept)
+            return codec.state_from(row, model, ((r[0], codec.signal_from(r[1:])) for r in signals), checks)
+
+        return answer
 
     @staticmethod
     async def _save_state(db: Db, state: ModelState) -> None:
@@ -469,7 +507,7 @@ class PostgresStore(PostgresOutbox, PostgresInstances):
             raise self._say.error(exc) from None
 
     async def chain_head(self) -> chain.ChainHead:
-        return await self._run(postgres_audit.head)
+        return await self._run(postgres_audit.head, transaction=False)  # after every check: one round trip
 
     async def verify_audit(self, head: str | None = None) -> chain.Audit:
         """The walk hashes every row: it runs in a thread, on a blocking connection of its own, in one snapshot."""
@@ -498,6 +536,13 @@ class PostgresStore(PostgresOutbox, PostgresInstances):
             return (await db.execute(sql, (iso(before),))).rowcount
 
         return await self._write(write)
+
+
+def _said_switched(url: str, row: int) -> None:
+    get_logger("fpwatch.store").warning(
+        f"the audit chain of {url} becomes keyed from row {row} on; if it was keyed before, its plain part was "
+        "rewritten"
+    )
 
 
 def _finished(pending: set[asyncio.Future[Any]]) -> Callable[[asyncio.Future[Any]], None]:

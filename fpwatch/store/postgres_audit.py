@@ -6,6 +6,11 @@ appending transaction takes before it reads the chain's end: positions and ids c
 with the transaction (a dropped connection releases it). Every row has its `seq`, so the walk and the head read
 each table by it.
 
+The reads that follow one another without needing each other's answers are all sent before the first is read, so
+that on a connection in pipeline mode (PostgresStore.record_check) they cost one round trip; each is still a
+statement of its own, run in order: in READ COMMITTED a statement sees what was committed before it started, so the
+chain's end must be read by a statement after the one that waited for the lock, never by the same one.
+
 The export form and the walk's links are built from the rows exactly as sqlite_audit builds them, so the same
 history exports, hashes and verifies identically on both backends.
 """
@@ -51,6 +56,7 @@ _LAST = """SELECT seq, hash FROM (
     UNION ALL (SELECT from_row, hash FROM audit_mode ORDER BY from_row DESC LIMIT 1)
 ) newest ORDER BY seq DESC LIMIT 1"""
 _MODE = "SELECT from_row, key_id, set_at FROM audit_mode ORDER BY from_row LIMIT 1"
+_IDS = "SELECT (SELECT COALESCE(MAX(id), 0) FROM observations), (SELECT COALESCE(MAX(id), 0) FROM events)"
 
 
 async def lock_chain(db: Db) -> None:
@@ -58,20 +64,28 @@ async def lock_chain(db: Db) -> None:
     await db.execute("SELECT pg_advisory_xact_lock(%s)", (CHAIN_LOCK,))
 
 
-async def mode(db: Db) -> chain.Mode:
-    row = await (await db.execute(_MODE)).fetchone()
+def _mode(row: Sequence[Any] | None) -> chain.Mode:
     return chain.Mode(row[0], row[1], row[2]) if row else chain.Mode()
 
 
-async def last(db: Db) -> tuple[int, str]:
+def _end(row: Sequence[Any] | None) -> tuple[int, str]:
     """(seq, hash) of the newest link; (0, GENESIS) for an empty chain."""
-    row = await (await db.execute(_LAST)).fetchone()
     return (int(row[0]), row[1]) if row is not None else (0, chain.GENESIS)
 
 
+async def mode(db: Db) -> chain.Mode:
+    return _mode(await (await db.execute(_MODE)).fetchone())
+
+
+async def last(db: Db) -> tuple[int, str]:
+    return _end(await (await db.execute(_LAST)).fetchone())
+
+
 async def head(db: Db) -> chain.ChainHead:
-    seq, digest = await last(db)
-    found = await mode(db)
+    async with db.pipeline():  # its end brings both answers: one round trip
+        newest, modes = await db.execute(_LAST), await db.execute(_MODE)
+    seq, digest = _end(await newest.fetchone())
+    found = _mode(await modes.fetchone())
     return chain.ChainHead(digest if seq else None, seq, found.name, found.keyed_from)
 
 
@@ -82,33 +96,59 @@ async def take_key(db: Db, key: bytes | None, where: str, now: datetime) -> int 
     if key is not None and (await mode(db)).keyed_from is None:
         await lock_chain(db)
         if (await mode(db)).keyed_from is None:  # another process may have switched it while this one waited
-            seq, prev = await last(db)
-            fields = {"from_row": seq + 1, "key_id": chain.key_id(key), "set_at": iso(now)}
-            await db.execute(
-                "INSERT INTO audit_mode (from_row, key_id, set_at, prev_hash, hash) VALUES (%s, %s, %s, %s, %s)",
-                (*fields.values(), prev, chain.link_hash("mode", prev, fields, key)),
-            )
-            switched = seq + 1 if seq else None
-    problem = chain.key_problem(await mode(db), key, where)
-    if problem is not None:
-        raise StateError(problem)
+            switched, _, _ = await _switch(db, key, *(await last(db)), now)
+    _refuse(await mode(db), key, where)
     return switched
 
 
-class Appender:
-    """Links appended in one transaction that holds the chain's lock (`start` takes it)."""
+async def _switch(db: Db, key: bytes, seq: int, prev: str, now: datetime) -> tuple[int | None, int, str]:
+    """Append the mode link after (seq, prev), the chain's lock held: (the row a chain that had rows becomes keyed
+    from, else None; the new end's seq and hash)."""
+    fields = {"from_row": seq + 1, "key_id": chain.key_id(key), "set_at": iso(now)}
+    digest = chain.link_hash("mode", prev, fields, key)
+    await db.execute(
+        "INSERT INTO audit_mode (from_row, key_id, set_at, prev_hash, hash) VALUES (%s, %s, %s, %s, %s)",
+        (*fields.values(), prev, digest),
+    )
+    return (seq + 1 if seq else None), seq + 1, digest
 
-    def __init__(self, db: Db, key: bytes | None, seq: int, prev: str) -> None:
+
+def _refuse(found: chain.Mode, key: bytes | None, where: str) -> None:
+    problem = chain.key_problem(found, key, where)
+    if problem is not None:
+        raise StateError(problem)
+
+
+class Appender:
+    """Links appended in one transaction that holds the chain's lock (`start` takes it). The ids of observations and
+    events are counted on from those read under the lock: every writer of those tables holds it."""
+
+    def __init__(
+        self, db: Db, key: bytes | None, seq: int, prev: str, ids: Sequence[int], switched: int | None = None
+    ) -> None:
         self.db = db
         self.key = key
         self.seq, self.prev = seq, prev
+        self.last_observation, self.last_event = ids
+        self.switched = switched  # as take_key says it: the row this appender's switch to keyed made the first keyed
 
     @classmethod
-    async def start(cls, db: Db, key: bytes | None) -> Appender:
-        """The store's `take_key` first: then a writer with a key keys every link it writes."""
+    async def start(cls, db: Db, key: bytes | None, where: str, now: datetime) -> Appender:
+        """Take the chain's lock, then read its mode, its end and the newest ids (asked together: one round trip in
+        a pipeline). A writer with a key switches a plain chain to keyed first (as take_key does), so that it keys
+        every link it writes; a key that does not fit the chain is refused."""
         await lock_chain(db)
-        seq, prev = await last(db)
-        return cls(db, key, seq, prev)
+        modes, newest, ids = await db.execute(_MODE), await db.execute(_LAST), await db.execute(_IDS)
+        found = _mode(await modes.fetchone())
+        seq, prev = _end(await newest.fetchone())
+        row = await ids.fetchone()
+        assert row is not None
+        switched = None
+        if key is not None and found.keyed_from is None:
+            switched, seq, prev = await _switch(db, key, seq, prev, now)
+            found = await mode(db)
+        _refuse(found, key, where)
+        return cls(db, key, seq, prev, (int(row[0]), int(row[1])), switched)
 
     def link(self, kind: str, fields: dict[str, Any]) -> tuple[int, str, str]:
         """(seq, prev_hash, hash) of the next link."""
@@ -125,7 +165,8 @@ class Appender:
     async def observations(self, check_id: str, observations: Sequence[Observation]) -> None:
         if not observations:
             return
-        first_id = await self._next_id("observations")
+        first_id = self.last_observation + 1
+        self.last_observation += len(observations)
         rows = []
         for offset, obs in enumerate(observations):
             fields = chain.observation_fields(obs, check_id)
@@ -145,7 +186,8 @@ class Appender:
 
     async def event(self, event: Event, check_id: str | None) -> StoredEvent:
         values = codec.event_values(event, check_id)
-        event_id = await self._next_id("events")
+        self.last_event += 1
+        event_id = self.last_event
         row = dict(zip(("time", "model", "type", "severity", "summary", "details", "check_id"), values, strict=True))
         link = self.link("event", chain.event_fields({**row, "id": event_id, "details": codec.stored_json(values[5])}))
         await self.db.execute(
