@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from html import escape
 from typing import Any, Protocol
-from urllib.parse import quote, unquote, urlencode
+from urllib.parse import quote, urlencode
 
 from fpwatch.clock import Clock
 from fpwatch.config import Config, ModelConfig
@@ -73,7 +73,7 @@ class LivePages:
             if path == "/feed.atom":
                 key: tuple[str, ...] = ("feed", host, urlencode(sorted((k, v) for k, vs in query.items() for v in vs)))
                 return self._cached(key, lambda: self._feed(query, host))
-            name = unquote(path.removeprefix("/model/")) if path.startswith("/model/") else None
+            name = _text(path.removeprefix("/model/")) if path.startswith("/model/") else None
             models, since = self._models(name), _since(query)
             return self._cached(("page", name or "", str(since)), lambda: self._page(models, since, name))
         except FpwatchError as exc:
@@ -162,6 +162,11 @@ class BadRequest(FpwatchError):
     """A parameter that makes no sense."""
 
     status = "400 Bad Request"
+
+
+def _text(path: str) -> str:
+    """A path as WSGI gives it (decoded from %-escapes already, as Latin-1: PEP 3333) back in UTF-8."""
+    return path.encode("latin-1").decode("utf-8", "replace")
 
 
 def _select(config: Config, names: Sequence[str]) -> list[str]:
