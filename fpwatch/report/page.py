@@ -7,7 +7,8 @@ model's charts are a Bokeh document (report/charts.py) kept as JSON in the page 
 view, so that a report of many models opens as fast as its first screen draws.
 
 The page says when it is drawn, for the tests and bench/report.py: `data-first-screen` on <html> (milliseconds from
-navigation to the charts of the first screen drawn), `data-drawn` (charts drawn so far), `data-all-drawn`; and
+navigation to the charts of the first screen drawn), `data-first-chart` (to the first chart drawn, wherever it is),
+`data-drawn` (charts drawn so far), `data-all-drawn`; and
 `window.fpwatchReport.drawAll()` draws the rest at once.
 """
 
@@ -164,6 +165,7 @@ _SCRIPT = """
       if (el && el.dataset.state !== "drawn") {
         el.dataset.state = "drawn";
         root.dataset.drawn = String(++drawn);
+        if (drawn === 1) root.dataset.firstChart = performance.now().toFixed(1);
         if (drawn === charts.length) root.dataset.allDrawn = performance.now().toFixed(1);
       }
       const done = pending.get(id);
