@@ -22,7 +22,7 @@ from fpwatch.config import Canary, ModelConfig
 from fpwatch.detect import drift, verdict
 from fpwatch.detect.borders import Borders
 from fpwatch.detect.conclude import conclude, judge, prejudge
-from fpwatch.detect.events import Event
+from fpwatch.detect.events import Event, ScreenFigures
 from fpwatch.detect.observation import Observation
 from fpwatch.detect.state import ModelState, Policy
 from fpwatch.discovery import discovered_canaries
@@ -156,7 +156,8 @@ async def _run_check(model: ModelConfig, ctx: CheckContext, check_id: str) -> Ch
     else:
         everything = [*observations, *burst]
         failures = sum(1 for o in everything if not o.ok)
-        record = CheckRecord(check_id, model.name, started, finished, len(everything), failures, error)
+        screen = _figures(prejudged.screen) if prejudged is not None and prejudged.screen is not None else None
+        record = CheckRecord(check_id, model.name, started, finished, len(everything), failures, error, screen)
         state, stored = await ctx.store.record_check(record, everything, apply, ctx.route)
     result = CheckResult(
         model, check_id, started, finished, [*observations, *burst], state, stored, error, len(burst), adapted
@@ -182,6 +183,11 @@ async def _probe_all(
         for i in range(count)
     ]
     return list(await asyncio.gather(*jobs))
+
+
+def _figures(screen: drift.Screen) -> ScreenFigures:
+    """The screen as recorded with the check (the report charts it against its threshold)."""
+    return ScreenFigures(screen.surprise, screen.threshold, screen.logprob, screen.logprob_threshold, screen.samples)
 
 
 IGNORED_LOGPROBS = "the server accepted logprobs but answered without them"

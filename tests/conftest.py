@@ -19,8 +19,10 @@ import sys
 import threading
 import time
 import urllib.parse
+import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -555,3 +557,74 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
 
 async def _collect(items: Any) -> list[Any]:
     return [item async for item in items]
+
+
+# --- the report: a short history on the simulator ------------------------------------------------------------
+
+FP_A, FP_B, FP_C = "fp_aaaaaaaaaa", "fp_bbbbbbbbbb", "fp_cccccccccc"
+HOSTILE_FP = 'fp_<img src=x onerror="window.pwned=1">&amp;'  # what a provider could send: shown, never obeyed
+REPORT_MODELS = ("sim/gpt-4o", "sim/gpt-4o-mini")
+
+
+def report_story(cli: Cli, sim: Simulator, quiet_checks: int = 5) -> list[dict[str, Any]]:
+    """Two models checked by the real `fpwatch check`: gpt-4o rotates two replicas, then one moves to a new
+    fingerprint (a fingerprint.changed, acked); gpt-4o-mini answers with a hostile fingerprint. Enough checks for
+    the drift screens to start (they follow the learning). Returns the events (`events --json`)."""
+    sim.update_model("gpt-4o", {"fingerprints": {FP_A: 1, FP_B: 1}, "resolved": "gpt-4o-2024-08-06"})
+    sim.update_model("gpt-4o-mini", {"fingerprints": {HOSTILE_FP: 1}, "resolved": "gpt-4o-mini-2024-07-18"})
+    cli.write(
+        models='model = "gpt-4o"\ntags = ["prod"]\n\n[[models]]\nprovider = "sim"\nmodel = "gpt-4o-mini"', samples=8
+    )
+    for _ in range(quiet_checks):
+        assert cli("check").code == 0
+    sim.update_model("gpt-4o", {"fingerprints": {FP_A: 1, FP_C: 1}})
+    changed = cli("check")
+    assert changed.code == 1, changed.stdout + changed.stderr
+    assert cli("check").code in (0, 1)
+    events = cli("events", "--json").json()
+    change = next(e for e in events if e["type"] == "fingerprint.changed")
+    assert cli("ack", str(change["id"]), "--comment", "planned rollout").code == 0
+    return list(cli("events", "--json").json())
+
+
+# --- an Atom feed, checked against RFC 4287 -------------------------------------------------------------------
+
+ATOM_NS = {"a": "http://www.w3.org/2005/Atom"}
+NS = ATOM_NS
+
+
+def rfc3339(text: str | None) -> datetime:
+    assert text is not None and text.endswith("Z"), text
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def valid_feed(body: bytes) -> list[ET.Element]:
+    """Parse a feed and check what RFC 4287 requires of it and of each entry; its entries."""
+    root = ET.fromstring(body)
+    assert root.tag == "{http://www.w3.org/2005/Atom}feed"
+    for tag in ("id", "title", "updated"):
+        assert len(root.findall(f"a:{tag}", NS)) == 1, tag
+    assert root.findtext("a:id", namespaces=NS, default="").startswith("urn:uuid:")
+    rfc3339(root.findtext("a:updated", namespaces=NS))
+    assert root.findtext("a:author/a:name", namespaces=NS) == "fpwatch"  # the feed's author covers every entry
+    entries = root.findall("a:entry", NS)
+    for entry in entries:
+        for tag in ("id", "title", "updated", "content"):
+            assert len(entry.findall(f"a:{tag}", NS)) == 1, tag
+        assert entry.findtext("a:id", namespaces=NS, default="").startswith("urn:uuid:")
+        assert entry.find("a:content", NS).get("type") == "text"  # type: ignore[union-attr]
+        assert rfc3339(entry.findtext("a:updated", namespaces=NS)) >= rfc3339(
+            entry.findtext("a:published", namespaces=NS)
+        )
+    ids = [e.findtext("a:id", namespaces=NS) for e in entries]
+    assert len(set(ids)) == len(ids)
+    published = [rfc3339(e.findtext("a:published", namespaces=NS)) for e in entries]
+    assert published == sorted(published, reverse=True)  # newest first
+    return entries
+
+
+def categories(entry: ET.Element) -> dict[str, str]:
+    """An entry's categories by scheme: type, severity, model."""
+    return {
+        c.get("scheme", "").removeprefix("urn:fpwatch:"): c.get("term", "") for c in entry.findall("a:category", NS)
+    }

@@ -253,8 +253,9 @@ def test_no_secret_reaches_logs_database_exports_or_output(cli: Cli, sim: Simula
 
 
 def test_demo_plays_the_story_and_exits_0(tmp_path: Path) -> None:
-    """`fpwatch demo` needs no key and no network, watches a model of each provider type, and shows exactly the
-    story's events for each."""
+    """`fpwatch demo` needs no key and no network, watches a model of each provider type, shows exactly the
+    story's events for each, and ends by writing the story's HTML report (in the temporary folder) and saying where."""
+    import os
     import subprocess
     import sys
 
@@ -264,8 +265,17 @@ def test_demo_plays_the_story_and_exits_0(tmp_path: Path) -> None:
         text=True,
         timeout=120,
         cwd=tmp_path,
+        env={**os.environ, "TMPDIR": str(tmp_path)},
     )
     assert proc.returncode == 0, proc.stderr
+    page = tmp_path / "fpwatch-demo.html"
+    assert proc.stdout.splitlines()[-2:] == [
+        f"The report of this story, one self-contained page: {page}",
+        f"  open it in a browser: {page.as_uri()}",
+    ]
+    html = page.read_text()
+    assert all(f"demo/{name}" in html for name in ("gpt-4o", "claude-sonnet-4-5", "gemini-2.5-flash", "gpt-5.5"))
+    assert "canary behaviour changed silently" in html and "<script src=" not in html
     lines = proc.stdout.splitlines()
     start = lines.index("Summary:")
     assert lines[start + 1 : start + 5] == [

@@ -101,6 +101,9 @@ def test_a_history_copied_to_postgresql_reads_verifies_and_grows_there_as_it_did
     line to set, and nothing prints the password."""
     run = Session(cli, extra=f'\n[[notify]]\nname = "hook"\nurl = "json://{sink.base}/hook"\n')
     build_history(run, sim)
+    with sqlite3.connect(cli.tmp_path / "state.db") as source:  # a screen as a check past learning records it
+        check = source.execute("SELECT id, model, finished FROM checks ORDER BY finished DESC").fetchone()
+        source.execute("INSERT INTO drift_screens VALUES (?, ?, ?, 0.25, 1.5, NULL, 0.4, 3)", check)
     before = run.shown()
     assert len(sink.to("/hook")) == 1 and any(e["acks"] for e in before["export"] if e["kind"] == "event")
     copied = run.copy(database)
@@ -111,6 +114,9 @@ def test_a_history_copied_to_postgresql_reads_verifies_and_grows_there_as_it_did
     assert f"its head is the source's: {before['status']['audit']['head'][:16]}" in copied.stdout
     assert any(line.split() == ["outbox", str(len(sink.to("/hook")))] for line in lines)
 
+    with sqlite3.connect(cli.tmp_path / "state.db") as source:
+        screens = source.execute("SELECT * FROM drift_screens ORDER BY check_id").fetchall()
+    assert any(line.split() == ["drift_screens", str(len(screens))] for line in lines)
     run.switch_to(database)
     assert run.shown() == before
     head = before["status"]["audit"]["head"]
@@ -129,6 +135,8 @@ def test_a_history_copied_to_postgresql_reads_verifies_and_grows_there_as_it_did
     try:
         ids = [row[0] for row in db.execute("SELECT id FROM outbox ORDER BY id").fetchall()]
         assert ids == list(range(1, delivered + 2))
+        copied_screens = db.execute("SELECT * FROM drift_screens ORDER BY check_id").fetchall()
+        assert screens and [tuple(r) for r in copied_screens[: len(screens)]] == screens  # the report's, copied
     finally:
         db.close()
     assert run.leaked() == []

@@ -4,7 +4,7 @@ What a command shows is built in report/ (JSON summaries, tables, export); heavy
 inside commands so `fpwatch --help` starts fast.
 """
 
-from fpwatch.cli import passes, setup, state, state_copy
+from fpwatch.cli import passes, report, setup, state, state_copy
 from fpwatch.cli.app import cli, main
 
-__all__ = ["cli", "main", "passes", "setup", "state", "state_copy"]
+__all__ = ["cli", "main", "passes", "report", "setup", "state", "state_copy"]

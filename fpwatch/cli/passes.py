@@ -203,25 +203,36 @@ def run(ctx: click.Context) -> None:
     type=click.FloatRange(min=1),
     help="Seconds between the daemon's checks.",
 )
+@click.option(
+    "--report",
+    "report_path",
+    metavar="FILE",
+    help="Where to write the report of the story at the end (default: fpwatch-demo.html in the temporary folder).",
+)
 @click.pass_context
-def demo(ctx: click.Context, interval: float) -> None:
+def demo(ctx: click.Context, interval: float, report_path: str | None) -> None:
     """Watch a scripted story on the built-in simulator: no key, no network, under a minute.
 
     One model of each provider type (openai-compatible, anthropic, gemini, openai-responses) on the
     same simulator. Steady replica rotation stays quiet; Claude's new snapshot raises one
     model.changed; a new top_p echoed by the Responses API one fingerprint.changed; a rollout
     with overlap raises one change and later one retirement; an outage raises model.down then
-    model.recovered; a silent swap is a critical canary.drift; a rollback is critical.
+    model.recovered; a silent swap is a critical canary.drift; a rollback is critical. At the end
+    it writes the story's HTML report (`fpwatch report`) and prints its path.
 
     \b
     Example:
       fpwatch demo
     """
+    import tempfile
+    from pathlib import Path
+
     from fpwatch.logs import configure_logging
     from fpwatch.sim.demo import play
 
     configure_logging("error")  # the story itself is the output
-    ctx.exit(run_async(play(click.echo, interval=interval)))
+    report = Path(report_path) if report_path else Path(tempfile.gettempdir()) / "fpwatch-demo.html"
+    ctx.exit(run_async(play(click.echo, interval=interval, report=report)))
 
 
 # --- simulate ---------------------------------------------------------------------------------------------

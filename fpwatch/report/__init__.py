@@ -1,2 +1,3 @@
 """Showing (DESIGN section 4): the documented JSON summaries (`summary`), the human tables (`tables`, `text`),
-and the audit export (`export`)."""
+the audit export (`export`), the HTML report (`html` builds it: `history` gathers a window of each model's history,
+`charts` draws it with Bokeh, `page` makes the self-contained page) and the events as an Atom feed (`atom`)."""

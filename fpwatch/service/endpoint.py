@@ -1,4 +1,5 @@
-"""The daemon's HTTP endpoint (`[fpwatch] listen`): /metrics, /healthz and /api/v1/status.
+"""The daemon's HTTP endpoint (`[fpwatch] listen`): /metrics, /healthz, /api/v1/status, and the live report: /
+(every model), /model/NAME (one) and /feed.atom (the events), read-only (service/live.py).
 
 A small threaded WSGI server from the standard library, as prometheus-client's own exporter uses;
 /metrics is prometheus-client's WSGI app (content negotiation, gzip). Loopback by default.
@@ -6,17 +7,20 @@ A small threaded WSGI server from the standard library, as prometheus-client's o
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import threading
 from collections.abc import Callable, Iterable
 from socketserver import ThreadingMixIn
 from typing import Any
+from urllib.parse import parse_qs
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, make_wsgi_app
 
 from fpwatch.logs import get_logger
+from fpwatch.service.live import LivePages, Source
 
 StartResponse = Callable[..., Any]
 App = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
@@ -39,9 +43,16 @@ class _QuietHandler(WSGIRequestHandler):
         pass  # scrapes every 15 s would drown the journal
 
 
-def app(registry: CollectorRegistry, health: Callable[[], list[str]], status: Callable[[], dict[str, Any]]) -> App:
-    """The endpoint from what it serves: the metrics registry, the health reasons, the status summary."""
+def app(
+    registry: CollectorRegistry,
+    health: Callable[[], list[str]],
+    status: Callable[[], dict[str, Any]],
+    report: Source | None = None,
+) -> App:
+    """The endpoint from what it serves: the metrics registry, the health reasons, the status summary, and the daemon
+    whose models the live report shows (on its event loop, the one running now)."""
     metrics = make_wsgi_app(registry)
+    pages = LivePages(report, asyncio.get_running_loop()) if report is not None else None
 
     def respond(start: StartResponse, code: str, body: Any) -> list[bytes]:
         payload = json.dumps(body, indent=2).encode()
@@ -59,9 +70,14 @@ def app(registry: CollectorRegistry, health: Callable[[], list[str]], status: Ca
             return respond(start, "200 OK", {"status": "ok"})
         if path == "/api/v1/status":
             return respond(start, "200 OK", status())
-        return respond(
-            start, "404 Not Found", {"error": f"no such path {path}; try /metrics, /healthz, /api/v1/status"}
-        )
+        if pages is not None and pages.handles(path):
+            host = environ.get("HTTP_HOST") or f"{environ.get('SERVER_NAME')}:{environ.get('SERVER_PORT')}"
+            reply = pages.respond(path, parse_qs(environ.get("QUERY_STRING", "")), host)
+            headers = [("Content-Type", reply.content_type), ("Content-Length", str(len(reply.body)))]
+            start(reply.status, [*headers, ("Cache-Control", "no-cache")])
+            return [reply.body]
+        known = ("/, /model/NAME, /feed.atom, " if pages else "") + "/metrics, /healthz, /api/v1/status"
+        return respond(start, "404 Not Found", {"error": f"no such path {path}; try {known}"})
 
     return handle
 

@@ -19,6 +19,9 @@ and the sampling settings the server echoes as a derived fingerprint). The story
 5. a silent model swap: same fingerprints, same resolved model, different answers; the drift screen
    fires, a confirmation burst confirms it, and `canary.drift` is critical because nothing else changed;
 6. a rollback: the retired fingerprint comes back, which is critical.
+
+At the end, the story's HTML report (`fpwatch report`, from its state before the folder goes) is written where
+`fpwatch demo --report FILE` says, and its path printed.
 """
 
 from __future__ import annotations
@@ -28,18 +31,21 @@ import json
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 from fpwatch.check import CheckResult
-from fpwatch.config import load_config
+from fpwatch.clock import utcnow
+from fpwatch.config import Config, load_config
 from fpwatch.detect.verdict import STATUS_NAMES
 from fpwatch.notify import render
 from fpwatch.providers import TYPES
 from fpwatch.service.daemon import Daemon
 from fpwatch.sim.server import Simulator
-from fpwatch.store import StoredEvent
+from fpwatch.store import Store, StoredEvent, open_existing
 
 FP_A, FP_B, FP_C = "fp_44709d6fcb", "fp_6ca29cf396", "fp_9d50cd990b"
 GPT, CLAUDE, GEMINI, GPT5 = "gpt-4o", "claude-sonnet-4-5", "gemini-2.5-flash", "gpt-5.5"
@@ -207,8 +213,9 @@ STORY: list[tuple[str, dict[str, dict[str, object]], dict[str, int], float]] = [
 ]
 
 
-async def play(echo: Callable[[str], None], interval: float = 1.0) -> int:
-    """Run the daemon through the story, echoing each check, event and alert; 0 if it went as scripted."""
+async def play(echo: Callable[[str], None], interval: float = 1.0, report: Path | None = None) -> int:
+    """Run the daemon through the story, echoing each check, event and alert; 0 if it went as scripted. At the end,
+    the HTML report of the story is written to `report` (if given)."""
     with tempfile.TemporaryDirectory(prefix="fpwatch-demo-") as tmp, Simulator(seed=7) as sim:
         for watched in WATCHED:
             sim.update_model(watched.model, watched.settings)
@@ -252,7 +259,35 @@ async def play(echo: Callable[[str], None], interval: float = 1.0) -> int:
         echo("fingerprint.changed and later one retirement; gpt-4o's rollout gave one change and one retirement, the")
         echo("outage one model.down and one model.recovered, the silent swap one critical canary.drift with a new")
         echo("behaviour fingerprint; the rollback is critical. Next: `fpwatch check` on your own config.")
+        if report is not None:
+            await _write_report(echo, config, report)
         return 0
+
+
+async def _write_report(echo: Callable[[str], None], config: Config, path: Path) -> None:
+    """The story as `fpwatch report` shows it, from the story's state (before its folder goes)."""
+    from fpwatch.report.html import ReportUnavailable, build
+
+    now = utcnow()
+    try:
+        async with _reading(config) as store:
+            html = await build(store, config.models, now - timedelta(days=1), now, title="fpwatch demo: the story")
+    except ReportUnavailable as exc:
+        echo(f"\n(No report of the story: {exc}.)")
+        return
+    path.write_text(html, encoding="utf-8")
+    echo(f"\nThe report of this story, one self-contained page: {path.resolve()}")
+    echo(f"  open it in a browser: {path.resolve().as_uri()}")
+
+
+@asynccontextmanager
+async def _reading(config: Config) -> AsyncIterator[Store | None]:
+    store = await open_existing(config.settings.state)
+    try:
+        yield store
+    finally:
+        if store is not None:
+            await store.close()
 
 
 class _Story:

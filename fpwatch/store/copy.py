@@ -47,6 +47,7 @@ TABLES = (
     "signals",
     "drift_checks",
     "checks",
+    "drift_screens",
     "observations",
     "events",
     "acks",

@@ -43,10 +43,11 @@ from fpwatch.detect.signals import Signal
 from fpwatch.detect.state import ModelState, acknowledged
 from fpwatch.errors import StateError
 from fpwatch.logs import get_logger
-from fpwatch.store import chain, codec, postgres_audit
+from fpwatch.store import chain, codec, history, postgres_audit
 from fpwatch.store.drift_rows import RowCache
 from fpwatch.store.postgres_audit import Appender, Db
 from fpwatch.store.postgres_errors import Failures, lost
+from fpwatch.store.postgres_history import PostgresHistory
 from fpwatch.store.postgres_instances import PostgresInstances
 from fpwatch.store.postgres_migrations import MIGRATIONS
 from fpwatch.store.postgres_outbox import PostgresOutbox
@@ -109,9 +110,10 @@ async def open_postgres(
     return store
 
 
-class PostgresStore(PostgresOutbox, PostgresInstances):
+class PostgresStore(PostgresOutbox, PostgresInstances, PostgresHistory):
     """fpwatch's state in a PostgreSQL database. Methods speak the domain's words; callers never see SQL. (The
-    outbox's methods are in postgres_outbox.py, those of the daemons sharing it in postgres_instances.py.)"""
+    outbox's methods are in postgres_outbox.py, those of the daemons sharing it in postgres_instances.py, the report's
+    reads in postgres_history.py.)"""
 
     def __init__(
         self,
@@ -338,6 +340,8 @@ class PostgresStore(PostgresOutbox, PostgresInstances):
                     check.error,
                 ),
             )
+            if (screen := history.screen_row(check)) is not None:
+                await db.execute(history.insert_screen_sql("%s"), screen)
             await self._save_state(db, new_state)
             stored = [await chained.event(event, check.id) for event in events]
             alerts = [

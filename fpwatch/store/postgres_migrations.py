@@ -4,7 +4,8 @@ Its own list, not SQLite's: it starts from the schema SQLite reached in seven st
 observations, events and acks, with `seq` on every row). The opener runs them in one transaction under a
 transaction-level advisory lock, so two fpwatch processes opening a new database at once do not race; one with a
 migration this fpwatch does not know is refused (a newer fpwatch wrote it). Later parts add their tables (the
-instances sharing the database, the claims on due checks: 002) as migrations of their own.
+instances sharing the database, the claims on due checks: 002; the drift screens: 003) as migrations of
+their own.
 
 Types, and why:
 - times are text in fpwatch's one ISO form ("2026-11-22T20:42:48.092829Z"), as in SQLite: the chain covers the
@@ -221,8 +222,32 @@ async def _m002_instances(db: AsyncConnection[tuple[object, ...]]) -> None:
         await db.execute(statement)
 
 
+_DRIFT_SCREENS = _sql(
+    """
+    CREATE TABLE drift_screens (
+        check_id TEXT PRIMARY KEY,
+        model TEXT NOT NULL,
+        time TEXT NOT NULL,
+        surprise DOUBLE PRECISION NOT NULL,
+        threshold DOUBLE PRECISION NOT NULL,
+        logprob_change DOUBLE PRECISION,
+        logprob_threshold DOUBLE PRECISION NOT NULL,
+        samples BIGINT NOT NULL
+    );
+    CREATE INDEX drift_screens_time ON drift_screens (time)
+    """
+)
+# The drift screen each check ran, for the report's chart (store/history.py); SQLite's 008.
+
+
+async def _m003_drift_screens(db: AsyncConnection[tuple[object, ...]]) -> None:
+    for statement in _DRIFT_SCREENS:
+        await db.execute(statement)
+
+
 Step = Callable[[AsyncConnection[tuple[object, ...]]], Awaitable[None]]
 MIGRATIONS: list[tuple[str, Step]] = [
     ("001_initial", _m001_initial),
     ("002_instances", _m002_instances),
+    ("003_drift_screens", _m003_drift_screens),
 ]

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
 
 from fpwatch.clock import iso
-from fpwatch.detect.events import Event
+from fpwatch.detect.events import Event, ScreenFigures
 from fpwatch.detect.observation import Observation
 from fpwatch.detect.signals import Signal
 from fpwatch.detect.state import ModelState
@@ -68,6 +68,29 @@ class CheckRecord:
     requests: int
     failures: int
     error: str | None
+    screen: ScreenFigures | None = None  # the drift screen it ran (none while the model learns): the report's chart
+
+
+@dataclass(frozen=True)
+class AnswerCount:
+    """How many requests of a model in one time step were answered with this fingerprint and resolved model (`ok`),
+    or failed (`ok` False: the values are what the error answer carried, usually none)."""
+
+    model: str
+    step: datetime  # the step's start (UTC)
+    system_fingerprint: str | None
+    response_model: str | None
+    ok: bool
+    count: int
+
+
+@dataclass(frozen=True)
+class DriftScreen:
+    """The drift screen one check ran: its figures against the model's thresholds at the time."""
+
+    model: str
+    time: datetime  # when the check finished
+    figures: ScreenFigures
 
 
 Conclude = Callable[[ModelState], tuple[ModelState, list[Event]]]
@@ -165,6 +188,18 @@ class Store(Protocol):
 
     async def notifier_status(self, notifier: str) -> dict[str, Any]:
         """Messages waiting, expired, the last error and the last delivery of one notifier (`status`)."""
+        ...
+
+    # -- history (the HTML report: store/history.py)
+
+    async def answer_counts(self, since: datetime, step: timedelta) -> list[AnswerCount]:
+        """The requests since `since`, counted per model and time `step` (one of history.STEPS, a second to a day,
+        aligned on the UTC clock), fingerprint, resolved model and success: a chart's worth, however many."""
+        ...
+
+    async def drift_screens(self, since: datetime, step: timedelta) -> list[DriftScreen]:
+        """The drift screens of the checks finished since `since`, oldest first: per model and time `step`, the one
+        nearest its threshold or furthest past it, on either channel (answers, logprobs)."""
         ...
 
     # -- the audit trail

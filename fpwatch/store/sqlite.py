@@ -31,10 +31,10 @@ from fpwatch.detect.signals import Signal
 from fpwatch.detect.state import ModelState, acknowledged
 from fpwatch.errors import StateError
 from fpwatch.logs import get_logger
-from fpwatch.store import chain, codec, sqlite_audit, sqlite_checks
+from fpwatch.store import chain, codec, history, sqlite_audit, sqlite_checks
 from fpwatch.store.drift_rows import RowCache
 from fpwatch.store.leases import lease_owner, owner_alive
-from fpwatch.store.protocol import CheckRecord, Conclude, OutboxMessage, Route, StoredEvent
+from fpwatch.store.protocol import AnswerCount, CheckRecord, Conclude, DriftScreen, OutboxMessage, Route, StoredEvent
 from fpwatch.store.schema import UPGRADE, require_known_migrations
 from fpwatch.store.sqlite_checks import SIGNAL_SELECT, Finished, Recorded
 from fpwatch.store.sqlite_migrations import MIGRATIONS
@@ -299,6 +299,16 @@ class SqliteStore:
             return [codec.signal_from(r[1:]) for r in rows]
 
         return await self._read(read)
+
+    # -- history (the report)
+
+    async def answer_counts(self, since: datetime, step: timedelta) -> list[AnswerCount]:
+        sql = history.answer_sql(step, "?")
+        return await self._read(lambda db: history.answer_counts(db.execute(sql, (iso(since),))))
+
+    async def drift_screens(self, since: datetime, step: timedelta) -> list[DriftScreen]:
+        sql = history.screen_sql(step, "?")
+        return await self._read(lambda db: history.drift_screens(db.execute(sql, (iso(since),))))
 
     # -- events
 

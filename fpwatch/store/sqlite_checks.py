@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from fpwatch.clock import iso
 from fpwatch.detect.observation import Observation
 from fpwatch.detect.state import ModelState
-from fpwatch.store import codec, sqlite_audit
+from fpwatch.store import codec, history, sqlite_audit
 from fpwatch.store.drift_rows import RowCache
 from fpwatch.store.protocol import CheckRecord, Conclude, Route, StoredEvent
 
@@ -99,6 +99,8 @@ def _record_one(db: sqlite3.Connection, chained: sqlite_audit.Appender, rows: Ro
             check.error,
         ),
     )
+    if (screen := history.screen_row(check)) is not None:
+        db.execute(history.insert_screen_sql("?"), screen)
     save_state(db, new_state)
     stored = [chained.event(event, check.id) for event in events]
     for event in stored:

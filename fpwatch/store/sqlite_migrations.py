@@ -232,6 +232,27 @@ def _m007_audit_chain(db: sqlite3.Connection) -> None:
     )
 
 
+def _m008_drift_screens(db: sqlite3.Connection) -> None:
+    """The drift screen each check ran, for the report's chart (store/history.py). A table of its own, not columns
+    of `checks`: an fpwatch of before, still running, goes on inserting its checks as it did (without screens)."""
+    _script(
+        db,
+        """
+        CREATE TABLE drift_screens (
+            check_id TEXT PRIMARY KEY,
+            model TEXT NOT NULL,
+            time TEXT NOT NULL,
+            surprise REAL NOT NULL,
+            threshold REAL NOT NULL,
+            logprob_change REAL,
+            logprob_threshold REAL NOT NULL,
+            samples INTEGER NOT NULL
+        );
+        CREATE INDEX drift_screens_time ON drift_screens (time)
+        """,
+    )
+
+
 MIGRATIONS: list[tuple[str, Callable[[sqlite3.Connection], None]]] = [
     ("001_initial", _m001_initial),
     ("002_outbox", _m002_outbox),
@@ -240,4 +261,5 @@ MIGRATIONS: list[tuple[str, Callable[[sqlite3.Connection], None]]] = [
     ("005_drift_checks", _m005_drift_checks),
     ("006_borders", _m006_borders),
     ("007_audit_chain", _m007_audit_chain),
+    ("008_drift_screens", _m008_drift_screens),
 ]
