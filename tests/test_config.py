@@ -115,6 +115,21 @@ def test_api_key_file_is_read_relative_to_the_config(tmp_path: Path) -> None:
     assert "sk-from-file-0123456789" in config.secrets and "sk-from-file" not in repr(config)
 
 
+def test_an_unreadable_credential_names_its_directory_and_masks_the_secret_beside_it(tmp_path: Path) -> None:
+    """${CREDENTIALS_DIRECTORY} is a place, not a secret: the error shows the real path; a secret-named variable in
+    the same path is still masked."""
+    credentials = tmp_path / "run" / "credentials" / "fpwatch.service"
+    credentials.mkdir(parents=True)
+    text = MINIMAL.replace(
+        'type = "openai-compatible"',
+        'type = "openai-compatible"\napi_key_file = "${CREDENTIALS_DIRECTORY}/${SERVICE_TOKEN}"',
+    )
+    env = {"CREDENTIALS_DIRECTORY": str(credentials), "SERVICE_TOKEN": "tok-0123456789abcdef"}
+    found = problems(tmp_path, text, env=env)
+    assert found == [f"providers.local.api_key_file: {credentials}/[REDACTED] does not exist"]
+    assert load_config(write(tmp_path, MINIMAL), TYPES, env=env).secrets == frozenset()
+
+
 def test_wrong_types_and_values_are_explained(tmp_path: Path) -> None:
     """Values of the wrong type or out of range each get a message that says what is expected."""
     found = problems(

@@ -385,3 +385,16 @@ def test_a_lock_held_by_another_process_delays_recording_not_the_daemon(daemon: 
         assert {r["model"] for r in rows} == {"sim/gpt-4o", "sim/gpt-4o-mini"}
         assert (audit := store.verify_audit()).ok and audit.counts["observation"] == len(rows)
         assert "locked" not in daemon.log.read_text()  # no check gave up on the lock
+
+
+def test_the_endpoint_starts_without_the_report_extra() -> None:
+    """`pip install fpwatch` (no [report]) with `listen` set: the daemon's endpoint imports without Bokeh, and only
+    the page would say what to install (found by booting the README's install under systemd, test_nspawn.py)."""
+    code = (
+        "import sys; sys.modules.update(bokeh=None, numpy=None)\n"
+        "import fpwatch.service.daemon, fpwatch.service.endpoint\n"
+        "from fpwatch.report.html import available\n"
+        "available()"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert "ReportUnavailable" in result.stderr and "pip install 'fpwatch[report]'" in result.stderr, result.stderr

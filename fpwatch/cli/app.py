@@ -1,6 +1,6 @@
 """The command line's frame: the `fpwatch` group, what every command shares (the config, the store, logging,
 model selection), and `main`, which turns anticipated failures into one `Error: ...` line and an exit code
-(a traceback only with --debug). The commands live beside it: `passes` (check, run, demo, simulate),
+(a traceback only with --debug). The commands live beside it: `passes` (check, run, reload, demo, simulate),
 `state` (status, history, events, ack, verify, export), `state_copy` (state copy), `setup` (config, notify test).
 """
 

@@ -1,4 +1,4 @@
-"""Commands that run checks: `check` (one pass), `run` (the daemon), `demo`, `simulate`."""
+"""Commands that run checks: `check` (one pass), `run` (the daemon), `reload` (ask it to reload), `demo`, `simulate`."""
 
 from __future__ import annotations
 
@@ -183,13 +183,57 @@ def run(ctx: click.Context) -> None:
     \b
     Examples:
       fpwatch --config /etc/fpwatch/fpwatch.toml run
-      systemctl reload fpwatch        (sends SIGHUP)
+      systemctl reload fpwatch        (fpwatch reload $MAINPID: SIGHUP, then the daemon's answer)
     """
     from fpwatch.config import find_config_path
     from fpwatch.service.daemon import run_daemon
 
     obj = obj_of(ctx)
     ctx.exit(run_daemon(find_config_path(obj.config_path), debug=obj.debug))
+
+
+@cli.command()
+@click.argument("pid", type=int)
+@click.option(
+    "--timeout",
+    default=30.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Seconds to wait for the daemon's answer.",
+)
+@click.pass_context
+def reload(ctx: click.Context, pid: int, timeout: float) -> None:
+    """Ask the daemon PID to reload its config, wait for its answer and print it.
+
+    Sends SIGHUP; the daemon validates the new config itself (it can read its credentials) and keeps the
+    old one if the new one is invalid. Under systemd (RuntimeDirectory=) it reports the outcome in
+    $RUNTIME_DIRECTORY/reload.json: this prints each problem on a line and exits 0 when the new config is in
+    force, 3 when it was rejected, 1 when the daemon is not there or did not answer within --timeout.
+    Without $RUNTIME_DIRECTORY it only sends the signal. This is what systemd's ExecReload= runs, so
+    `systemctl reload fpwatch` fails on an invalid config. It reads no config, so --config does not apply.
+
+    \b
+    Examples:
+      systemctl reload fpwatch                (ExecReload=/usr/local/bin/fpwatch reload $MAINPID)
+      fpwatch reload "$(systemctl show -p MainPID --value fpwatch)"
+      fpwatch reload 1234 --timeout 60
+    """
+    from fpwatch.service.reloading import outcome_path, request_reload
+
+    path = outcome_path()
+    answer = request_reload(pid, timeout, path)
+    outcome = answer.outcome
+    if outcome is None:
+        click.echo(
+            f"sent SIGHUP to {pid}; $RUNTIME_DIRECTORY is not set, so there is no answer to wait for: see its log"
+        )
+    elif outcome.ok:
+        click.echo(f"config reloaded by {pid}: {outcome.models} model(s)")
+    else:
+        click.echo(f"config rejected by {pid}, which keeps running the previous one:", err=True)
+        for problem in outcome.problems:
+            click.echo(f"  {problem}", err=True)
+    ctx.exit(answer.exit_code)
 
 
 # --- demo -----------------------------------------------------------------------------------------------

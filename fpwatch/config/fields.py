@@ -24,6 +24,25 @@ from fpwatch.redact import SECRET_NAME
 
 MISSING: Any = object()
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+# Variables that name a place, not a secret: systemd's per-unit directories (CREDENTIALS_DIRECTORY matches
+# SECRET_NAME, yet it is only /run/credentials/UNIT) and the home and XDG base directories. Their values are
+# never remembered as secrets, so an error keeps the path a person needs ("cannot read
+# /run/credentials/fpwatch.service/openai", not "[REDACTED]/openai"); a secret in the same value still is.
+# Only XDG's *_HOME, *_DIR and *_DIRS are places: XDG_SESSION_COOKIE, for one, is not.
+_LOCATION_NAME = frozenset(
+    {
+        "CREDENTIALS_DIRECTORY",
+        "STATE_DIRECTORY",
+        "RUNTIME_DIRECTORY",
+        "CONFIGURATION_DIRECTORY",
+        "LOGS_DIRECTORY",
+        "CACHE_DIRECTORY",
+        "HOME",
+        "PWD",
+        "TMPDIR",
+    }
+)
+_XDG_LOCATION = re.compile(r"XDG_[A-Z]+_(HOME|DIRS?)")
 # The cap of the settings that say how often and how long a check runs or an alert waits (interval, jitter,
 # timeout, group_wait): nothing overflows below durations.LONGEST, but a check less often than yearly monitors
 # nothing, and a timeout or wait of more than a year is a typo. Other durations go up to durations.LONGEST
@@ -81,6 +100,11 @@ def printable(text: str) -> str:
     return "".join(f"<U+{ord(c):04X}>" if refused(c) else c for c in text)
 
 
+def is_location(name: str) -> bool:
+    """Does the environment variable `name` hold a directory (`_LOCATION_NAME`), which is never a secret?"""
+    return name in _LOCATION_NAME or _XDG_LOCATION.fullmatch(name) is not None
+
+
 def type_name(value: Any) -> str:
     return {
         bool: "a boolean",
@@ -129,6 +153,8 @@ class Fields:
                 missing.append(name)
                 return ""
             value = self.env[name]
+            if is_location(name):
+                return value
             if secret or SECRET_NAME.search(name):
                 self.remember_secret(value)
             return value

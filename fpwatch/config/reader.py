@@ -3,7 +3,8 @@
 Reading is one pass that collects `ConfigProblem`s instead of stopping at the first: a person who
 runs `fpwatch config check` sees everything to fix. Secrets (`api_key`, notifier URLs, secret
 headers, `${VAR}` values of secret-looking variables) are wrapped in `Secret` and listed in
-`Config.secrets`, the set the log and output redaction scrub verbatim.
+`Config.secrets`, the set the log and output redaction scrub verbatim. Directory variables
+(`${CREDENTIALS_DIRECTORY}`, `${STATE_DIRECTORY}`, `${HOME}`, ...: fields.is_location) are places, never secrets.
 
 Provider types are not known here: the caller passes the adapter registry's `ProviderType`s
 (`fpwatch.providers.TYPES`), each declaring its default base URL, key variable and own keys.

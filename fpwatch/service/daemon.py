@@ -6,7 +6,8 @@ research/library-practice.md sections 1 and 5:
 - misfire grace, coalescing and one instance per model are set on purpose (the 1 s default grace
   would silently drop runs after any stall);
 - SIGHUP re-reads the config and applies it by diffing jobs (unchanged schedules are kept); an
-  invalid config is logged with all its problems and the old one keeps running;
+  invalid config is logged with all its problems and the old one keeps running; each outcome is also
+  written for `fpwatch reload PID`, what systemd's ExecReload= runs (reloading.py);
 - SIGTERM/SIGINT pause the scheduler, drain in-flight checks within a deadline, then shut down
   (APScheduler's own shutdown would cancel them);
 - sd_notify: READY, RELOADING with MONOTONIC_USEC, STOPPING, STATUS, and WATCHDOG only while the
@@ -53,7 +54,7 @@ from fpwatch.config import Config, ModelConfig, load_config, require_notifier_ur
 from fpwatch.detect.state import ModelState
 from fpwatch.detect.verdict import state_label
 from fpwatch.discovery import run_discovery
-from fpwatch.errors import ConfigError, FpwatchError, StateError
+from fpwatch.errors import FpwatchError, StateError
 from fpwatch.logs import get_logger
 from fpwatch.notify import Notifier, routes
 from fpwatch.providers import TYPES, Providers
@@ -63,6 +64,7 @@ from fpwatch.service import health, systemd
 from fpwatch.service.deadman import ping
 from fpwatch.service.instance import FileIdentity, InstanceLock
 from fpwatch.service.metrics import Metrics
+from fpwatch.service.reloading import OutcomeWriter, read_new_config
 from fpwatch.service.schedule import JOB_PREFIX, schedule_key, trigger
 from fpwatch.service.sharing import Sharing, clear_of_edges
 from fpwatch.service.timekeeping import ClockFollower
@@ -93,6 +95,7 @@ class Daemon:
     redact: Redactor = field(default_factory=Redactor)  # shared with the log pipeline: reloads add secrets
     clock: Clock = field(default_factory=steady_clock)
     last_reload_ok: bool = True
+    outcomes: OutcomeWriter = field(default_factory=OutcomeWriter)  # what `fpwatch reload PID` waits for
 
     def __post_init__(self) -> None:
         self.redact.add(self.config.secrets)
@@ -165,6 +168,7 @@ class Daemon:
         log.info("daemon started", models=len(self.config.models), state=str(self.config.settings.state))
         if self.head is not None:
             log.info(self.head.line(), **self.head.to_json())
+        self.outcomes.write(systemd.monotonic_usec() / 1e6, True, [], len(self.config.models))  # before READY=1
         systemd.notify("READY=1", f"STATUS={self.status_line()}")
         try:
             while not self.stop_requested.is_set():
@@ -258,18 +262,13 @@ class Daemon:
         log.info("stopped")
 
     async def reload(self) -> None:
-        """Re-read the config; apply it if valid, else keep running the old one and say why."""
-        systemd.notify("RELOADING=1", f"MONOTONIC_USEC={systemd.monotonic_usec()}")
-        try:
-            config = require_notifier_urls(load_config(self.config_path, TYPES))
-        except ConfigError as exc:
-            for problem in exc.problems:
-                log.error("config reload rejected", problem=str(problem), path=str(self.config_path))
-            self._reload_failed(len(exc.problems))
-            return
-        except Exception as exc:  # an unreadable file, an apprise surprise: never die on a reload
-            log.error("config reload rejected", problem=f"{type(exc).__name__}: {exc}", path=str(self.config_path))
-            self._reload_failed(1)
+        """Re-read the config; apply it if valid, else keep running the old one and say why (also to
+        `fpwatch reload`, in the outcome file: service/reloading.py)."""
+        began = systemd.monotonic_usec()
+        systemd.notify("RELOADING=1", f"MONOTONIC_USEC={began}")
+        config, problems = read_new_config(self.config_path, self.redact)
+        if config is None:
+            self._reload_failed(problems, began / 1e6)
             return
         old, new = self.config.settings, config.settings
         restart = ("state", "listen", "max_concurrency", "log_format", "audit_key")  # the store is opened once
@@ -285,12 +284,14 @@ class Daemon:
         self.metrics.reload_ok.set(1)
         self.metrics.reload_time.set(time.time())
         log.info("config reloaded", models=len(config.models))
+        self.outcomes.write(began / 1e6, True, [], len(config.models))
         systemd.notify("READY=1", f"STATUS={self.status_line()}")
 
-    def _reload_failed(self, problems: int) -> None:
+    def _reload_failed(self, problems: list[str], began: float) -> None:
         self.last_reload_ok = False
         self.metrics.reload_ok.set(0)
-        log.error("keeping the previous config", problems=problems)
+        log.error("keeping the previous config", problems=len(problems))
+        self.outcomes.write(began, False, problems, len(self.config.models))
         systemd.notify("READY=1", f"STATUS={self.status_line()}")
 
     async def sync_jobs(self, first: bool = False) -> None:

@@ -29,8 +29,7 @@ from fpwatch.durations import parse_duration
 from fpwatch.errors import FpwatchError
 from fpwatch.logs import get_logger
 from fpwatch.report import atom
-from fpwatch.report.html import build
-from fpwatch.report.page import Live
+from fpwatch.report.html import available, build
 from fpwatch.store import Store
 
 BUILD_TIMEOUT = 60.0  # seconds a request waits for its page
@@ -116,10 +115,12 @@ class LivePages:
 
     async def _page(self, models: list[ModelConfig], since: timedelta, name: str | None) -> Reply:
         now = self.source.clock.now()
+        available()  # without the report extra (Bokeh) a 503 says what to install; the rest of the endpoint works
+        from fpwatch.report.page import Live  # imports Bokeh: only for a page, never at the daemon's start
+
         try:
-            html = await build(
-                self._store(), models, now - since, now, title=f"fpwatch: {name}" if name else "fpwatch", live=LIVE
-            )
+            title = f"fpwatch: {name}" if name else "fpwatch"
+            html = await build(self._store(), models, now - since, now, title=title, live=Live(refresh=REFRESH))
         except FpwatchError:
             raise
         except Exception:
@@ -147,9 +148,6 @@ class LivePages:
             page_of=lambda model: f"{base}/model/{quote(model, safe='')}",
         )
         return Reply("200 OK", ATOM, body)
-
-
-LIVE = Live(refresh=REFRESH)
 
 
 class UnknownPage(FpwatchError):
