@@ -9,6 +9,7 @@ about 3 minutes:
     python bench/daemon.py --state postgresql       # the same on a throwaway PostgreSQL server (tests/postgres.py)
     python bench/daemon.py --both                   # SQLite, then PostgreSQL, and the figures side by side
     python bench/daemon.py --state postgresql://user:pw@host/db   # that database, as it is
+    python bench/daemon.py --state postgresql --instances 3   # three daemons sharing the models on one database
     python bench/daemon.py --models 10000 --jitter 60s --concurrency 100 --aim-cpu 60 --aim-rss 300
 
 What it does: starts the simulator (`fpwatch.sim.Simulator`) in this process, every model answering
@@ -28,8 +29,14 @@ once, `--both` is `--state sqlite --state postgresql`: the runs go one after the
 cores), each with its own simulator and daemon, and a table of the main figures side by side ends the output.
 The PostgreSQL server runs on the same machine and its CPU is not in the daemon's figures.
 
-One daemon (one instance) per run; `--instances N` is kept for several daemons sharing one PostgreSQL state,
-which needs multi-instance claiming: until then only 1 is accepted.
+`--instances N` (PostgreSQL only: a SQLite state takes one daemon) starts N daemons at once on the same database,
+each with the same config in a folder of its own (`d0`, `d1`, ...) but for its `listen` port, so each is its own
+instance (named host:pid, as `fpwatch status` lists it). Every daemon schedules every model and checks it only when
+it claims the model's slot for the interval (fpwatch/service/sharing.py): a run that another daemon claimed first
+costs the claim and a read of the model's state, but no request. Each daemon is measured on its own, as below, over
+its own window; the figures of the run are their totals (CPU seconds and shares, checks, RSS summed; CPU per check
+= all their CPU / all their checks; lag over all their runs; the busiest 5 s of all of them together), and the aims
+hold for each daemon. A line per daemon and the totals line follow the table; `--json` has them under `daemons`.
 
 How it measures, all from outside the daemon:
 
@@ -59,6 +66,11 @@ The figures (single run on a noisy 2-core machine: repeat it before trusting a d
 - simulator requests: requests the simulator logged between the two scrape requests (by its monotonic
   clock, the same as this process's) - a cross-check against checks x samples (checks in flight at either
   scrape make them differ slightly).
+- one check per model per interval, PostgreSQL only (bench/_claims.py): the simulator's log grouped by each model's
+  slots (the intervals the daemons claim): requests / expected over the intervals wholly inside the window, where
+  expected is one check (`--samples` requests) per model per interval - 1.00 with any number of daemons, N times
+  as much if every daemon checked every model; the intervals of the whole run checked more than once; and those
+  inside the window not checked at all.
 - one /metrics scrape: the slower of the two scrapes - wall time, and daemon CPU (from /proc reads just
   before and after it). It is left out of the CPU window; a Prometheus scraping every 15 s would add
   scrape CPU / 15 s to the CPU share.
@@ -72,9 +84,10 @@ The figures (single run on a noisy 2-core machine: repeat it before trusting a d
   a pipelined batch of statements is one). Everything the daemon sent counts, its other work (the outbox, leases)
   included. SQLite is a library inside the daemon: no round trips, shown as n/a.
 
-It fails (exit 1, with the daemon log's tail) if the daemon exits early, does not answer /healthz, a /metrics
-scrape fails, any check ends with a status other than OK, the simulator answers anything but 200, the
-daemon logs an error, or SIGTERM does not make it exit 0 within 40 s.
+It fails (exit 1, with the daemon logs' tails) if a daemon exits early, does not answer /healthz, a /metrics
+scrape fails, any check ends with a status other than OK, the simulator answers anything but 200, a
+daemon logs an error, or SIGTERM does not make it exit 0 within 40 s; and on PostgreSQL if any model was checked
+more than once in one of its intervals, or the simulator saw more than 1.1 x the expected requests.
 """
 
 from __future__ import annotations
