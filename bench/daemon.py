@@ -65,7 +65,8 @@ The figures (single run on a noisy 2-core machine: repeat it before trusting a d
   latency per sample, the samples of a check being sent together).
 - simulator requests: requests the simulator logged between the two scrape requests (by its monotonic
   clock, the same as this process's) - a cross-check against checks x samples (checks in flight at either
-  scrape make them differ slightly).
+  scrape make them differ slightly; with several daemons, between the first daemon's scrapes, the others' coming
+  one after the other: a few seconds apart at 5,000 models).
 - one check per model per interval, PostgreSQL only (bench/_claims.py): the simulator's log grouped by each model's
   slots (the intervals the daemons claim): requests / expected over the intervals wholly inside the window, where
   expected is one check (`--samples` requests) per model per interval - 1.00 with any number of daemons, N times
