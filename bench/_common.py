@@ -36,7 +36,6 @@ def write_config(
     """`models` models of the simulated providers (spread over them in turn), each with one canary of `samples`
     one-token requests. `base_url` is the simulator's OpenAI-compatible one, ending in /v1; `state` is `[fpwatch]
     state` (a file next to the config, or a postgresql:// URL)."""
-    width = max(3, len(str(models - 1)))
     lines = ["[fpwatch]", f'state = "{state}"', 'log_format = "json"', *settings, ""]
     # These benchmarks measure scheduling, requests and recording; border-input discovery (2,000 requests once
     # per model) is measured by bench/detection.py.
@@ -55,13 +54,19 @@ def write_config(
             f"max_concurrency = {provider.max_concurrency or concurrency}",
             "",
         ]
-    for i in range(models):
+    for i, model in enumerate(model_ids(models)):
         provider = names[i % len(names)]
-        lines += ["[[models]]", f'provider = "{provider}"', f'model = "m{i:0{width}d}"', 'canaries = ["one"]', ""]
+        lines += ["[[models]]", f'provider = "{provider}"', f'model = "{model}"', 'canaries = ["one"]', ""]
     lines += ["[canaries.one]", 'prompt = "x"', "max_tokens = 1", f"samples = {samples}", "logprobs = false", ""]
     config = folder / "fpwatch.toml"
     config.write_text("\n".join(lines))
     return config
+
+
+def model_ids(models: int) -> list[str]:
+    """The models of a config of `models`: m000, m001, ... (as wide as the largest needs)."""
+    width = max(3, len(str(models - 1)))
+    return [f"m{i:0{width}d}" for i in range(models)]
 
 
 def child_env() -> dict[str, str]:

@@ -11,7 +11,7 @@ The counts, over a window, from a connection of the bench's own:
   those of a backend gone idle within 10 s: either edge of a window may miss a second of a connection's work.
 - statements: the calls of every statement pg_stat_statements tracked in the database (BEGIN and COMMIT included),
   less the bench's own; and the busiest statements.
-- round trips: the replies the daemon read from the server, as the data segments its TCP connections to the server
+- round trips: the replies the daemons read from the server, as the data segments their TCP connections to the server
   received (`ss -ti`, data_segs_in). The server sends a reply when it has executed what it was sent up to a sync, so
   a pipelined batch is one round trip and a lone statement one too; a reply of more than a segment (64 KB on
   loopback) counts as several. Connections made during the window count from their start, those closed during it
@@ -23,7 +23,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,7 +39,7 @@ class DbSample:
     transactions: int
     statements: int | None  # None: no pg_stat_statements in this database
     by_statement: dict[str, int]  # query text -> calls
-    segments: dict[int, int] | None  # the daemon's local port -> data segments received; None: not over TCP
+    segments: dict[int, int] | None  # the daemons' local ports -> data segments received; None: not over TCP
 
 
 @dataclass
@@ -47,8 +47,8 @@ class DbFigures:
     transactions: int
     statements: int | None
     round_trips: int | None
-    connections: int | None  # the daemon's connections to the server at the end of the window
-    closed: int | None  # its connections that closed during the window (their round trips are lost)
+    connections: int | None  # the daemons' connections to the server at the end of the window
+    closed: int | None  # their connections that closed during the window (their round trips are lost)
     top: list[tuple[str, int]] = field(default_factory=list)  # (statement, calls), the busiest first
 
 
@@ -72,7 +72,8 @@ class Postgres:
     def close(self) -> None:
         self._db.close()
 
-    def sample(self, pid: int) -> DbSample:
+    def sample(self, pids: Collection[int]) -> DbSample:
+        """The database's counts now, and the round trips of the daemons `pids` (all their connections)."""
         row = self._db.execute(
             "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = current_database()"
         ).fetchone()
@@ -87,11 +88,11 @@ class Postgres:
             transactions=int(row[0]) if row else 0,
             statements=sum(by_statement.values()) if self._statements else None,
             by_statement=by_statement,
-            segments=self._segments(pid) if self.port is not None else None,
+            segments=self._segments(pids) if self.port is not None else None,
         )
 
-    def _segments(self, pid: int) -> dict[int, int]:
-        """Data segments received by each TCP connection of process `pid` to the server's port."""
+    def _segments(self, pids: Collection[int]) -> dict[int, int]:
+        """Data segments received by each TCP connection of the processes `pids` to the server's port."""
         out = subprocess.run(
             ["ss", "-tinpH", "state", "established", f"( dport = :{self.port} )"],
             capture_output=True, text=True, check=True, timeout=30,
@@ -99,7 +100,7 @@ class Postgres:
         found: dict[int, int] = {}
         # Each socket is a line "local peer users:((...pid=N...))" followed by an indented line of its counters.
         for head, info in re.findall(r"^(\S.*)\n\s+(.*)$", out, flags=re.MULTILINE):
-            if f"pid={pid}," not in head:
+            if not any(f"pid={pid}," in head for pid in pids):
                 continue
             local = head.split()[-3] if "users:" in head else head.split()[-2]
             segments = re.search(r"\bdata_segs_in:(\d+)", info)

@@ -9,6 +9,7 @@ about 3 minutes:
     python bench/daemon.py --state postgresql       # the same on a throwaway PostgreSQL server (tests/postgres.py)
     python bench/daemon.py --both                   # SQLite, then PostgreSQL, and the figures side by side
     python bench/daemon.py --state postgresql://user:pw@host/db   # that database, as it is
+    python bench/daemon.py --state postgresql --instances 3   # three daemons sharing the models on one database
     python bench/daemon.py --models 10000 --jitter 60s --concurrency 100 --aim-cpu 60 --aim-rss 300
 
 What it does: starts the simulator (`fpwatch.sim.Simulator`) in this process, every model answering
@@ -28,8 +29,14 @@ once, `--both` is `--state sqlite --state postgresql`: the runs go one after the
 cores), each with its own simulator and daemon, and a table of the main figures side by side ends the output.
 The PostgreSQL server runs on the same machine and its CPU is not in the daemon's figures.
 
-One daemon (one instance) per run; `--instances N` is kept for several daemons sharing one PostgreSQL state,
-which needs multi-instance claiming: until then only 1 is accepted.
+`--instances N` (PostgreSQL only: a SQLite state takes one daemon) starts N daemons at once on the same database,
+each with the same config in a folder of its own (`d0`, `d1`, ...) but for its `listen` port, so each is its own
+instance (named host:pid, as `fpwatch status` lists it). Every daemon schedules every model and checks it only when
+it claims the model's slot for the interval (fpwatch/service/sharing.py): a run that another daemon claimed first
+costs the claim and a read of the model's state, but no request. Each daemon is measured on its own, as below, over
+its own window; the figures of the run are their totals (CPU seconds and shares, checks, RSS summed; CPU per check
+= all their CPU / all their checks; lag over all their runs; the busiest 5 s of all of them together), and the aims
+hold for each daemon. A line per daemon and the totals line follow the table; `--json` has them under `daemons`.
 
 How it measures, all from outside the daemon:
 
@@ -58,7 +65,13 @@ The figures (single run on a noisy 2-core machine: repeat it before trusting a d
   latency per sample, the samples of a check being sent together).
 - simulator requests: requests the simulator logged between the two scrape requests (by its monotonic
   clock, the same as this process's) - a cross-check against checks x samples (checks in flight at either
-  scrape make them differ slightly).
+  scrape make them differ slightly; with several daemons, between the first daemon's scrapes, the others' coming
+  one after the other: a few seconds apart at 5,000 models).
+- one check per model per interval, PostgreSQL only (bench/_claims.py): the simulator's log grouped by each model's
+  slots (the intervals the daemons claim): requests / expected over the intervals wholly inside the window, where
+  expected is one check (`--samples` requests) per model per interval - 1.00 with any number of daemons, N times
+  as much if every daemon checked every model; the intervals of the whole run checked more than once; and those
+  inside the window not checked at all.
 - one /metrics scrape: the slower of the two scrapes - wall time, and daemon CPU (from /proc reads just
   before and after it). It is left out of the CPU window; a Prometheus scraping every 15 s would add
   scrape CPU / 15 s to the CPU share.
@@ -72,9 +85,10 @@ The figures (single run on a noisy 2-core machine: repeat it before trusting a d
   a pipelined batch of statements is one). Everything the daemon sent counts, its other work (the outbox, leases)
   included. SQLite is a library inside the daemon: no round trips, shown as n/a.
 
-It fails (exit 1, with the daemon log's tail) if the daemon exits early, does not answer /healthz, a /metrics
-scrape fails, any check ends with a status other than OK, the simulator answers anything but 200, the
-daemon logs an error, or SIGTERM does not make it exit 0 within 40 s.
+It fails (exit 1, with the daemon logs' tails) if a daemon exits early, does not answer /healthz, a /metrics
+scrape fails, any check ends with a status other than OK, the simulator answers anything but 200, a
+daemon logs an error, or SIGTERM does not make it exit 0 within 40 s; and on PostgreSQL if any model was checked
+more than once in one of its intervals, or the simulator saw more than 1.1 x the expected requests.
 """
 
 from __future__ import annotations
@@ -86,6 +100,7 @@ import os
 import re
 import resource
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -98,7 +113,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from _common import API_KEY, child_env, free_port, write_config  # bench/ is on sys.path: the script's own folder
+from _claims import ClaimFigures, claims
+from _common import API_KEY, child_env, free_port, model_ids, write_config  # bench/ is on sys.path: its own folder
 from _postgres import DbFigures, Postgres, delta, open_state
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -112,6 +128,8 @@ STOP_TIMEOUT = 40.0  # seconds from SIGTERM to exit
 AIM_CPU_SHARE = 10.0  # % of one core, unless --aim-cpu
 AIM_RSS_MB = 150.0  # unless --aim-rss
 AIM_LAG_P99 = 2.0  # seconds
+MAX_REQUEST_RATIO = 1.1  # the simulator's requests against one check per model per interval, on a shared state
+SIM_LOG_LIMIT = 100_000  # the simulator keeps this many requests in its log (fpwatch/sim/server.py)
 LAG = "fpwatch_schedule_lag_seconds"
 DURATION = "fpwatch_check_duration_seconds"
 
@@ -280,11 +298,17 @@ class Daemon:
         self.log = config.parent / "daemon.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.started = 0.0
+        self.terminated = 0.0
 
     @property
     def pid(self) -> int:
         assert self.proc is not None
         return self.proc.pid
+
+    @property
+    def name(self) -> str:
+        """Its instance name on a shared state, as `fpwatch status` lists it (its outbox lease owner's)."""
+        return f"{socket.gethostname()}:{self.pid}"
 
     def start(self) -> None:
         with self.log.open("ab") as handle:
@@ -301,7 +325,7 @@ class Daemon:
         assert self.proc is not None
         code = self.proc.poll()
         if code is not None:
-            raise BenchError(f"the daemon exited early with code {code}")
+            raise BenchError(f"the daemon {self.name} exited early with code {code}")
 
     def wait_healthy(self, timeout: float) -> float:
         """Seconds from the start until /healthz answers 200."""
@@ -316,17 +340,21 @@ class Daemon:
             time.sleep(0.1)
         raise BenchError(f"the daemon's /healthz did not answer 200 within {timeout:g} s")
 
-    def stop(self, timeout: float) -> tuple[int, float]:
-        """SIGTERM, then the exit code and the seconds it took."""
+    def terminate(self) -> None:
+        """SIGTERM (`stopped` then waits for the exit)."""
         assert self.proc is not None
-        started = time.monotonic()
+        self.terminated = time.monotonic()
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
+
+    def stopped(self, timeout: float) -> tuple[int, float]:
+        """The exit code after `terminate`, and the seconds from SIGTERM to the exit."""
+        assert self.proc is not None
         try:
-            code = self.proc.wait(timeout=timeout)
+            code = self.proc.wait(timeout=max(0.0, self.terminated + timeout - time.monotonic()))
         except subprocess.TimeoutExpired as exc:
-            raise BenchError(f"the daemon did not exit within {timeout:g} s of SIGTERM") from exc
-        return code, time.monotonic() - started
+            raise BenchError(f"the daemon {self.name} did not exit within {timeout:g} s of SIGTERM") from exc
+        return code, time.monotonic() - self.terminated
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -355,16 +383,39 @@ class Daemon:
         return "\n".join(tail[-lines:]) or "(empty log)"
 
 
-def sample_until(deadline: float, daemon: Daemon, samples: list[ProcSample]) -> None:
-    """Sample /proc every SAMPLE_EVERY seconds until the deadline, watching for an early exit."""
-    next_sample = (samples[-1].at if samples else time.monotonic()) + SAMPLE_EVERY
+def sample_until(deadline: float, daemons: list[Daemon], samples: list[list[ProcSample]]) -> None:
+    """Sample every daemon's /proc every SAMPLE_EVERY seconds (together) until the deadline, watching for an early
+    exit. `samples[i]` are daemon i's."""
+    next_sample = (samples[0][-1].at if samples[0] else time.monotonic()) + SAMPLE_EVERY
     while (now := time.monotonic()) < deadline:
-        daemon.ensure_alive()
+        for daemon in daemons:
+            daemon.ensure_alive()
         if now >= next_sample:
-            samples.append(read_proc(daemon.pid))
+            for daemon, own in zip(daemons, samples, strict=True):
+                own.append(read_proc(daemon.pid))
             next_sample += SAMPLE_EVERY
         time.sleep(max(0.01, min(0.5, deadline - now, next_sample - now)))
-    daemon.ensure_alive()
+    for daemon in daemons:
+        daemon.ensure_alive()
+
+
+@dataclass
+class Mark:
+    """A daemon at the warm-up mark or at the end: /proc just before its /metrics scrape, the scrape, /proc after."""
+
+    before: ProcSample
+    scrape: Scrape
+    after: ProcSample
+
+    @classmethod
+    def take(cls, daemon: Daemon) -> Mark:
+        before = read_proc(daemon.pid)
+        metrics = scrape(daemon.port)
+        return cls(before, metrics, read_proc(daemon.pid))
+
+    @property
+    def scrape_cpu(self) -> float:
+        return self.after.cpu - self.before.cpu
 
 
 # --------------------------------------------------------------------------- the figures
@@ -381,11 +432,13 @@ class Figures:
     concurrency: int
     minutes: float
     warmup: float
+    instances: int  # daemons sharing the state; with several, the figures below are their totals (see DaemonFigures)
     # steady state: the window from the warm-up mark to the end
     window_seconds: float
     window_cpu_seconds: float
     window_checks: int
     window_checks_per_minute: float
+    checks_per_second: float
     expected_checks_per_minute: float
     cpu_per_check_ms: float | None
     cpu_share_percent: float
@@ -432,9 +485,32 @@ class Figures:
     db_transactions_per_check: float | None = None
     db_statements_per_check: float | None = None
     db_round_trips_per_check: float | None = None
-    db_connections: int | None = None  # the daemon's connections to the server at the end
+    db_connections: int | None = None  # the daemons' connections to the server at the end
     db_connections_closed: int | None = None  # closed during the window: their round trips are not counted
     db_busiest_statements: list[tuple[str, float]] = field(default_factory=list)  # (statement, calls per check)
+    daemons: list[DaemonFigures] = field(default_factory=list)  # each daemon's own figures
+    claims: ClaimFigures | None = None  # PostgreSQL: each model checked once per interval? (bench/_claims.py)
+
+
+@dataclass
+class DaemonFigures:
+    """One daemon's figures, over its own window (from just after its warm-up scrape to just before its last)."""
+
+    name: str  # its instance name, host:pid
+    port: int
+    window_seconds: float
+    window_cpu_seconds: float
+    window_checks: int  # the checks it made (the runs another daemon had claimed are not checks)
+    checks_per_second: float
+    cpu_per_check_ms: float | None
+    cpu_share_percent: float
+    busiest_5s_cpu_percent: float | None
+    lag_p50: float | None  # over all its runs, the claimed and the skipped
+    lag_p99: float | None
+    peak_rss_mb: float
+    rss_at_end_mb: float
+    startup_seconds: float
+    shutdown_seconds: float
 
 
 def rounded(value: float | None, digits: int = 4) -> float | None:
@@ -456,92 +532,133 @@ def bench(args: argparse.Namespace, spec: str) -> Figures:
         Simulator(scenario, api_key=API_KEY, seed=1) as sim,
         tempfile.TemporaryDirectory() as tmp,
     ):
-        port = free_port()
-        config = write_config(
-            Path(tmp),
-            sim.base_url,
-            models=args.models,
-            samples=args.samples,
-            concurrency=args.concurrency,
-            settings=['log_level = "warning"', f'listen = "127.0.0.1:{port}"'],
-            defaults=[f'interval = "{args.interval}"', f'jitter = "{args.jitter}"', 'timeout = "30s"'],
-            state=pg.url if pg is not None else "state.db",
-        )
-        daemon = Daemon(config, port)
+        daemons: list[Daemon] = []
+        for i in range(args.instances):  # the same config but for the listen port, each in its own folder
+            folder = Path(tmp) / f"d{i}" if args.instances > 1 else Path(tmp)
+            folder.mkdir(exist_ok=True)
+            port = free_port()
+            config = write_config(
+                folder,
+                sim.base_url,
+                models=args.models,
+                samples=args.samples,
+                concurrency=args.concurrency,
+                settings=['log_level = "warning"', f'listen = "127.0.0.1:{port}"'],
+                defaults=[f'interval = "{args.interval}"', f'jitter = "{args.jitter}"', 'timeout = "30s"'],
+                state=pg.url if pg is not None else "state.db",
+            )
+            daemons.append(Daemon(config, port))
         try:
             sim.clear_requests()
-            daemon.start()
-            startup = daemon.wait_healthy(STARTUP_TIMEOUT)
-            samples = [read_proc(daemon.pid)]
-            sample_until(daemon.started + args.warmup, daemon, samples)
+            for daemon in daemons:
+                daemon.start()
+            startups = [daemon.wait_healthy(STARTUP_TIMEOUT) for daemon in daemons]
+            samples = [[read_proc(daemon.pid)] for daemon in daemons]
+            first = daemons[0].started
+            sample_until(first + args.warmup, daemons, samples)
 
-            # The CPU window runs from just after the first scrape to just before the second: neither
+            # Each daemon's CPU window runs from just after its first scrape to just before its second: neither
             # scrape's cost is in it. The /proc reads around each scrape measure what a scrape costs.
-            db_warm = pg.sample(daemon.pid) if pg is not None else None
-            warm_pre = read_proc(daemon.pid)
-            warm_scrape = scrape(port)
-            warm = read_proc(daemon.pid)
+            pids = [daemon.pid for daemon in daemons]
+            db_warm = pg.sample(pids) if pg is not None else None
+            warm_wall = time.time()
+            warms = [Mark.take(daemon) for daemon in daemons]
             warm_self = self_cpu()
-            samples.append(warm)
-            sample_until(daemon.started + total, daemon, samples)
-            end = read_proc(daemon.pid)
+            for own, mark in zip(samples, warms, strict=True):
+                own.append(mark.after)
+            sample_until(first + total, daemons, samples)
             end_self = self_cpu()
-            samples.append(end)
-            end_scrape = scrape(port)
-            end_post = read_proc(daemon.pid)
-            db: DbFigures | None = delta(db_warm, pg.sample(daemon.pid)) if pg is not None and db_warm else None
+            end_wall = time.time()
+            ends = [Mark.take(daemon) for daemon in daemons]
+            for own, mark in zip(samples, ends, strict=True):
+                own.append(mark.before)
+            db: DbFigures | None = delta(db_warm, pg.sample(pids)) if pg is not None and db_warm else None
             load = list(os.getloadavg())
 
-            code, shutdown = daemon.stop(STOP_TIMEOUT)
-            if code != 0:
-                raise BenchError(f"the daemon exited {code} after SIGTERM, not 0")
+            for daemon in daemons:
+                daemon.terminate()
+            shutdowns: list[float] = []
+            for daemon in daemons:
+                code, shutdown = daemon.stopped(STOP_TIMEOUT)
+                if code != 0:
+                    raise BenchError(f"the daemon {daemon.name} exited {code} after SIGTERM, not 0")
+                shutdowns.append(shutdown)
         except BaseException as exc:
-            daemon.kill()
+            for daemon in daemons:
+                daemon.kill()
             if isinstance(exc, BenchError):
-                raise BenchError(f"{exc}\n--- daemon log tail ({daemon.log}):\n{daemon.log_tail()}") from exc
+                raise BenchError(f"{exc}\n{log_tails(daemons)}") from exc
             raise
         requests = sim.requests()
-        log_lines = daemon.log_lines()
-        log_tail = daemon.log_tail()
+        log_lines = [line for daemon in daemons for line in daemon.log_lines()]
+        tails = log_tails(daemons)
 
     def fail(message: str) -> BenchError:
-        return BenchError(f"{message}\n--- daemon log tail:\n{log_tail}")
+        return BenchError(f"{message}\n{tails}")
 
-    bad_checks = {status: n for status, n in end_scrape.checks.items() if status != "OK" and n > 0}
+    end_checks: Counter[str] = Counter()
+    for mark in ends:
+        end_checks.update(mark.scrape.checks)
+    bad_checks = {status: n for status, n in end_checks.items() if status != "OK" and n > 0}
     if bad_checks:
         raise fail(f"checks ended with a status other than OK: {bad_checks}")
     refused = [r for r in requests if r.get("status") != 200]
     if refused:
-        first = {k: refused[0].get(k) for k in ("method", "path", "model", "status", "fault", "body_keys")}
-        when = refused[0]["monotonic"] - end_scrape.sent
+        first_refused = {k: refused[0].get(k) for k in ("method", "path", "model", "status", "fault", "body_keys")}
+        when = refused[0]["monotonic"] - ends[0].scrape.sent
         raise fail(
             f"the simulator answered requests with other statuses than 200: "
-            f"{dict(Counter(r.get('status') for r in refused))}; the first {when:+.1f} s after the end: {first}"
+            f"{dict(Counter(r.get('status') for r in refused))}; the first {when:+.1f} s after the end: {first_refused}"
         )
     errors = [line for line in log_lines if line.get("level") in ("error", "critical", "exception", "raw")]
     if errors:
-        raise fail(f"the daemon logged {len(errors)} errors (or non-JSON lines), first: {errors[0]}")
-    if end_scrape.total_checks <= 0:
-        raise fail("the daemon finished no check")
+        raise fail(f"a daemon logged {len(errors)} errors (or non-JSON lines), first: {errors[0]}")
+    if sum(end_checks.values()) <= 0:
+        raise fail("the daemons finished no check")
+    if len(requests) >= SIM_LOG_LIMIT:
+        raise fail(f"the simulator's request log is full ({SIM_LOG_LIMIT:,} entries): shorten the run")
+    shared = None
+    if pg is not None:  # a PostgreSQL state is shared: every daemon claims each model's slot before checking it
+        shared = claims(requests, model_ids(args.models), interval, args.samples, (warm_wall, end_wall))
+        if shared.doubled_slots:
+            raise fail(
+                f"{shared.doubled_slots} model-intervals were checked more than once (requests in one interval, "
+                f"{args.samples} a check): {shared.worst}"
+            )
+        if shared.ratio is not None and shared.ratio > MAX_REQUEST_RATIO:
+            raise fail(
+                f"the simulator saw {shared.ratio:.2f} x the expected requests in the window "
+                f"({shared.requests} against one check per model per interval, {shared.expected_requests})"
+            )
     warnings = Counter(str(line.get("event")) for line in log_lines if line.get("level") == "warning")
 
-    window = end.at - warm.at
-    window_cpu = end.cpu - warm.cpu
-    window_checks = round(end_scrape.total_checks - warm_scrape.total_checks)
-    buckets = bucket_delta(warm_scrape, end_scrape)
-    run_buckets = bucket_delta(None, end_scrape)
-    lag_count = end_scrape.lag_count - warm_scrape.lag_count
-    duration_count = end_scrape.duration_count - warm_scrape.duration_count
-    in_window = [s for s in samples if warm.at <= s.at <= end.at]
-    busiest = max(
-        (100 * (b.cpu - a.cpu) / (b.at - a.at) for a, b in pairwise(in_window) if b.at > a.at),
-        default=None,
-    )
-    run_seconds = end.at - daemon.started
-    run_checks = round(end_scrape.total_checks)
+    each = [
+        daemon_figures(daemon, own, warm, end, startup, shutdown)
+        for daemon, own, warm, end, startup, shutdown in zip(
+            daemons, samples, warms, ends, startups, shutdowns, strict=True
+        )
+    ]
+    window = sum(d.window_seconds for d in each) / len(each)
+    window_cpu = sum(d.window_cpu_seconds for d in each)
+    window_checks = sum(d.window_checks for d in each)
+    buckets = merged([bucket_delta(warm.scrape, end.scrape) for warm, end in zip(warms, ends, strict=True)])
+    run_buckets = merged([bucket_delta(None, end.scrape) for end in ends])
+    lag_count = sum(end.scrape.lag_count - warm.scrape.lag_count for warm, end in zip(warms, ends, strict=True))
+    lag_sum = sum(end.scrape.lag_sum - warm.scrape.lag_sum for warm, end in zip(warms, ends, strict=True))
+    duration_count = sum(e.scrape.duration_count - w.scrape.duration_count for w, e in zip(warms, ends, strict=True))
+    duration_sum = sum(e.scrape.duration_sum - w.scrape.duration_sum for w, e in zip(warms, ends, strict=True))
+    in_window = [
+        [s for s in own if warm.after.at <= s.at <= end.before.at]
+        for own, warm, end in zip(samples, warms, ends, strict=True)
+    ]
+    intervals = zip(*(pairwise(own) for own in in_window), strict=False)  # the daemons are sampled together
+    busiest = max((sum(cpu_percent(a, b) for a, b in together) for together in intervals), default=None)
+    run_seconds = ends[0].before.at - first
+    run_cpu = sum(end.before.cpu for end in ends)
+    run_checks = round(sum(end_checks.values()))
     p50, p99 = bucket_quantile(0.5, buckets), bucket_quantile(0.99, buckets)
     within = share_within(AIM_LAG_P99, buckets)
-    cpu_share = 100 * window_cpu / window
+    marks = [*warms, *ends]
 
     def per_check(count: int | None) -> float | None:
         return round(count / window_checks, 2) if count is not None and window_checks else None
@@ -556,50 +673,52 @@ def bench(args: argparse.Namespace, spec: str) -> Figures:
         concurrency=args.concurrency,
         minutes=args.minutes,
         warmup=args.warmup,
+        instances=args.instances,
         window_seconds=round(window, 3),
         window_cpu_seconds=round(window_cpu, 3),
         window_checks=window_checks,
         window_checks_per_minute=round(60 * window_checks / window, 1),
+        checks_per_second=round(sum(d.checks_per_second for d in each), 2),
         expected_checks_per_minute=round(60 * args.models / interval, 1),
         cpu_per_check_ms=rounded(1000 * window_cpu / window_checks if window_checks else None, 3),
-        cpu_share_percent=round(cpu_share, 2),
+        cpu_share_percent=round(sum(d.cpu_share_percent for d in each), 2),
         busiest_5s_cpu_percent=rounded(busiest, 1),
         lag_p50=rounded(p50),
         lag_p99=rounded(p99),
         lag_p50_bucket=bucket_of(p50, buckets),
         lag_p99_bucket=bucket_of(p99, buckets),
         lag_within_2s_percent=rounded(None if within is None else 100 * within, 2),
-        lag_mean=rounded((end_scrape.lag_sum - warm_scrape.lag_sum) / lag_count if lag_count else None),
-        check_duration_mean=rounded(
-            (end_scrape.duration_sum - warm_scrape.duration_sum) / duration_count if duration_count else None
-        ),
-        sim_requests=sum(1 for r in requests if warm_scrape.sent <= r["monotonic"] < end_scrape.sent),
+        lag_mean=rounded(lag_sum / lag_count if lag_count else None),
+        check_duration_mean=rounded(duration_sum / duration_count if duration_count else None),
+        sim_requests=sum(1 for r in requests if warms[0].scrape.sent <= r["monotonic"] < ends[0].scrape.sent),
         expected_requests=window_checks * args.samples,
         bench_cpu_share_percent=round(100 * (end_self - warm_self) / window, 2),
         run_seconds=round(run_seconds, 3),
-        run_cpu_seconds=round(end.cpu, 3),
+        run_cpu_seconds=round(run_cpu, 3),
         run_checks=run_checks,
-        run_cpu_per_check_ms=rounded(1000 * end.cpu / run_checks if run_checks else None, 3),
-        run_cpu_share_percent=round(100 * end.cpu / run_seconds, 2),
+        run_cpu_per_check_ms=rounded(1000 * run_cpu / run_checks if run_checks else None, 3),
+        run_cpu_share_percent=round(
+            sum(100 * end.before.cpu / (end.before.at - d.started) for d, end in zip(daemons, ends, strict=True)), 2
+        ),
         run_lag_p50=rounded(bucket_quantile(0.5, run_buckets)),
         run_lag_p99=rounded(bucket_quantile(0.99, run_buckets)),
-        run_sim_requests=sum(1 for r in requests if r["monotonic"] < end_scrape.sent),
-        scrape_seconds=round(max(warm_scrape.at - warm_scrape.sent, end_scrape.at - end_scrape.sent), 3),
-        scrape_cpu_seconds=round(max(warm.cpu - warm_pre.cpu, end_post.cpu - end.cpu), 3),
-        startup_seconds=round(startup, 3),
-        shutdown_seconds=round(shutdown, 3),
-        peak_rss_mb=round(mb(end.hwm_kb), 1),
-        rss_at_warmup_mb=round(mb(warm.rss_kb), 1),
-        rss_at_end_mb=round(mb(end.rss_kb), 1),
-        max_sampled_rss_in_window_mb=round(mb(max(s.rss_kb for s in in_window)), 1),
+        run_sim_requests=sum(1 for r in requests if r["monotonic"] < ends[0].scrape.sent),
+        scrape_seconds=round(max(m.scrape.at - m.scrape.sent for m in marks), 3),
+        scrape_cpu_seconds=round(max(m.scrape_cpu for m in marks), 3),
+        startup_seconds=round(max(startups), 3),
+        shutdown_seconds=round(max(shutdowns), 3),
+        peak_rss_mb=round(sum(d.peak_rss_mb for d in each), 1),
+        rss_at_warmup_mb=round(sum(mb(warm.after.rss_kb) for warm in warms), 1),
+        rss_at_end_mb=round(sum(d.rss_at_end_mb for d in each), 1),
+        max_sampled_rss_in_window_mb=round(sum(mb(max(s.rss_kb for s in own)) for own in in_window), 1),
         lag_bucket_bounds=[le for le, _ in buckets if not math.isinf(le)],
         log_warnings=dict(warnings.most_common()),
         load_average=[round(x, 2) for x in load],
         aim_cpu_share_percent=args.aim_cpu,
         aim_peak_rss_mb=args.aim_rss,
         aim_lag_p99=AIM_LAG_P99,
-        cpu_met=cpu_share < args.aim_cpu,
-        rss_met=mb(end.hwm_kb) < args.aim_rss,
+        cpu_met=all(d.cpu_share_percent < args.aim_cpu for d in each),
+        rss_met=all(d.peak_rss_mb < args.aim_rss for d in each),
         lag_met=p99 is not None and p99 < AIM_LAG_P99,
         db_transactions_per_check=per_check(db.transactions) if db else None,
         db_statements_per_check=per_check(db.statements) if db else None,
@@ -607,7 +726,50 @@ def bench(args: argparse.Namespace, spec: str) -> Figures:
         db_connections=db.connections if db else None,
         db_connections_closed=db.closed if db else None,
         db_busiest_statements=[(q, per_check(n) or 0.0) for q, n in db.top] if db else [],
+        daemons=each,
+        claims=shared,
     )
+
+
+def daemon_figures(
+    daemon: Daemon, samples: list[ProcSample], warm: Mark, end: Mark, startup: float, shutdown: float
+) -> DaemonFigures:
+    window = end.before.at - warm.after.at
+    cpu = end.before.cpu - warm.after.cpu
+    checks = round(end.scrape.total_checks - warm.scrape.total_checks)
+    buckets = bucket_delta(warm.scrape, end.scrape)
+    in_window = [s for s in samples if warm.after.at <= s.at <= end.before.at]
+    busiest = max((cpu_percent(a, b) for a, b in pairwise(in_window)), default=None)
+    return DaemonFigures(
+        name=daemon.name,
+        port=daemon.port,
+        window_seconds=round(window, 3),
+        window_cpu_seconds=round(cpu, 3),
+        window_checks=checks,
+        checks_per_second=round(checks / window, 2),
+        cpu_per_check_ms=rounded(1000 * cpu / checks if checks else None, 3),
+        cpu_share_percent=round(100 * cpu / window, 2),
+        busiest_5s_cpu_percent=rounded(busiest, 1),
+        lag_p50=rounded(bucket_quantile(0.5, buckets)),
+        lag_p99=rounded(bucket_quantile(0.99, buckets)),
+        peak_rss_mb=round(mb(end.before.hwm_kb), 1),
+        rss_at_end_mb=round(mb(end.before.rss_kb), 1),
+        startup_seconds=round(startup, 3),
+        shutdown_seconds=round(shutdown, 3),
+    )
+
+
+def cpu_percent(a: ProcSample, b: ProcSample) -> float:
+    return 100 * (b.cpu - a.cpu) / (b.at - a.at) if b.at > a.at else 0.0
+
+
+def merged(histograms: list[list[tuple[float, float]]]) -> list[tuple[float, float]]:
+    """The sum of cumulative histograms with the same bounds (the daemons' own, for quantiles over all of them)."""
+    return [(bounds[0][0], sum(count for _, count in bounds)) for bounds in zip(*histograms, strict=True)]
+
+
+def log_tails(daemons: list[Daemon]) -> str:
+    return "\n".join(f"--- daemon log tail ({daemon.log}):\n{daemon.log_tail()}" for daemon in daemons)
 
 
 # --------------------------------------------------------------------------- output
@@ -635,6 +797,11 @@ def print_table(f: Figures) -> None:
             f"{f.minutes:g} min in all; window = {f.window_seconds:.1f} s after a {f.warmup:g} s warm-up "
             "(single run, noisy 2-core machine: repeat before comparing)",
         ),
+        *(
+            [("daemons", f"{f.instances} sharing the state: the figures are their totals; aims per daemon")]
+            if f.instances > 1
+            else []
+        ),
         ("-- steady state (window)", ""),
         (
             "checks",
@@ -645,7 +812,7 @@ def print_table(f: Figures) -> None:
         ("CPU time per check", f"{f.cpu_per_check_ms:.2f} ms" if f.cpu_per_check_ms is not None else "n/a"),
         (
             "CPU share of one core",
-            f"{f.cpu_share_percent:.2f} %  (aim < {f.aim_cpu_share_percent:g} %: {verdict(f.cpu_met)})",
+            f"{f.cpu_share_percent:.2f} %  (aim < {f.aim_cpu_share_percent:g} %{per_daemon(f)}: {verdict(f.cpu_met)})",
         ),
         (
             "busiest 5 s",
@@ -674,11 +841,12 @@ def print_table(f: Figures) -> None:
             "simulator requests",
             f"{f.sim_requests}  (checks x samples = {f.expected_requests}; window edges make them differ a little)",
         ),
+        *claim_rows(f),
         ("bench process CPU", f"{f.bench_cpu_share_percent:.2f} % of one core (simulator + sampling, same machine)"),
         ("-- memory", ""),
         (
             "peak RSS (VmHWM)",
-            f"{f.peak_rss_mb:.1f} MB  (aim < {f.aim_peak_rss_mb:g} MB: {verdict(f.rss_met)})",
+            f"{f.peak_rss_mb:.1f} MB  (aim < {f.aim_peak_rss_mb:g} MB{per_daemon(f)}: {verdict(f.rss_met)})",
         ),
         (
             "RSS at warm-up / end",
@@ -716,6 +884,67 @@ def print_table(f: Figures) -> None:
         print(f"{name:<{width}}  {value}".rstrip())
 
 
+def per_daemon(f: Figures) -> str:
+    return " for each daemon" if f.instances > 1 else ""
+
+
+def claim_rows(f: Figures) -> list[tuple[str, str]]:
+    c = f.claims
+    if c is None:
+        return []
+    ratio = "n/a" if c.ratio is None else f"{c.ratio:.3f}"
+    return [
+        ("-- one check per model per interval (simulator's log)", ""),
+        (
+            "requests / expected",
+            f"{ratio}  ({c.requests} requests in the {c.slots} model-intervals wholly inside the window; "
+            f"one check each: {c.expected_requests}; fails above {MAX_REQUEST_RATIO:g})",
+        ),
+        ("checked twice in one interval", f"{c.doubled_slots} model-intervals (whole run; fails above 0)"),
+        ("not checked in an interval", f"{c.missed_slots} of {c.slots} model-intervals in the window"),
+    ]
+
+
+def print_daemons(f: Figures) -> None:
+    """A line per daemon (its own window) and the totals line."""
+
+    def cell(value: float | None, unit: str = "", digits: int = 2) -> str:
+        return "n/a" if value is None else f"{value:.{digits}f}{unit}"
+
+    head = ["instance", "checks", "checks/s", "CPU share", "CPU/check", "busiest 5 s", "peak RSS", "lag p50", "lag p99"]
+    rows = [
+        [
+            d.name,
+            f"{d.window_checks}",
+            cell(d.checks_per_second),
+            cell(d.cpu_share_percent, " %"),
+            cell(d.cpu_per_check_ms, " ms"),
+            cell(d.busiest_5s_cpu_percent, " %", 1),
+            cell(d.peak_rss_mb, " MB", 1),
+            cell(d.lag_p50, " s", 3),
+            cell(d.lag_p99, " s", 3),
+        ]
+        for d in f.daemons
+    ]
+    rows.append(
+        [
+            "total",
+            f"{f.window_checks}",
+            cell(f.checks_per_second),
+            cell(f.cpu_share_percent, " %"),
+            cell(f.cpu_per_check_ms, " ms"),
+            cell(f.busiest_5s_cpu_percent, " %", 1),
+            cell(f.peak_rss_mb, " MB", 1),
+            cell(f.lag_p50, " s", 3),
+            cell(f.lag_p99, " s", 3),
+        ]
+    )
+    widths = [max(len(row[i]) for row in [head, *rows]) for i in range(len(head))]
+    print("-- per daemon (each over its own window; total: sums, lag over all the daemons' runs)")
+    for row in [head, *rows]:
+        print("  ".join(value.ljust(widths[0]) if i == 0 else value.rjust(widths[i]) for i, value in enumerate(row)))
+
+
 def per_check(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f}"
 
@@ -731,7 +960,7 @@ def database_rows(f: Figures) -> list[tuple[str, str]]:
         ("round trips", f"{per_check(f.db_round_trips_per_check)}  (replies the daemon read, `ss -ti`)"),
         ("statements", f"{per_check(f.db_statements_per_check)}  (pg_stat_statements calls, BEGIN/COMMIT included)"),
         ("transactions", f"{per_check(f.db_transactions_per_check)}  (pg_stat_database commits + rollbacks)"),
-        ("daemon's connections", connections),
+        ("the daemons' connections", connections),
     ]
     for query, calls in f.db_busiest_statements:
         text = " ".join(query.split())
@@ -747,9 +976,10 @@ def print_side_by_side(runs: list[Figures]) -> None:
 
     rows: list[tuple[str, list[str]]] = [
         ("state", [f.state for f in runs]),
+        ("daemons", [f"{f.instances}" for f in runs]),
         ("CPU share of one core", [cell(f.cpu_share_percent, " %") for f in runs]),
         ("CPU time per check", [cell(f.cpu_per_check_ms, " ms") for f in runs]),
-        ("checks per second", [cell(f.window_checks / f.window_seconds, "", 1) for f in runs]),
+        ("checks per second", [cell(f.checks_per_second, "", 1) for f in runs]),
         ("checks in window", [f"{f.window_checks}" for f in runs]),
         ("peak RSS", [cell(f.peak_rss_mb, " MB", 1) for f in runs]),
         ("schedule lag p50", [cell(f.lag_p50, " s", 3) for f in runs]),
@@ -758,6 +988,7 @@ def print_side_by_side(runs: list[Figures]) -> None:
         ("round trips per check", [cell(f.db_round_trips_per_check) for f in runs]),
         ("statements per check", [cell(f.db_statements_per_check) for f in runs]),
         ("transactions per check", [cell(f.db_transactions_per_check) for f in runs]),
+        ("requests / expected", [cell(f.claims.ratio if f.claims else None, "", 3) for f in runs]),
         ("busiest 5 s", [cell(f.busiest_5s_cpu_percent, " %", 1) for f in runs]),
         ("load average 1/5/15", [" ".join(f"{x:.2f}" for x in f.load_average) for f in runs]),
     ]
@@ -788,7 +1019,7 @@ def main(argv: list[str] | None = None) -> int:
         "--concurrency", type=int, default=CONCURRENCY, help=f"the provider's max_concurrency (default {CONCURRENCY})"
     )
     parser.add_argument(
-        "--instances", type=int, default=1, help="daemons sharing the state (default 1; more need claiming)"
+        "--instances", type=int, default=1, help="daemons sharing the state (default 1; more: PostgreSQL only)"
     )
     parser.add_argument("--aim-cpu", type=float, default=AIM_CPU_SHARE, help="CPU share aim, %% of one core")
     parser.add_argument("--aim-rss", type=float, default=AIM_RSS_MB, help="peak RSS aim, MB")
@@ -799,8 +1030,13 @@ def main(argv: list[str] | None = None) -> int:
     for spec in states:
         if spec not in ("sqlite", "postgresql") and not spec.startswith(("postgresql://", "postgres://")):
             parser.error(f"--state {spec!r}: sqlite, postgresql, or a postgresql:// URL")
-    if args.instances != 1:
-        parser.error("--instances: one daemon per run until several instances can share a state (claiming)")
+    if args.instances < 1:
+        parser.error("--instances must be at least 1")
+    if args.instances > 1 and "sqlite" in states:
+        parser.error(
+            f"--instances {args.instances}: a SQLite state takes one daemon (a second one refuses to start); "
+            "several daemons share a PostgreSQL state: --state postgresql or a postgresql:// URL"
+        )
     if args.concurrency < 1:
         parser.error("--concurrency must be at least 1")
     for name in ("models", "samples"):
@@ -830,6 +1066,8 @@ def main(argv: list[str] | None = None) -> int:
             if len(runs) > 1:
                 print()
             print_table(runs[-1])
+            if args.instances > 1:
+                print_daemons(runs[-1])
     if args.json:
         print(json.dumps(asdict(runs[0]) if len(runs) == 1 else [asdict(f) for f in runs], indent=2))
     elif len(runs) > 1:
