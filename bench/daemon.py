@@ -912,33 +912,21 @@ def print_daemons(f: Figures) -> None:
         return "n/a" if value is None else f"{value:.{digits}f}{unit}"
 
     head = ["instance", "checks", "checks/s", "CPU share", "CPU/check", "busiest 5 s", "peak RSS", "lag p50", "lag p99"]
-    rows = [
-        [
-            d.name,
-            f"{d.window_checks}",
-            cell(d.checks_per_second),
-            cell(d.cpu_share_percent, " %"),
-            cell(d.cpu_per_check_ms, " ms"),
-            cell(d.busiest_5s_cpu_percent, " %", 1),
-            cell(d.peak_rss_mb, " MB", 1),
-            cell(d.lag_p50, " s", 3),
-            cell(d.lag_p99, " s", 3),
+
+    def figures_row(name: str, figures: DaemonFigures | Figures) -> list[str]:  # a daemon's figures or the totals
+        return [
+            name,
+            f"{figures.window_checks}",
+            cell(figures.checks_per_second),
+            cell(figures.cpu_share_percent, " %"),
+            cell(figures.cpu_per_check_ms, " ms"),
+            cell(figures.busiest_5s_cpu_percent, " %", 1),
+            cell(figures.peak_rss_mb, " MB", 1),
+            cell(figures.lag_p50, " s", 3),
+            cell(figures.lag_p99, " s", 3),
         ]
-        for d in f.daemons
-    ]
-    rows.append(
-        [
-            "total",
-            f"{f.window_checks}",
-            cell(f.checks_per_second),
-            cell(f.cpu_share_percent, " %"),
-            cell(f.cpu_per_check_ms, " ms"),
-            cell(f.busiest_5s_cpu_percent, " %", 1),
-            cell(f.peak_rss_mb, " MB", 1),
-            cell(f.lag_p50, " s", 3),
-            cell(f.lag_p99, " s", 3),
-        ]
-    )
+
+    rows = [figures_row(d.name, d) for d in f.daemons] + [figures_row("total", f)]
     widths = [max(len(row[i]) for row in [head, *rows]) for i in range(len(head))]
     print("-- per daemon (each over its own window; total: sums, lag over all the daemons' runs)")
     for row in [head, *rows]:
