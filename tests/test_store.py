@@ -496,6 +496,68 @@ def test_after_a_server_restart_the_next_checks_are_recorded_on_fresh_connection
         assert chain_of(blocking) == (16, None)
 
 
+def test_an_exhausted_pool_says_so_without_opening_a_connection_per_waiter(
+    tmp_path: Path, postgres_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL: when every connection of the pool is busy, each waiter that times out gets the pool's reason in one
+    line, but the connection that finds the reason is made once for all of them: one per waiter would exhaust the
+    server's own limit ("sorry, too many clients already") under the overload it is diagnosing."""
+    import asyncio
+    import threading
+    import time
+
+    import fpwatch.store.postgres as postgres_store
+    from fpwatch.store.postgres import open_postgres
+    from fpwatch.store.postgres_audit import CHAIN_LOCK
+
+    monkeypatch.setattr(postgres_store, "POOL_SIZE", 1)
+    state = Backend("postgresql", tmp_path, postgres_server).state()
+    assert isinstance(state, PostgresState)
+    BlockingStore(state).close()
+    other = raw_connection(state)
+    watcher = raw_connection(state)
+    peak = [0]
+    done = threading.Event()
+
+    def watch() -> None:  # the most connections fpwatch held at once
+        sql = "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'fpwatch'"
+        while not done.is_set():
+            peak[0] = max(peak[0], watcher.execute(sql).fetchone()[0])
+            time.sleep(0.01)
+
+    async def scenario() -> list[BaseException | Any]:
+        store = await open_postgres(state, connect_timeout=1)
+        assert store is not None
+        other.execute("SELECT pg_advisory_lock(?)", (CHAIN_LOCK,))  # the one connection waits on the chain's end
+        obs = [observation(0)]
+        holder = asyncio.create_task(
+            store.record_check(
+                CheckRecord("held", "m", T0, T0, 1, 0, None), obs, lambda s: conclude(s, obs, POLICY, T0)
+            )
+        )
+        await asyncio.sleep(0.3)
+        waiters = await asyncio.gather(*(store.load_state(f"m{i}") for i in range(40)), return_exceptions=True)
+        other.execute("SELECT pg_advisory_unlock(?)", (CHAIN_LOCK,))
+        await holder
+        await store.close()
+        return waiters
+
+    thread = threading.Thread(target=watch)
+    thread.start()
+    try:
+        waiters = asyncio.run(scenario())
+    finally:
+        done.set()
+        thread.join()
+    assert all(isinstance(w, StateError) for w in waiters), waiters
+    assert {str(w) for w in waiters} == {
+        f"no free connection to PostgreSQL at {state.address} within 1s; is the server overloaded?"
+    }
+    assert peak[0] <= 2, f"{peak[0]} connections at once: the pool's one and one diagnosis"
+    other.close()
+    watcher.close()
+
+
 def postgres_server_password() -> str:
     from postgres import PASSWORD
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -58,6 +59,7 @@ LOCK_TIMEOUT_MS = 30_000  # a lock held by another process longer than this: a S
 CONNECT_TIMEOUT = 10.0  # seconds to reach the server (and to wait for a connection of the pool)
 CLOSE_GRACE = 3.0  # seconds writes still running get once the store closes
 POOL_SIZE = 8
+DIAGNOSIS_KEPT = 5.0  # seconds one diagnosis of a pool timeout answers for every other waiter that timed out
 MIGRATION_LOCK = postgres_audit.CHAIN_LOCK + 1
 MODEL_LOCKS = 0x66707701  # pg_advisory_xact_lock(int, int) class of the per-model locks: (MODEL_LOCKS, hashtext)
 T = TypeVar("T")
@@ -152,6 +154,8 @@ class PostgresStore(PostgresOutbox, PostgresInstances, PostgresHistory):
             name="fpwatch-state",
         )
         self._writes: set[asyncio.Future[Any]] = set()
+        self._diagnosing = asyncio.Lock()
+        self._diagnosis: tuple[float, str] | None = None  # (time.monotonic(), the words) of the last diagnosis
         self._rows = RowCache()  # parsed drift check rows (the conclude thread and the loop share it)
 
     def __str__(self) -> str:
@@ -198,13 +202,21 @@ class PostgresStore(PostgresOutbox, PostgresInstances, PostgresHistory):
             raise await self._diagnose() from None
 
     async def _diagnose(self) -> StateError:
-        """The pool found no connection in time: a direct attempt says why (out of reach, or the pool was busy)."""
+        """The pool found no connection in time: a direct attempt says why (out of reach, or the pool was busy).
+        One attempt at a time, its words kept DIAGNOSIS_KEPT seconds: an overloaded pool times out many waiters at
+        once, and a connection of its own for each would exhaust the server's limit ("too many clients already")."""
+        async with self._diagnosing:
+            if self._diagnosis is None or time.monotonic() - self._diagnosis[0] > DIAGNOSIS_KEPT:
+                self._diagnosis = (time.monotonic(), await self._attempt())
+            return StateError(self._diagnosis[1])
+
+    async def _attempt(self) -> str:
         try:
             probe = await psycopg.AsyncConnection.connect(self.state.url, **{**self._kwargs, "connect_timeout": 3})
         except psycopg.Error as exc:
-            return self._say.unreachable(exc)
+            return str(self._say.unreachable(exc))
         await probe.close()
-        return StateError(
+        return (
             f"no free connection to PostgreSQL at {self.state.address} within {self.connect_timeout:g}s; is the "
             "server overloaded?"
         )
