@@ -27,6 +27,7 @@ the password (the URL fpwatch prints has none).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -76,16 +77,16 @@ FROM drift_checks d LEFT JOIN unnest(%s::bigint[], %s::bigint[]) AS k (seq, size
 WHERE d.model = %s"""
 
 
-def _upsert(table: str, columns: Sequence[str], key: Sequence[str]) -> str:
-    """INSERT OR REPLACE, in PostgreSQL's words."""
-    marks = ", ".join(["%s"] * len(columns))
+@functools.cache
+def _upsert(table: str, columns: tuple[str, ...], key: tuple[str, ...], rows: int = 1) -> str:
+    """INSERT OR REPLACE of `rows` rows (each key once), in PostgreSQL's words: one statement, whatever the rows."""
+    marks = ", ".join(["(" + ", ".join(["%s"] * len(columns)) + ")"] * rows)
     updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in columns if c not in key)
     conflict = f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {updates}"
-    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks}) {conflict}"
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES {marks} {conflict}"
 
 
-_STATE_UPSERT = _upsert("model_state", codec.STATE_COLUMNS, ("model",))
-_SIGNAL_UPSERT = _upsert("signals", codec.SIGNAL_COLUMNS, ("model", "kind", "value"))
+_STATE_UPSERT = _upsert("model_state", tuple(codec.STATE_COLUMNS), ("model",))
 
 
 async def open_postgres(
@@ -413,7 +414,8 @@ class PostgresStore(PostgresOutbox, PostgresInstances, PostgresHistory):
         new, gone = codec.drift_rows(state)
         async with db.cursor() as cursor:
             if signals := codec.signal_rows(state):
-                await cursor.executemany(_SIGNAL_UPSERT, signals)
+                upsert = _upsert("signals", tuple(codec.SIGNAL_COLUMNS), ("model", "kind", "value"), len(signals))
+                await cursor.execute(upsert, [value for row in signals for value in row])
             if new:
                 await cursor.executemany(
                     "INSERT INTO drift_checks VALUES (%s, %s, %s) ON CONFLICT (model, seq) DO UPDATE SET body = "

@@ -56,7 +56,10 @@ _LAST = """SELECT seq, hash FROM (
     UNION ALL (SELECT from_row, hash FROM audit_mode ORDER BY from_row DESC LIMIT 1)
 ) newest ORDER BY seq DESC LIMIT 1"""
 _MODE = "SELECT from_row, key_id, set_at FROM audit_mode ORDER BY from_row LIMIT 1"
-_IDS = "SELECT (SELECT COALESCE(MAX(id), 0) FROM observations), (SELECT COALESCE(MAX(id), 0) FROM events)"
+_IDS = "(SELECT COALESCE(MAX(id), 0) FROM observations), (SELECT COALESCE(MAX(id), 0) FROM events)"
+# What an appender starts from, in one statement: the chain's mode, its end and the newest ids.
+_START = f"""SELECT mode.from_row, mode.key_id, mode.set_at, newest.seq, newest.hash, {_IDS}
+FROM (SELECT 1) AS one LEFT JOIN ({_MODE}) AS mode ON true LEFT JOIN ({_LAST}) AS newest ON true"""
 
 
 async def lock_chain(db: Db) -> None:
@@ -134,21 +137,20 @@ class Appender:
 
     @classmethod
     async def start(cls, db: Db, key: bytes | None, where: str, now: datetime) -> Appender:
-        """Take the chain's lock, then read its mode, its end and the newest ids (asked together: one round trip in
-        a pipeline). A writer with a key switches a plain chain to keyed first (as take_key does), so that it keys
+        """Take the chain's lock, then read its mode, its end and the newest ids (one statement, sent with the lock
+        in a pipeline). A writer with a key switches a plain chain to keyed first (as take_key does), so that it keys
         every link it writes; a key that does not fit the chain is refused."""
         await lock_chain(db)
-        modes, newest, ids = await db.execute(_MODE), await db.execute(_LAST), await db.execute(_IDS)
-        found = _mode(await modes.fetchone())
-        seq, prev = _end(await newest.fetchone())
-        row = await ids.fetchone()
+        row = await (await db.execute(_START)).fetchone()
         assert row is not None
+        found = _mode(row[0:3] if row[0] is not None else None)
+        seq, prev = _end(row[3:5] if row[3] is not None else None)
         switched = None
         if key is not None and found.keyed_from is None:
             switched, seq, prev = await _switch(db, key, seq, prev, now)
             found = await mode(db)
         _refuse(found, key, where)
-        return cls(db, key, seq, prev, (int(row[0]), int(row[1])), switched)
+        return cls(db, key, seq, prev, (int(row[5]), int(row[6])), switched)
 
     def link(self, kind: str, fields: dict[str, Any]) -> tuple[int, str, str]:
         """(seq, prev_hash, hash) of the next link."""
