@@ -347,8 +347,7 @@ class Daemon:
         if model is None:
             return
         if self.sharing is not None and not await self.sharing.take(model, self.clock.wall(), self.states):
-            if name in self.states:  # another daemon checked it: the gauges show what it found
-                self.metrics.model_state(name, self.states[name])
+            self.metrics.let_go(name)  # another daemon checks it: a model's gauges are the checking daemon's
             return
         task = asyncio.current_task()
         assert task is not None
@@ -496,7 +495,7 @@ class Daemon:
             loop_tick=self._loop_tick,
             next_runs=[(job.id.removeprefix(JOB_PREFIX), job.next_run_time) for job in self.scheduler.get_jobs()],
             in_flight=list(self.in_flight.values()),
-            models=self.config.models,
+            models=[m for m in self.config.models if self.sharing is None or self.sharing.mine(m.name)],
             last_checks={name: state.last_check for name, state in list(self.states.items())},
             scheduled_since=dict(self._scheduled_since),
             state_problems=list(self._state_problems.values()),

@@ -222,6 +222,11 @@ class Metrics:
         self.models.discard(model)
         for counter in (self.checks, self.events, self.tokens, self.drift_bursts, self.discovery_requests):
             counter.forget(model)
+        self.let_go(model)
+
+    def let_go(self, model: str) -> None:
+        """Drop a model's gauges (what is known of it), keeping its counters: on a shared state, another daemon
+        checks it now and its gauges are that one's (two daemons' copies would disagree, one of them stale)."""
         for gauge in (self.fingerprints_valid, self.model_up, self.last_check, self.drift_open):
             with contextlib.suppress(KeyError):
                 gauge.remove(model)

@@ -1,17 +1,22 @@
 """Several daemons on one shared state (PostgreSQL): this daemon's heartbeat, and whether it takes a model's check.
 
-Every daemon schedules every model at its own phase; when a model's job fires, the daemon asks the store for the
-model's current schedule slot (store/postgres_instances.py) and checks it only if it got the slot. The slots are
-the same for every daemon: an interval model's start at a fixed offset within its interval, drawn from its name
-(`anchor`), and a cron model's are its cron times. So the provider sees each model checked once per interval,
-whichever daemons run, and one that dies leaves its models to the next daemon whose phase comes in the slot.
+Every daemon schedules every model at its own phase, but each model is one daemon's turn: among the daemons alive
+(their heartbeats), the one whose name hashed with the model's ranks highest (rendezvous hashing: when a daemon comes
+or goes, only its own share of the models moves). The others skip the model's runs without asking the database, so
+three daemons cost about what one does. The daemon whose turn it is still claims the model's current schedule slot
+(store/postgres_instances.py) and checks it only if it got it: the claim is what guarantees one check per slot
+while the daemons' views of who is alive differ for a moment. The slots are the same for every daemon: an interval
+model's start at a fixed offset within its interval, drawn from its name (`anchor`), and a cron model's are its cron
+times. A daemon that dies leaves its models to the others once its heartbeat is older than the instances' TTL; a
+model whose daemon stops checking it while still beating (a stuck daemon, or one whose config lacks the model) is
+taken by the others once its last check is two intervals old, as they see when they read its state.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -26,6 +31,7 @@ from fpwatch.store.protocol import Shared
 
 HEARTBEAT_EVERY = 5.0  # seconds; the store calls a daemon gone after INSTANCE_TTL (30 s) without one
 CRON_LOOKBACK = timedelta(minutes=10)  # how far back a late cron job looks for the cron time it fired for
+REREAD_AFTER = timedelta(minutes=5)  # how stale this daemon lets its copy of another daemon's model's state get
 
 log = get_logger("fpwatch.daemon")
 
@@ -35,6 +41,20 @@ def anchor(model: ModelConfig) -> float:
     assert model.interval is not None
     digest = hashlib.sha256(model.name.encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64 * model.interval.total_seconds()
+
+
+def turn(model: str, live: Collection[str]) -> str:
+    """Whose turn the model is among the live daemons: the same answer on every host that sees the same daemons."""
+    return max(live, key=lambda name: (hashlib.sha256(f"{name}\n{model}".encode()).digest(), name))
+
+
+def overdue(model: ModelConfig, state: ModelState | None, wall: datetime, started: datetime) -> bool:
+    """Is an interval model's last check by any daemon (or, never checked, this daemon's start) two intervals old,
+    plus its timeout and a minute?"""
+    if model.interval is None:
+        return False  # a cron model's daemon is the one whose turn it is, as long as it beats
+    last = state.last_check if state is not None and state.last_check is not None else started
+    return wall - last > 2 * model.interval + model.timeout + timedelta(seconds=60)
 
 
 def slot(model: ModelConfig, wall: datetime) -> tuple[float, float]:
@@ -79,17 +99,33 @@ class Sharing:
     def __post_init__(self) -> None:
         self.name = self.name or lease_owner()  # what its outbox leases say: one name for both
         self.reachable = True  # the last heartbeat got through: while not, checks are not even tried
+        self.live: frozenset[str] = frozenset({self.name})  # the daemons alive at the last heartbeat
+        self._read: dict[str, datetime] = {}  # when this daemon last read each of the others' models' state
 
     async def beat(self, models: int) -> None:
         await self.store.heartbeat(self.name, __version__, self.started, models)
+        self.live = frozenset(i.name for i in await self.store.instances() if i.alive) | {self.name}
+
+    def mine(self, model: str) -> bool:
+        """Is the model this daemon's turn (as far as it knows who is alive)?"""
+        return len(self.live) == 1 or turn(model, self.live) == self.name
 
     async def take(self, model: ModelConfig, wall: datetime, states: dict[str, ModelState]) -> bool:
-        """Did this daemon get the model's check now? If another one did, `states` gets what that one wrote last.
-        While the heartbeat finds the database out of reach, no: the check could not be recorded, and waiting for a
-        connection would only pile the runs up behind each other."""
+        """Does this daemon check the model now? Not when it is another daemon's turn (then `states` gets what that
+        one wrote, read at most every REREAD_AFTER, unless that one has stopped checking it), nor when another
+        daemon got the slot first (then `states` gets what it wrote). While the heartbeat finds the database out of
+        reach, no: the check could not be recorded, and waiting for a connection would only pile the runs up."""
         if not self.reachable:
             return False
         try:
+            if not self.mine(model.name):
+                fresh = wall - self._read.get(model.name, self.started) < REREAD_AFTER  # as read at start: fresh
+                if fresh and not overdue(model, states.get(model.name), wall, self.started):
+                    return False
+                states[model.name] = await self.store.load_state(model.name)
+                self._read[model.name] = wall
+                if not overdue(model, states[model.name], wall, self.started):
+                    return False
             if await self.store.claim_check(model.name, self.name, *slot(model, wall)):
                 return True
             states[model.name] = await self.store.load_state(model.name)
