@@ -101,14 +101,21 @@ class Sharing:
         self.reachable = True  # the last heartbeat got through: while not, checks are not even tried
         self.live: frozenset[str] = frozenset({self.name})  # the daemons alive at the last heartbeat
         self._read: dict[str, datetime] = {}  # when this daemon last read each of the others' models' state
+        self._mine: dict[str, bool] = {}  # turn() of each model asked about, among the daemons in `live`
 
     async def beat(self, models: int) -> None:
         await self.store.heartbeat(self.name, __version__, self.started, models)
-        self.live = frozenset(i.name for i in await self.store.instances() if i.alive) | {self.name}
+        live = frozenset(i.name for i in await self.store.instances() if i.alive) | {self.name}
+        if live != self.live:
+            self.live, self._mine = live, {}
 
     def mine(self, model: str) -> bool:
         """Is the model this daemon's turn (as far as it knows who is alive)?"""
-        return len(self.live) == 1 or turn(model, self.live) == self.name
+        if len(self.live) == 1:
+            return True
+        if (found := self._mine.get(model)) is None:
+            found = self._mine[model] = turn(model, self.live) == self.name
+        return found
 
     async def take(self, model: ModelConfig, wall: datetime, states: dict[str, ModelState]) -> bool:
         """Does this daemon check the model now? Not when it is another daemon's turn (then `states` gets what that
