@@ -83,6 +83,13 @@ def test_a_rejected_reload_exits_3_with_each_problem_and_the_old_config_runs_on(
     before = daemon.checks()
     wait_for(lambda: daemon.checks() >= before + 2, what="checks under the old config")
     assert daemon.metrics()["fpwatch_config_last_reload_successful{}"] == 0
+    journal = runtime / "journal"  # as under systemd: stderr is the journal's stream, errors say their priority
+    with journal.open("w") as stream:
+        info = Path(journal).stat()
+        env = {**daemon.env, "JOURNAL_STREAM": f"{info.st_dev}:{info.st_ino}"}
+        command = [sys.executable, "-m", "fpwatch", "reload", str(daemon.proc.pid)]
+        assert subprocess.run(command, env=env, stderr=stream, timeout=60).returncode == 3
+    assert [line[:3] for line in journal.read_text().splitlines()] == ["<3>"] * 3
     daemon.config.write_text(good)  # and a good one again: the next reload answers 0
     assert reload(daemon.proc.pid, env=daemon.env).returncode == 0
     assert daemon.metrics()["fpwatch_config_last_reload_successful{}"] == 1

@@ -141,8 +141,16 @@ def parse_since(text: str | None) -> datetime | None:
         ) from None
 
 
+def echo_error(line: str) -> None:
+    """A line on stderr that is an error: under systemd, marked so (`<3>`) that the journal files it as one, not
+    at the info priority of a service's plain output."""
+    from fpwatch.service.systemd import stdout_is_journal
+
+    click.echo(f"<3>{line}" if stdout_is_journal(2) else line, err=True)
+
+
 def _fail(message: str, code: int) -> NoReturn:
-    click.echo(f"Error: {message}", err=True)
+    echo_error(f"Error: {message}")
     sys.exit(code)
 
 
@@ -182,16 +190,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     except click.UsageError as exc:
         # A monitoring system treats a usage mistake in `check` as UNKNOWN (3), not CRITICAL (2).
         hint = f"\nTry '{exc.ctx.command_path} --help' for help." if exc.ctx else ""
-        click.echo(f"Error: {exc.format_message()}{hint}", err=True)
+        echo_error(f"Error: {exc.format_message()}{hint}")
         sys.exit(3 if exc.ctx is not None and exc.ctx.command.name == "check" else 1)
     except ConfigError as exc:
         if debug:
             raise
         if len(exc.problems) == 1:
             _fail(str(exc), 3)
-        click.echo(f"Error: {len(exc.problems)} problems in {exc.path or 'the config'}:", err=True)
+        echo_error(f"Error: {len(exc.problems)} problems in {exc.path or 'the config'}:")
         for problem in exc.problems:
-            click.echo(f"  {problem}", err=True)
+            echo_error(f"  {problem}")
         sys.exit(3)
     except FpwatchError as exc:
         if debug:

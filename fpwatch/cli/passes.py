@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from fpwatch.cli.app import InternalError, cli, obj_of, run_async, select_models, setup_logging
+from fpwatch.cli.app import InternalError, cli, echo_error, obj_of, run_async, select_models, setup_logging
 from fpwatch.errors import FpwatchError
 
 
@@ -230,9 +230,9 @@ def reload(ctx: click.Context, pid: int, timeout: float) -> None:
     elif outcome.ok:
         click.echo(f"config reloaded by {pid}: {outcome.models} model(s)")
     else:
-        click.echo(f"config rejected by {pid}, which keeps running the previous one:", err=True)
+        echo_error(f"config rejected by {pid}, which keeps running the previous one:")
         for problem in outcome.problems:
-            click.echo(f"  {problem}", err=True)
+            echo_error(f"  {problem}")
     ctx.exit(answer.exit_code)
 
 

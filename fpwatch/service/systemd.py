@@ -50,12 +50,12 @@ def watchdog_interval() -> float | None:
         return None
 
 
-def stdout_is_journal() -> bool:
-    """True when systemd connected stdout to the journal (JOURNAL_STREAM is its device:inode)."""
+def stdout_is_journal(fd: int = 1) -> bool:
+    """True when systemd connected stdout (or `fd`) to the journal (JOURNAL_STREAM is its device:inode)."""
     stream = os.environ.get("JOURNAL_STREAM", "")
     try:
         device, inode = (int(part) for part in stream.split(":"))
-        info = os.fstat(1)
+        info = os.fstat(fd)
     except (ValueError, OSError):
         return False
     return (info.st_dev, info.st_ino) == (device, inode)
