@@ -73,9 +73,9 @@ def test_each_model_is_one_live_daemons_turn_and_only_a_leavers_share_moves() ->
 
 
 def test_another_daemons_model_is_left_alone_until_that_daemon_stops_checking_it(shared: PostgresState) -> None:
-    """Two daemons alive: a model that is b's turn costs a no database work while b checks it (no claim, no read);
-    once its last check is two intervals (plus timeout and a minute) old, as a sees when it reads the state again,
-    a claims it and checks it (b beats but does not check it: stuck, or its config lacks the model)."""
+    """Two daemons alive: a model that is b's turn costs daemon a nothing in the database while b checks it (no
+    claim, no read); once its last check is two intervals (plus timeout and a minute) old, as a sees when it reads
+    the state again, a claims it and checks it (b beats but does not check it: stuck, or its config lacks it)."""
     from dataclasses import replace as changed
 
     from test_store import POLICY, observation
