@@ -39,8 +39,13 @@ log = get_logger("fpwatch.daemon")
 def anchor(model: ModelConfig) -> float:
     """Where in its interval an interval model's slots start: the same on every host, different per model."""
     assert model.interval is not None
-    digest = hashlib.sha256(model.name.encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64 * model.interval.total_seconds()
+    return _fraction(model.name, 0) * model.interval.total_seconds()
+
+
+def _fraction(name: str, part: int) -> float:
+    """A number in [0, 1) drawn from the name, the same on every host; each `part` (0 or 1) another draw."""
+    digest = hashlib.sha256(name.encode()).digest()
+    return int.from_bytes(digest[8 * part : 8 * part + 8], "big") / 2**64
 
 
 def turn(model: str, live: Collection[str]) -> str:
@@ -100,7 +105,10 @@ class Sharing:
         self.name = self.name or lease_owner()  # what its outbox leases say: one name for both
         self.reachable = True  # the last heartbeat got through: while not, checks are not even tried
         self.live: frozenset[str] = frozenset({self.name})  # the daemons alive at the last heartbeat
-        self._read: dict[str, datetime] = {}  # when this daemon last read each of the others' models' state
+        # When this daemon last read each of the others' models' state. The copy read at start counts as read earlier
+        # than the start by a share of REREAD_AFTER drawn from the model's name: the first rereads come spread over
+        # REREAD_AFTER, not at once (10,000 models' reads in one second would starve the checks of connections).
+        self._read: dict[str, datetime] = {}
         self._mine: dict[str, bool] = {}  # turn() of each model asked about, among the daemons in `live`
 
     async def beat(self, models: int) -> None:
@@ -126,7 +134,9 @@ class Sharing:
             return False
         try:
             if not self.mine(model.name):
-                fresh = wall - self._read.get(model.name, self._start_read(model.name)) < REREAD_AFTER
+                if model.name not in self._read:  # the copy read at start: as if read a while before it
+                    self._read[model.name] = self.started - _fraction(model.name, 1) * REREAD_AFTER
+                fresh = wall - self._read[model.name] < REREAD_AFTER
                 if fresh and not overdue(model, states.get(model.name), wall, wall):  # never checked: not yet
                     return False
                 states[model.name] = await self.store.load_state(model.name)
@@ -139,13 +149,6 @@ class Sharing:
         except FpwatchError as exc:
             log.warning("check skipped: the state database is unreachable", model=model.name, error=str(exc))
         return False
-
-    def _start_read(self, model: str) -> datetime:
-        """When the copy of a model's state read at start counts as read: earlier than the start by a share of
-        REREAD_AFTER drawn from the model's name, so that the first rereads come spread over REREAD_AFTER, not at
-        once (10,000 models' reads in one second would starve the checks of connections)."""
-        share = int.from_bytes(hashlib.sha256(model.encode()).digest()[8:16], "big") / 2**64
-        return self.started - share * REREAD_AFTER
 
     async def leave(self) -> None:
         await self.store.leave(self.name)
