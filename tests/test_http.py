@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import http.server
+import socket
+import ssl
+import threading
 import time
 from collections.abc import Iterator
 
 import pytest
+import trustme
 
-from fpwatch.providers.http import ClientPool, TransportFailure, post_json
+from fpwatch.providers import sockets
+from fpwatch.providers.http import ClientPool, Exchange, TransportFailure, new_client, post_json
 from fpwatch.sim import Simulator
 
 BODY = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
@@ -100,3 +107,133 @@ def test_nothing_listening_is_a_connection_failure() -> None:
         asyncio.run(go())
     assert caught.value.kind == "connection" and "cannot connect" in str(caught.value)
     assert len(caught.value.attempts) >= 2
+
+
+# -- the sockets under httpx (providers/sockets.py): TLS, idle connections the server closed, a silent server
+
+
+def test_clients_run_on_the_asyncio_backend() -> None:
+    """The pool httpx builds is swapped for one on fpwatch's asyncio sockets; an httpx that moved its pool fails
+    here instead of quietly costing a third of each request's CPU again."""
+    client = new_client(2, False)
+    assert isinstance(client._transport._pool._network_backend, sockets.Backend)  # type: ignore[attr-defined]
+
+
+class _Json(http.server.BaseHTTPRequestHandler):
+    """POST -> 200 {"ok": true} on HTTP/1.1 (keep-alive); the server counts connections and may drop idle ones."""
+
+    protocol_version = "HTTP/1.1"
+
+    def setup(self) -> None:
+        super().setup()
+        self.server.connections += 1  # type: ignore[attr-defined]
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["content-length"]))
+        body = b'{"ok": true}'
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+        # A server that is done with a connection after one answer but does not say so (no Connection: close),
+        # as a proxy timing out idle connections does: the client finds out only once it is idle in the pool.
+        self.close_connection = self.server.drop_idle  # type: ignore[attr-defined]
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def json_server(tls: ssl.SSLContext | None = None, drop_idle: bool = False) -> Iterator[http.server.HTTPServer]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Json)
+    server.connections, server.drop_idle = 0, drop_idle  # type: ignore[attr-defined]
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def exchanges(url: str, count: int, tls: bool | ssl.SSLContext = False, pause: float = 0.0) -> list[Exchange]:
+    """`count` POSTs one after the other through one client of one connection."""
+
+    async def go() -> list[Exchange]:
+        pool = ClientPool(1, tls=tls)
+        out = []
+        try:
+            for _ in range(count):
+                async with pool.lease() as client:
+                    out.append(await post_json(client, url, BODY, {}, timeout=5))
+                await asyncio.sleep(pause)
+        finally:
+            await pool.aclose()
+        return out
+
+    return asyncio.run(go())
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+def test_https_through_the_asyncio_backend(ca: trustme.CA) -> None:
+    """A TLS handshake upgraded in place, the certificate checked against the client's CA, the connection kept
+    alive for the next request."""
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_context)
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+    with json_server(tls=server_context) as server:
+        url = f"https://127.0.0.1:{server.server_address[1]}/v1/chat/completions"
+        answers = exchanges(url, 3, tls=client_context)
+        assert [(e.status, e.body, len(e.attempts)) for e in answers] == [(200, b'{"ok": true}', 1)] * 3
+        assert server.connections == 1  # type: ignore[attr-defined]
+
+
+def test_an_untrusted_certificate_is_refused_in_words(ca: trustme.CA) -> None:
+    """A server whose certificate the client's CAs do not vouch for: no exchange, a connection failure that says
+    why (the system's CAs do not know the throwaway one)."""
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_context)
+    with json_server(tls=server_context) as server, pytest.raises(TransportFailure) as caught:
+        exchanges(f"https://127.0.0.1:{server.server_address[1]}/v1/chat/completions", 1, tls=True)
+    assert caught.value.kind == "connection"
+    assert "certificate verify failed" in str(caught.value)
+
+
+def test_an_idle_connection_the_server_closed_is_not_reused() -> None:
+    """The server drops each connection after its answer: the pool sees the idle one ended and opens a new one,
+    so the next request goes out once, not into the dead socket and a retry."""
+    with json_server(drop_idle=True) as server:
+        answers = exchanges(f"http://127.0.0.1:{server.server_address[1]}/v1/x", 3, pause=0.2)
+        assert [(e.status, len(e.attempts)) for e in answers] == [(200, 1)] * 3
+        assert server.connections == 3  # type: ignore[attr-defined]
+
+
+def test_a_server_that_never_answers_is_a_timeout() -> None:
+    """Connected, request sent, nothing back: a timeout within the request's own, in words."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    try:
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}/v1/chat/completions"
+
+        async def go() -> None:
+            pool = ClientPool(1, tls=False)
+            try:
+                async with pool.lease() as client:
+                    await post_json(client, url, BODY, {}, timeout=1.0, max_attempts=1)
+            finally:
+                await pool.aclose()
+
+        started = time.monotonic()
+        with pytest.raises(TransportFailure) as caught:
+            asyncio.run(go())
+        assert caught.value.kind == "timeout" and "no answer within" in str(caught.value)
+        assert time.monotonic() - started < 3
+    finally:
+        listener.close()

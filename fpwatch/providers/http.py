@@ -1,7 +1,7 @@
 """HTTP to providers: one client per provider, retries that honour the server, a whole-request deadline.
 
-The only module that imports httpx (import-linter keeps it so), so a move to the maintained fork
-(httpx2) is a one-line change.
+The only module that imports httpx (import-linter keeps it so, and httpcore behind it and providers/sockets.py,
+the asyncio sockets its pools run on), so a move to the maintained fork (httpx2) is a one-line change.
 Retries follow the official OpenAI SDK's rules (research/library-practice.md section 4.2): retry
 408/409/429/5xx/529 and connection errors with exponential backoff and jitter, prefer
 `retry-after-ms`, then `Retry-After` (seconds or an HTTP date), then the wait a wire format states in
@@ -76,12 +76,12 @@ CONNECTIONS_PER_CLIENT = 2
 class ClientPool:
     """A provider's HTTP clients: `max_connections` spread over small httpx clients, least busy first."""
 
-    def __init__(self, max_connections: int, *, tls: bool = True) -> None:
+    def __init__(self, max_connections: int, *, tls: bool | ssl.SSLContext = True) -> None:
         sizes = [CONNECTIONS_PER_CLIENT] * (max_connections // CONNECTIONS_PER_CLIENT)
         if max_connections % CONNECTIONS_PER_CLIENT:
             sizes.append(max_connections % CONNECTIONS_PER_CLIENT)
-        # One TLS context for all (building one reads the CA bundle: ~30 ms); none for plain http.
-        verify: ssl.SSLContext | bool = _tls_context() if tls else False
+        # One TLS context for all (building one reads the CA bundle: ~30 ms), or the caller's (a private CA).
+        verify = tls if isinstance(tls, ssl.SSLContext) else _tls_context() if tls else _plain_context()
         self.clients = [new_client(size, verify) for size in sizes]
         self.busy = [0] * len(self.clients)
 
@@ -104,6 +104,12 @@ def _tls_context() -> ssl.SSLContext:
     return httpx.create_ssl_context()
 
 
+@functools.cache
+def _plain_context() -> ssl.SSLContext:
+    """For a provider on plain http, which never uses it: httpx would build one per client (0.2 ms each)."""
+    return httpx.create_ssl_context(verify=False)
+
+
 @functools.lru_cache(maxsize=1024)
 def _url(text: str) -> httpx.URL:
     """An endpoint parsed once (a provider's differ at most by model): parsing was half of building a request."""
@@ -112,11 +118,24 @@ def _url(text: str) -> httpx.URL:
 
 def new_client(max_connections: int, verify: ssl.SSLContext | bool = True) -> httpx.AsyncClient:
     """A client for one provider. Limits go on the transport: with transport= the client ignores them."""
-    transport = httpx.AsyncHTTPTransport(
-        verify=verify,
-        retries=0,  # our own loop retries, and records every attempt
-        limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
-    )
+    import httpcore  # as httpx does: only once a client is built (about 20 ms with h11 and anyio)
+
+    from fpwatch.providers import sockets
+
+    limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+    transport = httpx.AsyncHTTPTransport(verify=verify, retries=0, limits=limits)  # our own loop retries
+    if isinstance(getattr(transport, "_pool", None), httpcore.AsyncConnectionPool):
+        # The same pool on asyncio's sockets instead of anyio's (providers/sockets.py: a third of a request's
+        # CPU). httpx builds its pool without a backend argument, so it is rebuilt as httpx builds it; an httpx
+        # that keeps its pool elsewhere keeps its own (tests/test_http.py checks that this one is used).
+        transport._pool = httpcore.AsyncConnectionPool(
+            ssl_context=verify if isinstance(verify, ssl.SSLContext) else transport._pool._ssl_context,
+            max_connections=limits.max_connections,
+            max_keepalive_connections=limits.max_keepalive_connections,
+            keepalive_expiry=limits.keepalive_expiry,
+            retries=0,
+            network_backend=sockets.Backend(),
+        )
     return httpx.AsyncClient(
         transport=transport,
         headers={"user-agent": f"fpwatch/{__version__}"},
