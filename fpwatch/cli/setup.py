@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import click
 
-from fpwatch.cli.app import cli, obj_of, run_async
+from fpwatch.cli.app import cli, json_text, obj_of, run_async
 from fpwatch.errors import FpwatchError
 
 
@@ -46,7 +45,7 @@ def config_show(ctx: click.Context, as_json: bool) -> None:
 
     config = obj_of(ctx).config()
     shown = Redactor(config.secrets).scrub(effective_config(config))
-    click.echo(json.dumps(shown, indent=2) if as_json else tomli_w.dumps(_drop_none(shown)), nl=as_json)
+    click.echo(json_text(shown) if as_json else tomli_w.dumps(_drop_none(shown)), nl=as_json)
 
 
 @config_group.command("rules")
@@ -111,7 +110,7 @@ def notify_test(ctx: click.Context, as_json: bool) -> None:
         for n, error in zip(config.notifiers, errors, strict=True)
     ]
     if as_json:
-        click.echo(json.dumps(rows, indent=2))
+        click.echo(json_text(rows))
     else:
         for row in rows:
             click.echo(f"{row['name']}: {'sent' if row['ok'] else 'FAILED: ' + str(row['error'])}  ({row['url']})")

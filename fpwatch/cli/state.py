@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from fpwatch.cli.app import cli, obj_of, parse_since, reading, run_async, select_models
+from fpwatch.cli.app import cli, json_text, obj_of, parse_since, reading, run_async, select_models
 from fpwatch.clock import utcnow
 from fpwatch.config.model import state_missing
 from fpwatch.detect.events import SEVERITIES
@@ -39,7 +39,7 @@ def status(ctx: click.Context, as_json: bool) -> None:
 
     report = run_async(gather())
     if as_json:
-        click.echo(json.dumps(report, indent=2))
+        click.echo(json_text(report))
     else:
         click.echo(status_table(report["models"], report["notifiers"], report["audit"], report["instances"]))
 
@@ -66,7 +66,7 @@ def history(ctx: click.Context, model: str, as_json: bool) -> None:
             return await history_report(found, store)
 
     report = run_async(gather())
-    click.echo(json.dumps(report, indent=2) if as_json else history_tables(report))
+    click.echo(json_text(report) if as_json else history_tables(report))
 
 
 @cli.command()
@@ -109,7 +109,7 @@ def events(
             )
 
     found = run_async(gather())
-    click.echo(json.dumps([e.to_dict() for e in found], indent=2) if as_json else events_table(found))
+    click.echo(json_text([e.to_dict() for e in found]) if as_json else events_table(found))
 
 
 @cli.command()

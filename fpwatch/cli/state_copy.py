@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 import sys
 import time
@@ -11,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from fpwatch.cli.app import cli, obj_of, run_async, setup_logging
+from fpwatch.cli.app import cli, json_text, obj_of, run_async, setup_logging
 from fpwatch.config.model import PostgresState
 from fpwatch.errors import ConfigError, FpwatchError, StateError
 
@@ -102,7 +101,7 @@ def copy(ctx: click.Context, url: str, source: Path | None, password_file: str |
         progress.close()
     line = f'[fpwatch] state = "{destination.url}"'
     if as_json:
-        click.echo(redact(json.dumps({**copied.to_json(), "config": line}, indent=2)))
+        click.echo(redact(json_text({**copied.to_json(), "config": line})))
     else:
         click.echo(redact(_summary(copied, line, config.path)))
 

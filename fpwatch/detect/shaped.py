@@ -56,7 +56,12 @@ def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
+_PLAIN = frozenset({str, int, float, bool, type(None)})
+
+
 def _to_json(value: Any) -> Any:
+    if type(value) in _PLAIN:  # most fields: no isinstance against the abstract Mapping (a check's JSON has thousands)
+        return value
     if isinstance(value, datetime):
         return iso(value)
     if isinstance(value, Shaped):

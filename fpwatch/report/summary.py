@@ -9,13 +9,13 @@ from fpwatch.check import CheckResult, policy_for
 from fpwatch.clock import iso, iso_or_none
 from fpwatch.config import Config, ModelConfig
 from fpwatch.detect import drift, verdict
-from fpwatch.detect.state import ModelState
+from fpwatch.detect.state import ModelState, Policy
 from fpwatch.store import ChainHead, Shared, Store
 
 
-def drift_summary(model: ModelConfig, state: ModelState) -> dict[str, Any]:
-    """Where drift detection stands for one model."""
-    keys = policy_for(model, state).canary_keys.values()
+def drift_summary(state: ModelState, policy: Policy) -> dict[str, Any]:
+    """Where drift detection stands for one model, judged by `policy` (check.policy_for)."""
+    keys = policy.canary_keys.values()
     d = state.drift
     return {
         "state": "drift" if d.open_since else "learning" if d.learning(keys) else "ok",
@@ -53,11 +53,12 @@ def _noise(history: tuple[float, ...]) -> dict[str, float] | None:
 def model_summary(model: ModelConfig, state: ModelState, now: datetime) -> dict[str, Any]:
     """The per-model fields shared by `check --json` and `status --json`."""
     grace = model.grace_period
+    policy = policy_for(model, state)
     return {
         "name": model.name,
         "provider": model.provider.name,
         "model": model.model,
-        "state": verdict.state_label(state, policy_for(model, state), now),
+        "state": verdict.state_label(state, policy, now),
         "fingerprints": [s.value for s in state.fingerprints.valid()],
         "fingerprint_details": [
             {
@@ -73,7 +74,7 @@ def model_summary(model: ModelConfig, state: ModelState, now: datetime) -> dict[
         "fingerprint_missing": state.fingerprint_missing,
         "resolved_models": [s.value for s in state.response_models.valid()],
         "behaviour_fingerprint": state.behaviour_fingerprint,
-        "drift": drift_summary(model, state),
+        "drift": drift_summary(state, policy),
         "discovery": discovery_summary(model, state),
         "unsupported": sorted(state.rejected_by(model.model)),
         "checks": state.checks,

@@ -92,6 +92,7 @@ class Appender:
         self.db = db
         self.key = key
         self.seq, self.prev = last(db)
+        self.next_event: int | None = None  # the next event's id, read once a transaction (a batch has hundreds)
 
     def position(self) -> tuple[int, str]:
         """Where the chain stands: (seq, hash) of the newest link appended."""
@@ -100,6 +101,7 @@ class Appender:
     def rewind(self, position: tuple[int, str]) -> None:
         """Back to an earlier `position`, once the links appended since are rolled back (a savepoint's)."""
         self.seq, self.prev = position
+        self.next_event = None  # the rolled-back events' ids are free again
 
     def link(self, kind: str, fields: dict[str, Any]) -> tuple[int, str, str]:
         """(seq, prev_hash, hash) of the next link."""
@@ -148,7 +150,9 @@ class Appender:
 
     def event(self, event: Event, check_id: str | None) -> StoredEvent:
         values = codec.event_values(event, check_id)
-        event_id = self.db.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM events").fetchone()[0]
+        if self.next_event is None:
+            self.next_event = self.db.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM events").fetchone()[0]
+        event_id, self.next_event = self.next_event, self.next_event + 1
         self.db.execute(
             "INSERT INTO events (id, time, model, type, severity, summary, details, check_id, seq, prev_hash, hash) "
             "VALUES (?,?,?,?,?,?,?,?,?,?,?)",
