@@ -12,9 +12,10 @@ What it does: starts the simulator (`fpwatch.sim.Simulator`) in this process, ev
 answering after `--latency` seconds; writes a config with one `openai-compatible` provider pointing
 at it (`max_concurrency = --concurrency`) and `--models` models, each with one canary of `--samples`
 one-token requests; then runs `python -m fpwatch --config CFG check --json` as a subprocess `--runs`
-times, each with a fresh state database so every run does the same work. A run must exit 0, report
-every model without an error, and the simulator must have seen models x samples requests;
-otherwise the benchmark stops with exit code 1.
+times, each with a fresh state database so every run does the same work (`--state repeat`: each on a copy
+of the state the untimed first check left, so every run is a repeat check, as cron's every few minutes are).
+A run must exit 0, report every model without an error, and the simulator must have seen models x samples
+requests; otherwise the benchmark stops with exit code 1.
 
 `--mix` spreads the models over one provider of each type in MIX (the simulator serves every wire format,
 checking each one's key header), each with an equal share of `--concurrency`, so the ideal is the same.
@@ -94,6 +95,7 @@ class BenchError(Exception):
 @dataclass
 class Figures:
     tree: str | None  # the source tree run (--tree), None: the fpwatch this interpreter imports
+    state: str  # --state: fresh (a first check on a new file) or repeat (a second check on a copy of one)
     providers: list[str]  # their types
     models: int
     samples: int
@@ -141,6 +143,7 @@ class Tree:
     env: dict[str, str]
     runs: list[Run]
     phases: list[tuple[float, float, float]]  # start -> first request, first -> last, last -> exit
+    template: Path | None = None  # --state repeat: the state its untimed first check left, copied for each run
 
 
 def run_check(config: Path, env: dict[str, str], *, models: int, python: tuple[str, ...] = ()) -> Run:
@@ -239,8 +242,10 @@ def bench(args: argparse.Namespace, tmp: Path) -> list[Figures]:
         def one(tree: Tree, python: tuple[str, ...] = ()) -> tuple[Run, list[dict[str, Any]]]:
             nonlocal count
             count += 1
-            folder = tmp / f"run{count}"  # a fresh state database: every run does the same work
+            folder = tmp / f"run{count}"  # a state of its own: every run does the same work
             folder.mkdir()
+            if args.state == "repeat" and tree.template is not None:
+                shutil.copyfile(tree.template, folder / "state.db")  # what the tree's first check left
             config = write_config(
                 folder,
                 sim.base_url,
@@ -260,7 +265,8 @@ def bench(args: argparse.Namespace, tmp: Path) -> list[Figures]:
             return result, requests
 
         for tree in trees:
-            one(tree)  # untimed: fills the tree's bytecode folder and the page cache
+            one(tree)  # untimed: fills the tree's bytecode folder and the page cache, and leaves a state
+            tree.template = tmp / f"run{count}" / "state.db"
         for _ in range(args.runs):
             for tree in trees:  # taking turns: noise falls on every tree alike
                 result, requests = one(tree)
@@ -288,6 +294,7 @@ def bench(args: argparse.Namespace, tmp: Path) -> list[Figures]:
         figures.append(
             Figures(
                 tree=tree.path,
+                state=args.state,
                 providers=[p.type for p in providers],
                 models=args.models,
                 samples=args.samples,
@@ -332,7 +339,8 @@ def print_table(all_figures: list[Figures]) -> None:
     share = f", {math.ceil(f.concurrency / len(f.providers))} each" if mix else ""
     print(
         f"{f.models} models x {f.samples} samples = {f.requests_per_run} requests{mix}, latency "
-        f"{f.latency * 1000:.0f} ms, max_concurrency {f.concurrency}{share} ({batches} batches), {f.runs} runs"
+        f"{f.latency * 1000:.0f} ms, max_concurrency {f.concurrency}{share} ({batches} batches), {f.runs} runs, "
+        + ("each a first check on a new state" if f.state == "fresh" else "each a repeat check on a copy of a state")
     )
     rows: list[tuple[str, list[str]]] = []
 
@@ -378,7 +386,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--samples", type=int, default=1, help="requests per model per check (default 1)")
     parser.add_argument("--concurrency", type=int, default=50, help="provider max_concurrency (default 50)")
     parser.add_argument("--latency", type=float, default=0.2, help="simulated latency, s (default 0.2)")
-    parser.add_argument("--runs", type=int, default=5, help="check runs, each on a fresh state (default 5)")
+    parser.add_argument("--runs", type=int, default=5, help="check runs, each on a state of its own (default 5)")
+    parser.add_argument(
+        "--state",
+        choices=("fresh", "repeat"),
+        default="fresh",
+        help="each run a first check on a new state file (default), or a repeat check on a copy of one (cron's case)",
+    )
     parser.add_argument("--startup-runs", type=int, default=7, help="--help runs per figure (default 7)")
     parser.add_argument("--mix", action="store_true", help="spread the models over every provider type in MIX")
     parser.add_argument("--tree", action="append", metavar="PATH", help="run the fpwatch in PATH (repeatable)")

@@ -15,7 +15,7 @@ import pytest
 import trustme
 
 from fpwatch.providers import sockets
-from fpwatch.providers.http import ClientPool, Exchange, TransportFailure, new_client, post_json
+from fpwatch.providers.http import ClientPool, Exchange, TransportFailure, new_transport, post_json
 from fpwatch.sim import Simulator
 
 BODY = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
@@ -115,8 +115,8 @@ def test_nothing_listening_is_a_connection_failure() -> None:
 def test_clients_run_on_the_asyncio_backend() -> None:
     """The pool httpx builds is swapped for one on fpwatch's asyncio sockets; an httpx that moved its pool fails
     here instead of quietly costing a third of each request's CPU again."""
-    client = new_client(2, False)
-    assert isinstance(client._transport._pool._network_backend, sockets.Backend)  # type: ignore[attr-defined]
+    transport = new_transport(2, False)
+    assert isinstance(transport._pool._network_backend, sockets.Backend)  # type: ignore[attr-defined]
 
 
 class _Json(http.server.BaseHTTPRequestHandler):

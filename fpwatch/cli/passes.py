@@ -44,6 +44,7 @@ def check(ctx: click.Context, models: tuple[str, ...], as_json: bool, dry_run: b
       fpwatch check --dry-run
     """
     with _start_up():
+        from fpwatch.check import CheckResult
         from fpwatch.detect.verdict import STATUS_NAMES, UNKNOWN, worst
         from fpwatch.report.summary import check_summary
         from fpwatch.report.tables import check_report, delivery_line
@@ -56,9 +57,14 @@ def check(ctx: click.Context, models: tuple[str, ...], as_json: bool, dry_run: b
             selected = select_models(config, models)
             setup_logging(config, obj)
         progress = _Progress(len(selected))
-        results, delivery = run_async(
-            run_pass(config, selected, dry_run=dry_run, notify=not no_notify, on_done=progress)
-        )
+        summaries: dict[str, dict[str, Any]] = {}
+
+        def done(result: CheckResult) -> None:
+            progress(result)
+            if as_json:  # each model's part as its check ends, while others wait on the network (not all at the end)
+                summaries[result.check_id] = check_summary(result)
+
+        results, delivery = run_async(run_pass(config, selected, dry_run=dry_run, notify=not no_notify, on_done=done))
         progress.done()
     except FpwatchError as exc:
         exc.exit_code = UNKNOWN  # for a monitor, "could not check" is UNKNOWN whatever the cause
@@ -72,7 +78,7 @@ def check(ctx: click.Context, models: tuple[str, ...], as_json: bool, dry_run: b
         out: dict[str, Any] = {
             "exit_code": code,
             "status": STATUS_NAMES[code],
-            "models": [check_summary(r) for r in results],
+            "models": [summaries.get(r.check_id) or check_summary(r) for r in results],
         }
         if delivery is not None:
             out["notifications"] = {

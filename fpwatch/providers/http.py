@@ -69,12 +69,18 @@ class Exchange:
 
 # httpcore's pool does work quadratic in its connections on every request start and close
 # (encode/httpcore#1035): at 50 connections a check spent most of its CPU there. Several small
-# clients per provider keep each pool small; bench/check.py measures the difference.
+# pools per provider keep each one small; bench/check.py measures the difference.
 CONNECTIONS_PER_CLIENT = 2
+# What every request carries (an httpx client's defaults, with fpwatch named); the adapter's headers go on top.
+HEADERS = {"accept": "*/*", "accept-encoding": "gzip, deflate", "user-agent": f"fpwatch/{__version__}"}
 
 
 class ClientPool:
-    """A provider's HTTP clients: `max_connections` spread over small httpx clients, least busy first."""
+    """A provider's HTTP connections: `max_connections` spread over small httpx transports, least busy first.
+
+    Requests go to the transport itself (httpx's transport API), not through an httpx client: fpwatch uses none of
+    what a client adds (auth flows, redirects, cookies, event hooks), and its cookie jar alone built a
+    urllib request and an email message for every answer (a tenth of a request's CPU)."""
 
     def __init__(self, max_connections: int, *, tls: bool | ssl.SSLContext = True) -> None:
         sizes = [CONNECTIONS_PER_CLIENT] * (max_connections // CONNECTIONS_PER_CLIENT)
@@ -82,21 +88,21 @@ class ClientPool:
             sizes.append(max_connections % CONNECTIONS_PER_CLIENT)
         # One TLS context for all (building one reads the CA bundle: ~30 ms), or the caller's (a private CA).
         verify = tls if isinstance(tls, ssl.SSLContext) else _tls_context() if tls else _plain_context()
-        self.clients = [new_client(size, verify) for size in sizes]
-        self.busy = [0] * len(self.clients)
+        self.transports = [new_transport(size, verify) for size in sizes]
+        self.busy = [0] * len(self.transports)
 
     @contextlib.asynccontextmanager
-    async def lease(self) -> AsyncIterator[httpx.AsyncClient]:
-        index = min(range(len(self.clients)), key=self.busy.__getitem__)
+    async def lease(self) -> AsyncIterator[httpx.AsyncHTTPTransport]:
+        index = min(range(len(self.transports)), key=self.busy.__getitem__)
         self.busy[index] += 1
         try:
-            yield self.clients[index]
+            yield self.transports[index]
         finally:
             self.busy[index] -= 1
 
     async def aclose(self) -> None:
-        for client in self.clients:
-            await client.aclose()
+        for transport in self.transports:
+            await transport.aclose()
 
 
 @functools.cache
@@ -106,7 +112,7 @@ def _tls_context() -> ssl.SSLContext:
 
 @functools.cache
 def _plain_context() -> ssl.SSLContext:
-    """For a provider on plain http, which never uses it: httpx would build one per client (0.2 ms each)."""
+    """For a provider on plain http, which never uses it: httpx would build one per transport (0.2 ms each)."""
     return httpx.create_ssl_context(verify=False)
 
 
@@ -116,9 +122,9 @@ def _url(text: str) -> httpx.URL:
     return httpx.URL(text)
 
 
-def new_client(max_connections: int, verify: ssl.SSLContext | bool = True) -> httpx.AsyncClient:
-    """A client for one provider. Limits go on the transport: with transport= the client ignores them."""
-    import httpcore  # as httpx does: only once a client is built (about 20 ms with h11 and anyio)
+def new_transport(max_connections: int, verify: ssl.SSLContext | bool = True) -> httpx.AsyncHTTPTransport:
+    """Connections to one provider, at most `max_connections`, kept alive between requests."""
+    import httpcore  # as httpx does: only once a transport is built (about 20 ms with h11 and anyio)
 
     from fpwatch.providers import sockets
 
@@ -136,9 +142,14 @@ def new_client(max_connections: int, verify: ssl.SSLContext | bool = True) -> ht
             retries=0,
             network_backend=sockets.Backend(),
         )
+    return transport
+
+
+def new_client(max_connections: int = 1) -> httpx.AsyncClient:
+    """A whole httpx client on such a transport, for the odd request that is not a provider's (a dead man's ping)."""
     return httpx.AsyncClient(
-        transport=transport,
-        headers={"user-agent": f"fpwatch/{__version__}"},
+        transport=new_transport(max_connections, _tls_context()),
+        headers={"user-agent": HEADERS["user-agent"]},
         timeout=httpx.Timeout(60.0, connect=10.0),
         follow_redirects=False,
     )
@@ -169,7 +180,7 @@ def _request_id(headers: Mapping[str, str]) -> str | None:
 
 
 async def post_json(
-    client: httpx.AsyncClient,
+    transport: httpx.AsyncBaseTransport,
     url: str,
     payload: Mapping[str, Any],
     headers: Mapping[str, str],
@@ -195,7 +206,7 @@ async def post_json(
             break
         try:
             status, response_headers, body = await _send_once(
-                client, url, payload, headers, params, remaining, max_body
+                transport, url, payload, headers, params, remaining, max_body
             )
         except TransportFailure as failure:
             attempts.append(Attempt(None, str(failure), waited, None, None))
@@ -229,7 +240,7 @@ async def post_json(
 
 
 async def _send_once(
-    client: httpx.AsyncClient,
+    transport: httpx.AsyncBaseTransport,
     url: str,
     payload: Mapping[str, Any],
     headers: Mapping[str, str],
@@ -241,10 +252,15 @@ async def _send_once(
     per_op = httpx.Timeout(remaining, connect=min(10.0, remaining))
     try:
         async with asyncio.timeout(remaining + 0.5):
-            request = client.build_request(
-                "POST", _url(url), json=payload, headers=dict(headers), params=params, timeout=per_op
+            request = httpx.Request(
+                "POST",
+                _url(url),
+                params=params,
+                json=payload,
+                headers={**HEADERS, **{k.lower(): v for k, v in headers.items()}},
+                extensions={"timeout": per_op.as_dict()},
             )
-            response = await client.send(request, stream=True)
+            response = await transport.handle_async_request(request)
             try:
                 chunks: list[bytes] = []
                 size = 0

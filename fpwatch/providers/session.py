@@ -133,10 +133,10 @@ async def _probe_once(
 
     session.active += 1
     try:
-        async with session.limit, session.global_limit, session.clients.lease() as client:
+        async with session.limit, session.global_limit, session.clients.lease() as transport:
             try:
                 exchange = await post_json(
-                    client,
+                    transport,
                     request.url,
                     request.payload,
                     request.headers,

@@ -28,14 +28,10 @@ async def run_pass(
 
     A dry run opens the state read-only (no state yet: every model starts fresh) and writes nothing.
     """
-    store: Store | None
-    if dry_run:
-        store = await open_existing(config.settings.state, audit_key=config.settings.audit_key)
-    else:
-        store = await open_store(config.settings.state, audit_key=config.settings.audit_key)
     sending = notify and not dry_run and bool(config.notifiers)
-    try:
-        async with Providers(config.settings.max_concurrency) as providers:
+    async with Providers(config.settings.max_concurrency) as providers:
+        store = await _open(config, dry_run, providers, models)
+        try:
             ctx = CheckContext(
                 store=store,
                 providers=providers,
@@ -51,17 +47,37 @@ async def run_pass(
                 return result
 
             results = list(await asyncio.gather(*(one(m) for m in models)))
-        delivery = None
-        if store is not None and not dry_run:
-            await store.prune_outputs(utcnow() - config.settings.retention)
-            if sending:
-                # The pass is over: its events go out now, one message per notifier, through the same
-                # outbox the daemon uses (so neither sends what the other already sent).
-                delivery = await Notifier(config, store).deliver(flush=True)
-        return results, delivery
-    finally:
-        if store is not None:
+            delivery = None
+            if store is not None and not dry_run:
+                await store.prune_outputs(utcnow() - config.settings.retention)
+                if sending:
+                    # The pass is over: its events go out now, one message per notifier, through the same
+                    # outbox the daemon uses (so neither sends what the other already sent).
+                    delivery = await Notifier(config, store).deliver(flush=True)
+            return results, delivery
+        finally:
+            if store is not None:
+                await store.close()
+
+
+async def _open(config: Config, dry_run: bool, providers: Providers, models: Sequence[ModelConfig]) -> Store | None:
+    """The state (read-only for a dry run: None when there is none yet), opened on the store's own thread while
+    this one sets up each provider's connections (httpcore's import among them, some 20 ms): neither waits on the
+    other."""
+    settings = config.settings
+    if dry_run:
+        opening = asyncio.ensure_future(open_existing(settings.state, audit_key=settings.audit_key))
+    else:
+        opening = asyncio.ensure_future(open_store(settings.state, audit_key=settings.audit_key))
+    await asyncio.sleep(0)  # the opening starts, and hands its work to the store's thread
+    try:
+        for model in models:
+            providers.session(model.provider)
+    except BaseException:
+        if (store := await opening) is not None:
             await store.close()
+        raise
+    return await opening
 
 
 async def discover_once(config: Config, model: ModelConfig, budget: int, progress: Progress | None = None) -> Borders:
