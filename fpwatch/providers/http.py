@@ -1,4 +1,4 @@
-"""HTTP to providers: one client per provider, retries that honour the server, a whole-request deadline.
+"""HTTP to providers: each one's connections in small pools, retries that honour the server, a whole-request deadline.
 
 The only module that imports httpx (import-linter keeps it so, and httpcore behind it and providers/sockets.py,
 the asyncio sockets its pools run on), so a move to the maintained fork (httpx2) is a one-line change.

@@ -27,7 +27,7 @@ from fpwatch.providers.registry import ADAPTERS
 
 
 class ProviderSession:
-    """One provider's HTTP client, concurrency limit and adapter, shared by every check."""
+    """One provider's HTTP connections, concurrency limit and adapter, shared by every check."""
 
     def __init__(
         self,
