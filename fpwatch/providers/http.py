@@ -70,7 +70,7 @@ class Exchange:
 # httpcore's pool does work quadratic in its connections on every request start and close
 # (encode/httpcore#1035): at 50 connections a check spent most of its CPU there. Several small
 # pools per provider keep each one small; bench/check.py measures the difference.
-CONNECTIONS_PER_CLIENT = 2
+CONNECTIONS_PER_POOL = 2
 # What every request carries (an httpx client's defaults, with fpwatch named); the adapter's headers go on top.
 HEADERS = {"accept": "*/*", "accept-encoding": "gzip, deflate", "user-agent": f"fpwatch/{__version__}"}
 
@@ -83,9 +83,9 @@ class ClientPool:
     urllib request and an email message for every answer (a tenth of a request's CPU)."""
 
     def __init__(self, max_connections: int, *, tls: bool | ssl.SSLContext = True) -> None:
-        sizes = [CONNECTIONS_PER_CLIENT] * (max_connections // CONNECTIONS_PER_CLIENT)
-        if max_connections % CONNECTIONS_PER_CLIENT:
-            sizes.append(max_connections % CONNECTIONS_PER_CLIENT)
+        sizes = [CONNECTIONS_PER_POOL] * (max_connections // CONNECTIONS_PER_POOL)
+        if max_connections % CONNECTIONS_PER_POOL:
+            sizes.append(max_connections % CONNECTIONS_PER_POOL)
         # One TLS context for all (building one reads the CA bundle: ~30 ms), or the caller's (a private CA).
         verify = tls if isinstance(tls, ssl.SSLContext) else _tls_context() if tls else _plain_context()
         self.transports = [new_transport(size, verify) for size in sizes]
