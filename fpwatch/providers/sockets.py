@@ -65,7 +65,7 @@ class Stream(httpcore.AsyncNetworkStream):
         except TimeoutError:
             await self.aclose()
             raise httpcore.ConnectTimeout(f"no TLS handshake within {_seconds(timeout)}") from None
-        except (OSError, ConnectionError) as exc:  # ssl.SSLError (a bad certificate) included
+        except OSError as exc:  # ssl.SSLError (a bad certificate) and a reset connection included
             await self.aclose()
             raise httpcore.ConnectError(_words(exc)) from exc
         return self
