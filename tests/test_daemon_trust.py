@@ -26,8 +26,12 @@ from fpwatch.providers import TYPES
 from fpwatch.service.daemon import Daemon
 from fpwatch.sim import Simulator
 
+# The MT build: the daemon has several threads, and the plain build's clock calls, which reread the offset file
+# under FAKETIME_NO_CACHE into unguarded static state, then now and again return the real time to a thread that
+# read while another one parsed (3 threads calling time.time() saw the real time on ~0.1% of reads; the MT
+# build, which serialises its clock calls, on none).
 LIBFAKETIME = next(
-    (p for p in ("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1", "/usr/lib/faketime/libfaketime.so.1")
+    (p for p in ("/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1", "/usr/lib/faketime/libfaketimeMT.so.1")
      if Path(p).exists()),
     None,
 )
