@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -437,3 +439,22 @@ def test_a_redirect_says_to_fix_base_url(cli: Cli, sim: Simulator) -> None:
     result = cli("check", "--json")
     assert result.code == 3
     assert "redirected (HTTP 301) to https://api.example.com" in result.json()["models"][0]["error"]
+
+
+def test_check_leaves_fast_but_loses_no_output_or_log_line(cli: Cli, sim: Simulator, tmp_path: Path) -> None:
+    """`check` ends without the interpreter's teardown (cli/app.py `leave`): what it printed to a file (block
+    buffered, unlike a terminal), every log line on stderr and the whole state must still be there."""
+    cli.write(timeout="2s")
+    cli.config.write_text(cli.config.read_text().replace(sim.base_url, "http://127.0.0.1:9/v1"))
+    out, err = tmp_path / "out.json", tmp_path / "err.log"
+    with out.open("w") as stdout, err.open("w") as stderr:
+        code = subprocess.run(
+            [sys.executable, "-m", "fpwatch", "--debug", "--config", str(cli.config), "check", "--json"],
+            stdout=stdout, stderr=stderr, env=cli.env, cwd=tmp_path, timeout=60,
+        ).returncode
+    assert code == 3
+    assert json.loads(out.read_text())["models"][0]["name"] == MODEL
+    logged = [json.loads(line) for line in err.read_text().splitlines() if line.startswith("{")]  # --debug: all
+    assert any(line["event"] == "requests failed" and line["model"] == MODEL for line in logged), logged
+    history = cli("history", MODEL, "--json")
+    assert history.code == 0 and history.json(), history.stdout + history.stderr

@@ -15,6 +15,7 @@ from fpwatch.cli.app import (
     cli,
     echo_error,
     json_text,
+    leave,
     obj_of,
     run_async,
     select_models,
@@ -92,7 +93,7 @@ def check(ctx: click.Context, models: tuple[str, ...], as_json: bool, dry_run: b
         line = delivery_line(delivery) if delivery is not None else None
         if line:
             click.echo("\n" + line)
-    ctx.exit(code)
+    leave(ctx, code)
 
 
 @contextlib.contextmanager
