@@ -5,8 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import http.server
+import json
 import socket
 import ssl
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -237,3 +240,128 @@ def test_a_server_that_never_answers_is_a_timeout() -> None:
         assert time.monotonic() - started < 3
     finally:
         listener.close()
+
+
+# -- httpcore's locks, events and shields on asyncio's own (providers/primitives.py)
+
+
+def test_anyio_shield_does_not_hold_off_asyncio_cancellation() -> None:
+    """Why fpwatch may drop anyio's shields while nothing runs on anyio: the task is cancelled inside one all the
+    same, promptly. If anyio starts shielding against asyncio's own cancellation, this fails, and primitives.py
+    must keep anyio's shields."""
+    import anyio
+
+    async def go() -> tuple[bool, float]:
+        async def shielded() -> None:
+            with anyio.CancelScope(shield=True):
+                await asyncio.sleep(2)
+
+        task = asyncio.create_task(shielded())
+        await asyncio.sleep(0.05)
+        started = time.monotonic()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        return task.cancelled(), time.monotonic() - started
+
+    cancelled, took = asyncio.run(go())
+    assert cancelled and took < 1
+
+
+FRESH = """
+import asyncio, json, sys
+from fpwatch.providers.http import ClientPool, TransportFailure, post_json
+from fpwatch.providers.primitives import ANYIO_ON_ASYNCIO
+URL, BODY = sys.argv[1], json.loads(sys.argv[2])
+async def one(pool, timeout=10.0):
+    async with pool.lease() as client:
+        try:
+            return (await post_json(client, URL, BODY, {}, timeout=timeout, max_attempts=1)).status
+        except TransportFailure as exc:
+            return exc.kind
+async def go():
+    pool = ClientPool(int(sys.argv[3]), tls=False)
+    try:
+        out = await SCENARIO(pool)
+        lock = pool.transports[0]._pool.connections[0]._connection._state_lock._anyio_lock
+        return {"out": out, "lock": type(lock).__module__, "anyio": ANYIO_ON_ASYNCIO in sys.modules}
+    finally:
+        await pool.aclose()
+print(json.dumps(asyncio.run(go())))
+"""
+
+
+def fresh_process(scenario: str, url: str, connections: int) -> dict:
+    """`SCENARIO(pool)` (async, a function of the script above) run in a new interpreter, as `fpwatch check` runs:
+    no test before it has loaded anyio, so httpcore's primitives there are asyncio's."""
+    script = FRESH.replace("SCENARIO", "scenario").replace("async def go", scenario + "\nasync def go")
+    out = subprocess.run(
+        [sys.executable, "-c", script, url, json.dumps(BODY), str(connections)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["lock"] == "asyncio.locks" and result["anyio"] is False  # asyncio's, anyio never loaded
+    return result
+
+
+def test_a_check_process_runs_httpcore_on_asyncios_primitives(sim: Simulator) -> None:
+    """20 requests over 4 connections (most wait for one): all answered."""
+    scenario = """
+async def scenario(pool):
+    return await asyncio.gather(*(one(pool) for _ in range(20)))
+"""
+    assert fresh_process(scenario, sim.base_url + "/chat/completions", 4)["out"] == [200] * 20
+
+
+def test_a_request_cancelled_mid_flight_gives_its_connection_back() -> None:
+    """One connection, a slow server: the first request is cancelled while it waits for its answer (as a check's
+    deadline or a stopping daemon cancels it); the next one gets the connection and its answer."""
+    scenario = """
+async def scenario(pool):
+    first = asyncio.create_task(one(pool))
+    await asyncio.sleep(0.15)
+    first.cancel()
+    try:
+        await first
+    except asyncio.CancelledError:
+        pass
+    return [first.cancelled(), await asyncio.wait_for(one(pool), timeout=5)]
+"""
+    with Simulator({"models": {"*": {"latency": 0.4}}}, seed=3) as slow:
+        assert fresh_process(scenario, slow.base_url + "/chat/completions", 1)["out"] == [True, 200]
+
+
+def test_waiting_for_a_busy_connection_ends_in_a_timeout() -> None:
+    """The pool's wait for a free connection (an event with a deadline) still ends as httpx's pool timeout,
+    which fpwatch reports as a timeout; the request that held the connection is answered."""
+    scenario = """
+async def scenario(pool):
+    return await asyncio.gather(one(pool), one(pool, timeout=0.3))
+"""
+    with Simulator({"models": {"*": {"latency": 1.0}}}, seed=3) as slow:
+        assert fresh_process(scenario, slow.base_url + "/chat/completions", 1)["out"] == [200, "timeout"]
+
+
+def test_under_anyio_httpcore_keeps_anyios_primitives() -> None:
+    """Once anyio runs on asyncio (its task groups cancel level-triggered, which the shields are for), what
+    httpcore makes is anyio's again."""
+    import anyio
+    from httpcore import _synchronization
+
+    from fpwatch.providers import primitives
+
+    assert primitives.install()
+
+    async def go() -> tuple[bool, type, type]:
+        lock, event = _synchronization.AsyncLock(), _synchronization.AsyncEvent()
+        lock.setup()
+        event.setup()
+        return primitives.native(), type(lock._anyio_lock), type(event._anyio_event)
+
+    native, lock_type, event_type = anyio.run(go)
+    assert not native
+    assert issubclass(lock_type, anyio.Lock) and issubclass(event_type, anyio.Event)
+

@@ -126,7 +126,9 @@ def new_transport(max_connections: int, verify: ssl.SSLContext | bool = True) ->
     """Connections to one provider, at most `max_connections`, kept alive between requests."""
     import httpcore  # as httpx does: only once a transport is built (about 20 ms with h11 and anyio)
 
-    from fpwatch.providers import sockets
+    from fpwatch.providers import primitives, sockets
+
+    primitives.install()  # its locks, events and shields on asyncio's own (providers/primitives.py)
 
     limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
     transport = httpx.AsyncHTTPTransport(verify=verify, retries=0, limits=limits)  # our own loop retries
