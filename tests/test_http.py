@@ -365,3 +365,11 @@ def test_under_anyio_httpcore_keeps_anyios_primitives() -> None:
     assert not native
     assert issubclass(lock_type, anyio.Lock) and issubclass(event_type, anyio.Event)
 
+
+@pytest.mark.parametrize(
+    ("host", "literal"),
+    [("127.0.0.1", True), ("::1", True), ("localhost", False), ("api.openai.com", False), ("10.0.0.300", False)],
+)
+def test_only_an_ip_address_skips_the_happy_eyeballs_race(host: str, literal: bool) -> None:
+    """A name may resolve to several addresses, raced as RFC 8305 says; an IP address is the only one."""
+    assert sockets._ip_literal(host) is literal

