@@ -66,9 +66,9 @@ def config(*models: str) -> Config:
 
 
 def samples(metrics: Metrics) -> dict[str, float]:
-    """Every sample of the registry as `name{label=value,...}` (labels sorted), without the process_* ones."""
+    """Every sample of the /metrics page as `name{label=value,...}` (labels sorted), without the process_* ones."""
     out = {}
-    for family in text_string_to_metric_families(generate_latest(metrics.registry).decode()):
+    for family in text_string_to_metric_families(metrics.page().decode()):
         for s in family.samples:
             if not s.name.startswith("process_"):
                 out[s.name + "{" + ",".join(f"{k}={v}" for k, v in sorted(s.labels.items())) + "}"] = s.value
@@ -117,8 +117,8 @@ def test_a_reload_creates_the_new_models_series_and_forgets_the_removed_ones() -
     metrics = Metrics()
     metrics.know(config("gpt-4o", "old"))
     metrics.events.inc(MODEL, "fingerprint.changed", "warning")
-    metrics.model_up.labels("sim/old").set(0)
-    metrics.drift_screen.labels("sim/old", "value").set(3)
+    metrics.model_up.set("sim/old", value=0)
+    metrics.drift_screen.set("sim/old", "value", value=3)
     metrics.know(config("gpt-4o", "new"))
     seen = samples(metrics)
     assert seen[f"fpwatch_events_total{{model={MODEL},severity=warning,type=fingerprint.changed}}"] == 1
@@ -126,6 +126,54 @@ def test_a_reload_creates_the_new_models_series_and_forgets_the_removed_ones() -
     assert not [key for key in seen if "model=sim/old" in key]
     metrics.discovered("sim/old", Borders("found", requests=5, tokens=5))  # a discovery that outlived its model
     assert not [key for key in samples(metrics) if "model=sim/old" in key]
+
+
+@pytest.mark.parametrize("kind", ["counter", "gauge"])
+def test_the_per_model_families_write_the_bytes_prometheus_client_writes(kind: str) -> None:
+    """exposition.ModelSeries writes its lines itself (ten times faster at 26,000 series): they are exactly what
+    prometheus-client writes for the same family, awkward model names and values included."""
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+    from fpwatch.service.exposition import ModelSeries
+
+    names = ["sim/gpt-4o", 'a "quoted"\\ name', "line\nbreak", "ünïcode/模型"]
+    values = [0.0, 1.0, 1764000000.123, 0.5, 12345678.0, float("inf"), 3e-7]
+    series = ModelSeries("fpwatch_x", "Help with a \\ backslash\nand a newline", ["zeta", "alpha"], kind)  # type: ignore[arg-type]
+    family_type = CounterMetricFamily if kind == "counter" else GaugeMetricFamily
+    family = family_type("fpwatch_x", "Help with a \\ backslash\nand a newline", labels=["model", "zeta", "alpha"])
+    for i, (name, value) in enumerate((n, v) for n in names for v in values):
+        labels = (f"z{i % 3}", f"a{i}")
+        if kind == "gauge":
+            series.set(name, *labels, value=value)
+        else:
+            series.inc(name, *labels, amount=value)
+        family.add_metric([name, *labels], value)
+
+    class One:
+        def collect(self) -> Iterator[Any]:
+            yield family
+
+    registry = CollectorRegistry()
+    registry.register(One())  # type: ignore[arg-type]
+    assert series.text() == generate_latest(registry).decode()
+
+
+def test_the_metrics_endpoint_serves_text_gzipped_when_asked() -> None:
+    """The page as Prometheus asks for it (Accept-Encoding: gzip) and as curl does (plain)."""
+    import gzip
+
+    from fpwatch.service.exposition import CONTENT_TYPE, response
+
+    metrics = Metrics()
+    metrics.know(config("gpt-4o"))
+    page = metrics.page()
+    plain, plain_headers = response(page, "")
+    zipped, zipped_headers = response(page, "gzip, deflate")
+    assert plain == page and ("Content-Type", CONTENT_TYPE) in plain_headers
+    assert gzip.decompress(zipped) == page and ("Content-Encoding", "gzip") in zipped_headers
+    assert ("Content-Length", str(len(zipped))) in zipped_headers
+    assert f'fpwatch_checks_total{{model="{MODEL}",status="OK"}} 0.0' in page.decode()
 
 
 def test_only_a_drift_can_carry_more_than_its_declared_severity() -> None:

@@ -559,7 +559,7 @@ class Daemon:
 
         host, _, port = listen.rpartition(":")
         try:
-            server = serve(host.strip("[]"), int(port), app(self.metrics.registry, self.health, self.status, self))
+            server = serve(host.strip("[]"), int(port), app(self.metrics.page, self.health, self.status, self))
         except OSError as exc:
             raise FpwatchError(
                 f"cannot listen on {listen}: {exc.strerror or exc}; change [fpwatch] listen or stop what uses it"

@@ -2,7 +2,7 @@
 (every model), /model/NAME (one) and /feed.atom (the events), read-only (service/live.py).
 
 A small threaded WSGI server from the standard library, as prometheus-client's own exporter uses;
-/metrics is prometheus-client's WSGI app (content negotiation, gzip). Loopback by default.
+/metrics is the Prometheus text format (exposition.py), gzipped when asked for. Loopback by default.
 """
 
 from __future__ import annotations
@@ -17,9 +17,8 @@ from typing import Any
 from urllib.parse import parse_qs
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, make_wsgi_app
-
 from fpwatch.logs import get_logger
+from fpwatch.service import exposition
 from fpwatch.service.live import LivePages, Source
 
 StartResponse = Callable[..., Any]
@@ -44,14 +43,13 @@ class _QuietHandler(WSGIRequestHandler):
 
 
 def app(
-    registry: CollectorRegistry,
+    metrics_page: Callable[[], bytes],
     health: Callable[[], list[str]],
     status: Callable[[], dict[str, Any]],
     report: Source | None = None,
 ) -> App:
-    """The endpoint from what it serves: the metrics registry, the health reasons, the status summary, and the daemon
+    """The endpoint from what it serves: the /metrics page, the health reasons, the status summary, and the daemon
     whose models the live report shows (on its event loop, the one running now)."""
-    metrics = make_wsgi_app(registry)
     pages = LivePages(report, asyncio.get_running_loop()) if report is not None else None
 
     def respond(start: StartResponse, code: str, body: Any) -> list[bytes]:
@@ -62,7 +60,9 @@ def app(
     def handle(environ: dict[str, Any], start: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
         if path == "/metrics":
-            return metrics(environ, start)  # type: ignore[no-any-return]
+            body, headers = exposition.response(metrics_page(), environ.get("HTTP_ACCEPT_ENCODING", ""))
+            start("200 OK", headers)
+            return [body]
         if path == "/healthz":
             reasons = health()
             if reasons:

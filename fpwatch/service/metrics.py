@@ -1,4 +1,5 @@
-"""Prometheus metrics of the daemon (DESIGN section 10), in a registry of their own.
+"""Prometheus metrics of the daemon (DESIGN section 10): the per-model families as `ModelSeries` (exposition.py
+writes them: 26 series a model), the daemon's few others in a prometheus-client registry of their own.
 
 Labels stay low-cardinality: model names, event types and severities, providers and outcome kinds; never request
 ids, error messages or URLs.
@@ -12,12 +13,7 @@ prometheus/fpwatch-rules.yml.
 
 from __future__ import annotations
 
-import contextlib
-import threading
-from collections.abc import Iterable, Sequence
-
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
-from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.process_collector import ProcessCollector
 
 from fpwatch import __version__
@@ -28,51 +24,12 @@ from fpwatch.detect.borders import Borders
 from fpwatch.detect.events import EVENTS, SEVERITIES, Details, EventType
 from fpwatch.detect.state import ModelState
 from fpwatch.detect.verdict import STATUS_NAMES
+from fpwatch.service import exposition
+from fpwatch.service.exposition import ModelSeries
 
 _DURATION_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300)
 _LAG_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60)
 TOKEN_KINDS = ("input", "output")
-
-
-class ModelCounter:
-    """A counter labelled by model and `labels`, kept as plain numbers and exported by a custom collector.
-
-    At 1,000 models the per-model counters are 22,000 series from the start; prometheus-client's own children (an
-    object with its lock and value each) took ten times as long to create, up to twice the CPU to scrape and 0.4 KB
-    more apiece. The loop thread counts; the endpoint's thread reads under the same lock."""
-
-    def __init__(self, name: str, documentation: str, labels: Sequence[str], registry: CollectorRegistry) -> None:
-        self.name, self.documentation, self.labels = name, documentation, ["model", *labels]
-        self._values: dict[str, dict[tuple[str, ...], float]] = {}  # model -> the other labels' values -> count
-        self._lock = threading.Lock()
-        registry.register(self)
-
-    def zero(self, model: str, *labels: str) -> None:
-        """The series exists, at 0 unless it has counted already."""
-        with self._lock:
-            self._values.setdefault(model, {}).setdefault(labels, 0.0)
-
-    def inc(self, model: str, *labels: str, amount: float = 1.0) -> None:
-        with self._lock:
-            series = self._values.setdefault(model, {})
-            series[labels] = series.get(labels, 0.0) + amount
-
-    def forget(self, model: str) -> None:
-        with self._lock:
-            self._values.pop(model, None)
-
-    def describe(self) -> Iterable[Metric]:
-        yield CounterMetricFamily(self.name, self.documentation, labels=self.labels)
-
-    def collect(self) -> Iterable[Metric]:
-        with self._lock:
-            rows = [
-                ((model, *labels), value) for model, series in self._values.items() for labels, value in series.items()
-            ]
-        family = CounterMetricFamily(self.name, self.documentation, labels=self.labels)
-        for labels, value in rows:
-            family.add_metric(labels, value)
-        yield family
 
 
 def severities(event_type: EventType) -> tuple[str, ...]:
@@ -90,7 +47,7 @@ class Metrics:
         r = self.registry
         ProcessCollector(registry=r)
         Gauge("fpwatch_build_info", "fpwatch version", ["version"], registry=r).labels(__version__).set(1)
-        self.checks = ModelCounter("fpwatch_checks", "Checks run, by model and result", ["status"], r)
+        self.checks = ModelSeries("fpwatch_checks", "Checks run, by model and result", ["status"])
         self.check_duration = Histogram(
             "fpwatch_check_duration_seconds", "Duration of one check", buckets=_DURATION_BUCKETS, registry=r
         )
@@ -98,35 +55,31 @@ class Metrics:
             "fpwatch_requests", "Canary requests, by provider and outcome", ["provider", "outcome"], registry=r
         )
         self.retries = Counter("fpwatch_request_retries", "Retried attempts, by provider", ["provider"], registry=r)
-        self.events = ModelCounter(
-            "fpwatch_events", "Events raised, by model, type and severity", ["type", "severity"], r
-        )
+        self.events = ModelSeries("fpwatch_events", "Events raised, by model, type and severity", ["type", "severity"])
         self.notifications_failed = Counter(
             "fpwatch_notifications_failed", "Failed notification deliveries, by notifier", ["notifier"], registry=r
         )
-        self.tokens = ModelCounter("fpwatch_tokens", "Tokens spent, by model and kind", ["kind"], r)
-        self.fingerprints_valid = Gauge(
-            "fpwatch_fingerprints_valid", "Fingerprints in the valid set", ["model"], registry=r
+        self.tokens = ModelSeries("fpwatch_tokens", "Tokens spent, by model and kind", ["kind"])
+        self.fingerprints_valid = ModelSeries(
+            "fpwatch_fingerprints_valid", "Fingerprints in the valid set", [], "gauge"
         )
-        self.model_up = Gauge("fpwatch_model_up", "1 unless the model is down", ["model"], registry=r)
-        self.last_check = Gauge(
-            "fpwatch_last_check_timestamp_seconds", "When the model was last checked", ["model"], registry=r
+        self.model_up = ModelSeries("fpwatch_model_up", "1 unless the model is down", [], "gauge")
+        self.last_check = ModelSeries(
+            "fpwatch_last_check_timestamp_seconds", "When the model was last checked", [], "gauge"
         )
         self.in_flight = Gauge("fpwatch_checks_in_flight", "Checks running now", registry=r)
-        self.drift_screen = Gauge(
+        self.drift_screen = ModelSeries(
             "fpwatch_drift_screen_surprise",
             "The last drift screen's surprise (-log10 p; kind=value) and the model's threshold (kind=threshold)",
-            ["model", "kind"],
-            registry=r,
+            ["kind"],
+            "gauge",
         )
-        self.drift_bursts = ModelCounter(
-            "fpwatch_drift_bursts", "Drift confirmation bursts sent after a screen hit", [], r
+        self.drift_bursts = ModelSeries("fpwatch_drift_bursts", "Drift confirmation bursts sent after a screen hit", [])
+        self.discovery_requests = ModelSeries(
+            "fpwatch_discovery_requests", "One-token requests spent discovering border inputs", []
         )
-        self.discovery_requests = ModelCounter(
-            "fpwatch_discovery_requests", "One-token requests spent discovering border inputs", [], r
-        )
-        self.drift_open = Gauge(
-            "fpwatch_drift_open", "1 while a confirmed canary drift awaits its ack", ["model"], registry=r
+        self.drift_open = ModelSeries(
+            "fpwatch_drift_open", "1 while a confirmed canary drift awaits its ack", [], "gauge"
         )
         self.schedule_lag = Histogram(
             "fpwatch_schedule_lag_seconds",
@@ -152,6 +105,13 @@ class Metrics:
             "fpwatch_state_write_failures", "Writes to the state database that failed (a full disk, I/O)", registry=r
         )
         self.models: set[str] = set()  # the models `know` created series for
+        # Per model, written by fpwatch (exposition.py); the daemon's other series by prometheus-client.
+        self.counters = (self.checks, self.events, self.tokens, self.drift_bursts, self.discovery_requests)
+        self.gauges = (self.fingerprints_valid, self.model_up, self.last_check, self.drift_screen, self.drift_open)
+
+    def page(self) -> bytes:
+        """The /metrics page, every series in the Prometheus text format."""
+        return exposition.page(self.registry, (*self.counters, *self.gauges))
 
     def know(self, config: Config) -> None:
         """Create every counter at 0 for the label values `config` makes known; forget the models it no longer has.
@@ -161,14 +121,13 @@ class Metrics:
         names = {m.name for m in config.models}
         for gone in self.models - names:
             self.forget(gone)
+        statuses = [(status,) for status in STATUS_NAMES.values()]
+        events = [(t.name, severity) for t in EVENTS.values() for severity in severities(t)]
+        tokens = [(kind,) for kind in TOKEN_KINDS]
         for name in names - self.models:
-            for status in STATUS_NAMES.values():
-                self.checks.zero(name, status)
-            for event_type in EVENTS.values():
-                for severity in severities(event_type):
-                    self.events.zero(name, event_type.name, severity)
-            for kind in TOKEN_KINDS:
-                self.tokens.zero(name, kind)
+            self.checks.zero_each(name, statuses)
+            self.events.zero_each(name, events)
+            self.tokens.zero_each(name, tokens)
             self.drift_bursts.zero(name)
             self.discovery_requests.zero(name)
         self.models = names
@@ -197,18 +156,18 @@ class Metrics:
         if result.burst:
             self.drift_bursts.inc(name)
         self.model_state(name, result.state)
-        self.last_check.labels(name).set(result.finished.timestamp())
+        self.last_check.set(name, value=result.finished.timestamp())
 
     def model_state(self, name: str, state: ModelState) -> None:
         """The gauges of what is known of a model: after this daemon's check, or another's on a shared state."""
-        self.fingerprints_valid.labels(name).set(len(state.fingerprints.valid()))
+        self.fingerprints_valid.set(name, value=len(state.fingerprints.valid()))
         if state.drift.screens:
-            self.drift_screen.labels(name, "value").set(state.drift.screens[-1])
-            self.drift_screen.labels(name, "threshold").set(drift.screen_threshold(state.drift))
-        self.drift_open.labels(name).set(1 if state.drift_open else 0)
-        self.model_up.labels(name).set(0 if state.down else 1)
+            self.drift_screen.set(name, "value", value=state.drift.screens[-1])
+            self.drift_screen.set(name, "threshold", value=drift.screen_threshold(state.drift))
+        self.drift_open.set(name, value=1 if state.drift_open else 0)
+        self.model_up.set(name, value=0 if state.down else 1)
         if state.last_check is not None:
-            self.last_check.labels(name).set(state.last_check.timestamp())
+            self.last_check.set(name, value=state.last_check.timestamp())
 
     def discovered(self, model: str, borders: Borders) -> None:
         if model not in self.models:
@@ -220,16 +179,12 @@ class Metrics:
     def forget(self, model: str) -> None:
         """Drop the per-model series of a model removed from the config, counters and gauges."""
         self.models.discard(model)
-        for counter in (self.checks, self.events, self.tokens, self.drift_bursts, self.discovery_requests):
+        for counter in self.counters:
             counter.forget(model)
         self.let_go(model)
 
     def let_go(self, model: str) -> None:
         """Drop a model's gauges (what is known of it), keeping its counters: on a shared state, another daemon
         checks it now and its gauges are that one's (two daemons' copies would disagree, one of them stale)."""
-        for gauge in (self.fingerprints_valid, self.model_up, self.last_check, self.drift_open):
-            with contextlib.suppress(KeyError):
-                gauge.remove(model)
-        for kind in ("value", "threshold"):
-            with contextlib.suppress(KeyError):
-                self.drift_screen.remove(model, kind)
+        for gauge in self.gauges:
+            gauge.forget(model)
