@@ -1,7 +1,8 @@
 """HTTP to providers: each one's connections in small pools, retries that honour the server, a whole-request deadline.
 
-The only module that imports httpx (import-linter keeps it so, and httpcore behind it and providers/sockets.py,
-the asyncio sockets its pools run on), so a move to the maintained fork (httpx2) is a one-line change.
+The only module that imports httpx (import-linter keeps it so, and httpcore behind it, providers/sockets.py, the
+asyncio sockets its pools run on, and providers/primitives.py, their locks), so a move to the maintained fork
+(httpx2) is a one-line change.
 Retries follow the official OpenAI SDK's rules (research/library-practice.md section 4.2): retry
 408/409/429/5xx/529 and connection errors with exponential backoff and jitter, prefer
 `retry-after-ms`, then `Retry-After` (seconds or an HTTP date), then the wait a wire format states in
