@@ -75,11 +75,6 @@ class ModelSeries:
         with self._lock:
             self._entry(model, labels).value = float(value)
 
-    def value(self, model: str, *labels: str) -> float | None:
-        with self._lock:
-            entry = self._series.get(model, {}).get(labels)
-            return None if entry is None else entry.value
-
     def forget(self, model: str) -> None:
         """Drop every series of the model."""
         with self._lock:

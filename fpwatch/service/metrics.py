@@ -1,5 +1,5 @@
 """Prometheus metrics of the daemon (DESIGN section 10): the per-model families as `ModelSeries` (exposition.py
-writes them: 26 series a model), the daemon's few others in a prometheus-client registry of their own.
+writes them: 22 to 28 series a model), the daemon's few others in a prometheus-client registry of their own.
 
 Labels stay low-cardinality: model names, event types and severities, providers and outcome kinds; never request
 ids, error messages or URLs.
