@@ -116,6 +116,7 @@ class Backend(httpcore.AsyncNetworkBackend):
 
 
 def _ip_literal(host: str) -> bool:
+    """Whether `host` is an IPv4 or IPv6 address (not a name to resolve)."""
     for family in (socket.AF_INET, socket.AF_INET6):
         try:
             socket.inet_pton(family, host)

@@ -36,7 +36,6 @@ class ModelSeries:
         self, name: str, documentation: str, labels: Sequence[str], kind: Literal["counter", "gauge"] = "counter"
     ) -> None:
         self.name = f"{name}_total" if kind == "counter" else name  # as prometheus-client exposes a counter
-        self.kind = kind
         self.labels = ("model", *labels)
         self._order = sorted(range(len(self.labels)), key=self.labels.__getitem__)  # names sorted, as it writes them
         pairs = ",".join(f'{self.labels[i]}="%s"' for i in self._order)
